@@ -1,0 +1,84 @@
+"""``raw_documents``: the OBELICS shards in ``data/raw``, validated, with DVC's md5 as their data version."""
+
+
+import os
+
+import dagster as dg
+
+from assets.quality import gx_check
+from orchestration.resources import DvcResource, NyxSettings
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"python", "parquet", "dvc"},
+    code_version="raw-v1",
+)
+def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource) -> dg.MaterializeResult:
+    """The raw web documents (OBELICS shards: interleaved ``texts``/``images``) of ``data/raw``.
+
+    Every shard is read and every image fully decoded; documents with an undecodable image are dropped and kept,
+    with the reason, under ``data/rejects/raw_documents``. Valid documents go to ``data/documents/<shard>.jsonl``.
+    The data version is the md5 DVC gives ``data/raw``.
+    """
+    from nyx.data.images import ImageConfig
+    from nyx.data.ingest import ingest_raw
+
+    paths = settings.paths
+    profile = settings.load_profile()
+    if not paths.raw.is_dir():
+        raise dg.Failure(f"no raw data folder at {paths.raw}: run `python -m nyx.data.sample --out {paths.raw}` "
+                         "for the bundled sample, or put OBELICS shards there")
+    stats = ingest_raw(paths.raw, paths.documents, paths.rejects / "raw_documents",
+                       ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels))
+    if not stats:
+        raise dg.Failure(f"no OBELICS shards (*.parquet, *.jsonl) in {paths.raw}")
+    md5 = dvc.md5(paths.raw)
+    rejected = sum(s.rejected for s in stats)
+    context.log.info(f"{len(stats)} shards, {sum(s.documents for s in stats)} documents, {rejected} rejected")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(md5),
+        metadata={
+            "dvc_md5": md5,
+            "shards": len(stats),
+            "documents": sum(s.documents for s in stats),
+            "images": sum(s.images for s in stats),
+            "text_only_documents": sum(s.text_only for s in stats),
+            "multi_image_documents": sum(s.multi_image for s in stats),
+            "rejected": rejected,
+            "rejects_dir": dg.MetadataValue.path(str(paths.rejects / "raw_documents")),
+            "per_shard": dg.MetadataValue.md(_table(stats)),
+        },
+    )
+
+
+def _table(stats) -> str:
+    rows = ["| shard | documents | images | rejected | skipped (unchanged) |", "|---|---|---|---|---|"]
+    rows += [f"| {s.shard} | {s.documents} | {s.images} | {s.rejected} | {s.skipped_unchanged} |" for s in stats]
+    return "\n".join(rows)
+
+
+@dg.asset_check(asset=raw_documents, blocking=True, description="ids unique, every document non-empty, every image resolvable")
+def raw_documents_valid(settings: NyxSettings) -> dg.AssetCheckResult:
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    from nyx.data.records import iter_jsonl
+
+    rows = []
+    for f in sorted(settings.paths.documents.glob("*.jsonl")):
+        for r in iter_jsonl(f):
+            rows.append({
+                "id": r.id,
+                "n_parts": len(r.content),
+                "n_images": r.n_images,
+                "images_resolve": all(ref.startswith("data:") or os.path.isfile(ref) for ref in r.images),
+            })
+    df = pd.DataFrame(rows, columns=["id", "n_parts", "n_images", "images_resolve"])
+    return gx_check(df, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeBetween(column="n_parts", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="images_resolve", value_set=[True]),
+    ], "raw_documents", extra_metadata={"documents": len(df), "images": int(df["n_images"].sum()) if len(df) else 0})
