@@ -1,0 +1,38 @@
+"""``data_snapshot``: version ``data/`` with DVC after the data assets, and push it to the remote."""
+
+import dagster as dg
+
+from orchestration.resources import DvcResource, NyxSettings
+
+DATA_ASSETS = ["raw_documents", "corpus_chunks", "synthetic_qa", "nyxqa", "hard_negatives"]
+
+
+@dg.asset(
+    group_name="versioning",
+    kinds={"dvc"},
+    deps=[dg.AssetKey(k) for k in DATA_ASSETS],
+    pool="dvc",
+    code_version="snapshot-v1",
+)
+def data_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource) -> dg.MaterializeResult:
+    """``dvc add data`` and ``dvc push`` to the configured remote, after the data assets.
+
+    The md5 written to ``data.dvc`` is this asset's data version and is tagged on every MLflow training run; to restore
+    an older data version: ``git checkout REV -- data.dvc && dvc checkout data.dvc``.
+    """
+    repo = dvc.dvc()
+    repo.ensure_init()
+    target = settings.paths.root
+    rel = target.relative_to(repo.repo_dir) if target.is_relative_to(repo.repo_dir) else None
+    if rel is None:
+        raise dg.Failure(f"data folder {target} is outside the DVC repository {repo.repo_dir}")
+    md5 = repo.add(str(rel))
+    repo.push(str(rel))
+    status = repo.status(str(rel))
+    context.log.info(f"DVC snapshot {md5} of {rel} pushed to {dvc.remote_url}")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(md5),
+        metadata={"dvc_md5": md5, "dvc_file": f"{rel}.dvc", "remote": dvc.remote_url,
+                  "status_clean": not status,
+                  "restore": dg.MetadataValue.md(f"`git checkout REV -- {rel}.dvc && dvc checkout {rel}.dvc`")},
+    )
