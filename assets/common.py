@@ -1,0 +1,28 @@
+"""Small helpers shared by the asset modules (profile with launchpad overrides, file listings)."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from orchestration.resources import NyxSettings
+
+
+class ProfileConfig(dg.Config):
+    """Launchpad config of every Nyx asset: nested overrides of the profile for this run only,
+    e.g. ``{"overrides": {"chunking": {"max_tokens": 120}}}``."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def profile_for(settings: NyxSettings, config: ProfileConfig | None = None):
+    from nyx.profiles import load_profile
+
+    return load_profile(settings.profile, config.overrides if config else None)
+
+
+def backbone_path(profile) -> str:
+    """Local folder (or hub id) of the backbone named by the profile; builds the tiny model when needed."""
+    from nyx.model.profiles import resolve_profile
+
+    return str(resolve_profile(profile.model).materialize())

@@ -1,0 +1,35 @@
+"""The model layer: profiles (tiny, paper), the Qwen2.5-VL processor, pooling and the encoder.
+
+Heavy modules (torch, transformers) load on first use of an attribute, so ``import nyx.model`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "NyxQwenProcessor": "nyx.model.processor",
+    "load_processor": "nyx.model.processor",
+    "ModelProfile": "nyx.model.profiles",
+    "resolve_profile": "nyx.model.profiles",
+    "ensure_tiny_model": "nyx.model.profiles",
+    "load_backbone": "nyx.model.profiles",
+    "load_profile_processor": "nyx.model.profiles",
+    "last_token_pool": "nyx.model.pooling",
+    "normalize": "nyx.model.pooling",
+    "mrl_truncate": "nyx.model.pooling",
+    "NyxEncoder": "nyx.model.encoder",
+    "EncoderConfig": "nyx.model.encoder",
+    "QueryTemplate": "nyx.model.encoder",
+    "EmbeddingModel": "nyx.model.encoder",
+    "read_shards": "nyx.model.encoder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'nyx.model' has no attribute {name!r}")

@@ -1,0 +1,563 @@
+"""NyxEncoder: interleaved text-and-image records -> L2-normalised embeddings with a Qwen2.5-VL backbone.
+
+The flow for one batch, shared by inference and training::
+
+    records --prepare--> PreparedInput (text with one <|image_pad|> per image, loaded images, exact length)
+            --collate--> model inputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw)
+            --embed----> last-token pooled, L2-normalised torch tensor (with grad when grad is enabled)
+
+* Each image part becomes ``<|vision_start|><|image_pad|><|vision_end|>`` in reading order; the processor expands
+  the pad token into ``grid_thw.prod() // merge_size**2`` copies.
+* Queries are wrapped in an instruction (:class:`QueryTemplate`, per task); documents carry none.
+* Truncation to ``max_length`` cuts text parts only, before tokenisation and expansion, with image tokens
+  budgeted from each image's grid. An image is never cut; when the images alone do not fit, whole trailing
+  images are dropped (with a warning), so "Image features and image tokens do not match" cannot happen.
+* Positions (Qwen's 3-D mRoPE) are computed from the attention mask, so left and right padding give the
+  same embedding, and a record gives the same embedding alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nyx.data.images import ImageConfig, load_image
+from nyx.data.records import Record
+from nyx.data.rejects import RecordError, RejectLog
+from nyx.model.pooling import last_token_pool, mrl_truncate, normalize
+from nyx.model.processor import NyxQwenProcessor, set_pixel_budget
+from nyx.model.profiles import (
+    ModelProfile,
+    load_backbone,
+    load_profile_processor,
+    resolve_device,
+    resolve_dtype,
+    resolve_profile,
+)
+from nyx.utils.io import atomic_write, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+PAPER_INSTRUCTION = "Please retrieve the most relevant document to answer the question."
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryTemplate:
+    """The instruction a query is wrapped in. ``{question}`` stands for the query's interleaved content.
+
+    ``with_choices`` is used when the query record's ``extra["choices"]`` is present (a list of options or a
+    ready string), ``without_choices`` otherwise. Options are written as ``choice_format`` joined by
+    ``choice_separator`` (``{letter}``: A, B, C...; ``{index}``: 0, 1, 2...; ``{text}``: the option).
+    """
+
+    with_choices: str = PAPER_INSTRUCTION + "\nQuestion: {question}\nChoices: {choices}"
+    without_choices: str = PAPER_INSTRUCTION + "\nQuestion: {question}"
+    choice_format: str = "({letter}) {text}"
+    choice_separator: str = " "
+
+    def __post_init__(self) -> None:
+        for name in ("with_choices", "without_choices"):
+            if getattr(self, name).count("{question}") != 1:
+                raise ValueError(f"QueryTemplate.{name} must contain '{{question}}' exactly once")
+
+    def format_choices(self, choices: Any) -> str:
+        if isinstance(choices, str):
+            return choices
+        return self.choice_separator.join(
+            self.choice_format.replace("{letter}", _letter(i)).replace("{index}", str(i)).replace("{text}", str(c))
+            for i, c in enumerate(choices)
+        )
+
+    def frame(self, record: Record) -> tuple[str, str]:
+        """``(text before the question, text after it)`` for this query record."""
+        choices = record.extra.get("choices")
+        template = self.with_choices if choices not in (None, "", []) else self.without_choices
+        before, after = template.split("{question}")
+        if choices not in (None, "", []):
+            formatted = self.format_choices(choices)
+            before, after = before.replace("{choices}", formatted), after.replace("{choices}", formatted)
+        return before, after
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else str(i)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How records become model inputs and how batches are run.
+
+    ``input_style``: ``"plain"`` is ``{instruction+content}{eos_token}``; ``"chat"`` wraps the same in a user
+    turn followed by an assistant prompt, then ``eos_token``. The embedding is the final hidden state of the
+    last token (the paper's <EOS>). ``query_templates`` maps a task (``record.extra["task"]``) to its
+    template; ``"default"`` serves every other query. ``dim`` truncates outputs to a Matryoshka prefix.
+    """
+
+    max_length: int = 3072
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 400 * 28 * 28
+    padding_side: Literal["left", "right"] = "right"
+    input_style: Literal["plain", "chat"] = "plain"
+    eos_token: str = "<|endoftext|>"
+    query_templates: dict[str, QueryTemplate] = field(default_factory=lambda: {"default": QueryTemplate()})
+    batch_size: int = 8
+    sort_window_batches: int = 32
+    dim: int | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if "default" not in self.query_templates:
+            raise ValueError("query_templates needs a 'default' entry")
+        if self.batch_size < 1 or self.sort_window_batches < 1:
+            raise ValueError("batch_size and sort_window_batches must be positive")
+
+    @classmethod
+    def from_profile(cls, profile: ModelProfile, **overrides: Any) -> "EncoderConfig":
+        base = cls(max_length=profile.max_length, min_pixels=profile.min_pixels, max_pixels=profile.max_pixels)
+        return replace(base, **overrides)
+
+    def template_for(self, record: Record) -> QueryTemplate:
+        return self.query_templates.get(str(record.extra.get("task", "default")), self.query_templates["default"])
+
+
+@dataclass
+class PreparedInput:
+    """One record ready for the processor: text with one ``<|image_pad|>`` per kept image, and the images."""
+
+    record_id: str
+    text: str
+    images: list[Any]
+    image_tokens: list[int]
+    length: int  # exact number of tokens after the processor's expansion
+    truncated: bool = False
+    dropped_images: int = 0
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The torch module (what a trainer wraps with DDP / DeepSpeed)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class EmbeddingModel(torch.nn.Module):
+    """Backbone + last-token pooling + L2 normalisation: ``forward(**inputs) -> (B, hidden)`` float32.
+
+    ``backbone`` is a ``Qwen2_5_VLForConditionalGeneration`` or a peft model wrapping one (LoRA layers are
+    injected in place, so the inner ``Qwen2_5_VLModel`` runs them). The language-model head is never run.
+    """
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def vl_model(self) -> torch.nn.Module:
+        m = self.backbone
+        if hasattr(m, "get_base_model"):  # peft
+            m = m.get_base_model()
+        return m.model  # Qwen2_5_VLModel
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                mm_token_type_ids: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        model = self.vl_model()
+        if mm_token_type_ids is None:
+            mm_token_type_ids = (input_ids == model.config.image_token_id).to(torch.int32)
+        # Positions from the mask: padding (either side) never shifts a sequence's positions.
+        position_ids, _ = model.get_rope_index(
+            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+            attention_mask=attention_mask,
+        )
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False,
+        )
+        pooled = last_token_pool(out.last_hidden_state, attention_mask)
+        return normalize(pooled.float())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The encoder
+# ----------------------------------------------------------------------------------------------------------
+
+
+class NyxEncoder:
+    """Embeds queries and documents (:class:`~nyx.data.records.Record`) into one space.
+
+    Build it with :meth:`from_pretrained` (``"tiny"``, ``"paper"``, a local folder or a hub id, plus an
+    optional LoRA adapter folder), or directly from a loaded backbone and processor (the trainer does).
+    """
+
+    def __init__(self, backbone: torch.nn.Module, processor: NyxQwenProcessor, profile: ModelProfile,
+                 config: EncoderConfig | None = None, adapter_path: str | None = None):
+        self.profile = profile
+        self.config = config or EncoderConfig.from_profile(profile)
+        self.processor = processor
+        self.module = EmbeddingModel(backbone)
+        self.adapter_path = adapter_path
+        self.image_config = ImageConfig(max_pixels=self.config.max_pixels, min_pixels=self.config.min_pixels)
+        set_pixel_budget(processor, self.config.min_pixels, self.config.max_pixels)
+        self.tokenizer = processor.tokenizer
+        specials = sorted(set(self.tokenizer.all_special_tokens) | {IMAGE_PLACEHOLDER, "<|vision_pad|>",
+                                                                    "<|video_pad|>", "<|image_pad|>",
+                                                                    "<|vision_start|>", "<|vision_end|>"},
+                          key=len, reverse=True)
+        self._special_re = re.compile("|".join(re.escape(s) for s in specials if s))
+        unk = self.tokenizer.unk_token_id
+        for tok in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", self.config.eos_token):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if tid is None or (unk is not None and tid == unk):
+                raise ValueError(f"the tokenizer has no {tok!r} token")
+        if self.config.dim is not None and not 0 < self.config.dim <= self.hidden_size:
+            raise ValueError(f"dim {self.config.dim} outside 1..{self.hidden_size}")
+
+    # -- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: "str | os.PathLike | ModelProfile", adapter_path: str | os.PathLike | None = None,
+                        device: Any = None, dtype: Any = "auto", merge_adapter: bool = True,
+                        **config_overrides: Any) -> "NyxEncoder":
+        """Load a profile's backbone and processor (and a peft LoRA adapter), ready for :meth:`encode`.
+
+        ``name_or_path`` may also be an adapter folder (with ``adapter_config.json``): its base model is then
+        loaded and the adapter applied. ``config_overrides`` set :class:`EncoderConfig` fields
+        (``batch_size=16``, ``padding_side="left"``, ``dim=256``, ...).
+        """
+        if not isinstance(name_or_path, ModelProfile) and (Path(name_or_path) / "adapter_config.json").is_file():
+            if adapter_path is not None:
+                raise ValueError(f"{name_or_path} is an adapter folder and adapter_path was also given")
+            adapter_path = name_or_path
+            name_or_path = read_json(Path(name_or_path) / "adapter_config.json")["base_model_name_or_path"]
+        profile = resolve_profile(name_or_path)
+        dev = resolve_device(device)
+        backbone = load_backbone(profile, device=dev, dtype=resolve_dtype(dtype if dtype is not None else profile.dtype, dev))
+        if adapter_path is not None:
+            from peft import PeftModel
+
+            backbone = PeftModel.from_pretrained(backbone, os.fspath(adapter_path), is_trainable=False)
+            if merge_adapter:
+                backbone = backbone.merge_and_unload()
+            backbone = backbone.to(dev).eval()
+        processor = load_profile_processor(profile)
+        config = EncoderConfig.from_profile(profile, **config_overrides)
+        return cls(backbone, processor, profile, config,
+                   adapter_path=os.fspath(adapter_path) if adapter_path is not None else None)
+
+    # -- identity -----------------------------------------------------------------------------------------
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.module.backbone
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.vl_model().config.text_config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """Size of the embeddings :meth:`encode` returns (the Matryoshka prefix when ``config.dim`` is set)."""
+        return self.config.dim or self.hidden_size
+
+    @property
+    def model_id(self) -> str:
+        return self.profile.name_or_path
+
+    @property
+    def revision(self) -> str | None:
+        return self.profile.revision
+
+    def info(self) -> dict[str, Any]:
+        """What an index manifest records to tell whether two sets of embeddings are comparable."""
+        cfg = asdict(self.config)
+        return {
+            "profile": self.profile.name,
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "adapter_path": self.adapter_path,
+            "dim": self.dim,
+            "hidden_size": self.hidden_size,
+            "max_length": self.config.max_length,
+            "min_pixels": self.config.min_pixels,
+            "max_pixels": self.config.max_pixels,
+            "input_style": self.config.input_style,
+            "eos_token": self.config.eos_token,
+            "query_templates": cfg["query_templates"],
+            "pooling": "last_token",
+            "normalized": True,
+        }
+
+    # -- input building ---------------------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        """Remove Qwen control tokens from user text (a literal ``<|image_pad|>`` would break the batch)."""
+        return self._special_re.sub("", text)
+
+    def _frame(self, record: Record, is_query: bool) -> tuple[str, str]:
+        before, after = self.config.template_for(record).frame(record) if is_query else ("", "")
+        if self.config.input_style == "chat":
+            before = "<|im_start|>user\n" + before
+            after = after + "<|im_end|>\n<|im_start|>assistant\n"
+        return before, after + self.config.eos_token
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    def prepare(self, record: Record, is_query: bool) -> PreparedInput:
+        """Load the record's images and build its text within ``max_length`` (text cut, images never cut).
+
+        Raises :class:`RecordError` naming the record when an image cannot be loaded.
+        """
+        before, after = self._frame(record, is_query)
+        pieces: list[tuple[str, Any]] = []  # ("text", str) or ("image", index into images)
+        images, image_tokens = [], []
+        for part in record.content:
+            if part.type == "image":
+                img = load_image(part.image, self.image_config, record_id=record.id)
+                pieces.append(("image", len(images)))
+                images.append(img)
+                image_tokens.append(self.processor.num_image_tokens(img.height, img.width))
+            elif part.text:
+                text = self._clean(part.text)
+                if text:
+                    if pieces and pieces[-1][0] == "text":
+                        text = "\n" + text
+                    pieces.append(("text", text))
+        text_ids = [self.tokenizer(v, add_special_tokens=False)["input_ids"] if k == "text" else None
+                    for k, v in pieces]
+        max_len = self.config.max_length
+        frame_len = self._n_tokens(before) + self._n_tokens(after)
+
+        n_keep = len(images)
+        while n_keep > 0 and frame_len + sum(t + 2 for t in image_tokens[:n_keep]) > max_len:
+            n_keep -= 1
+        dropped = len(images) - n_keep
+        if dropped:
+            log.warning("record %r: %d image(s) dropped, they do not fit max_length=%d", record.id, dropped, max_len)
+
+        total_text = sum(len(ids) for ids in text_ids if ids is not None)
+        budget = max_len - frame_len - sum(t + 2 for t in image_tokens[:n_keep])
+        for _ in range(8):
+            text, kept_text = self._assemble(before, after, pieces, text_ids, n_keep, budget)
+            length = self._n_tokens(text) + sum(t - 1 for t in image_tokens[:n_keep])
+            if length <= max_len or budget <= 0:
+                break
+            budget -= length - max_len  # re-tokenisation across part boundaries can differ by a few tokens
+        if length > max_len:
+            raise RecordError(f"cannot fit max_length={max_len}: instruction and images need {length} tokens",
+                              record_id=record.id)
+        return PreparedInput(record_id=record.id, text=text, images=images[:n_keep],
+                             image_tokens=image_tokens[:n_keep], length=length,
+                             truncated=kept_text < total_text or dropped > 0, dropped_images=dropped)
+
+    def _assemble(self, before: str, after: str, pieces: list[tuple[str, Any]], text_ids: list[list[int] | None],
+                  n_images: int, budget: int) -> tuple[str, int]:
+        """The input text with the first ``budget`` text tokens (in reading order) and the first images."""
+        out, left, kept = [before], max(budget, 0), 0
+        for (kind, value), ids in zip(pieces, text_ids):
+            if kind == "image":
+                if value < n_images:
+                    out.append(IMAGE_PLACEHOLDER)
+            elif left > 0:
+                if len(ids) <= left:
+                    out.append(value)
+                    left, kept = left - len(ids), kept + len(ids)
+                else:
+                    out.append(self.tokenizer.decode(ids[:left], skip_special_tokens=False))
+                    left, kept = 0, kept + left
+        out.append(after)
+        return "".join(out), kept
+
+    def collate_prepared(self, prepared: Sequence[PreparedInput]) -> dict[str, torch.Tensor]:
+        """Run the processor on prepared inputs: padded token ids, masks, pixels and image grids (CPU tensors)."""
+        images = [img for p in prepared for img in p.images]
+        batch = self.processor(
+            text=[p.text for p in prepared],
+            images=images or None,
+            return_tensors="pt",
+            padding=True,
+            padding_side=self.config.padding_side,
+            truncation=False,
+        )
+        return {k: v for k, v in batch.items() if k != "token_type_ids"}
+
+    def collate(self, records: Sequence[Record], is_query: bool) -> dict[str, torch.Tensor]:
+        """Records -> model inputs (the trainer's collator uses this)."""
+        return self.collate_prepared([self.prepare(r, is_query) for r in records])
+
+    # -- embedding ----------------------------------------------------------------------------------------
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Model inputs -> L2-normalised float32 embeddings (B, hidden); differentiable when grad is on."""
+        dev = self.device
+        moved = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return self.module(**moved)
+
+    def forward_embeddings(self, batch: "Sequence[Record] | dict[str, torch.Tensor]", is_query: bool = False) -> torch.Tensor:
+        """Embeddings WITH grad for training: records (collated here) or already collated inputs."""
+        inputs = batch if isinstance(batch, dict) else self.collate(batch, is_query)
+        return self.embed(inputs)
+
+    # -- batched inference --------------------------------------------------------------------------------
+
+    def encode(self, records: Iterable[Record], is_query: bool = False, batch_size: int | None = None,
+               dim: int | None = None, show_progress: bool | None = None) -> np.ndarray:
+        """Embed records -> float32 array (N, dim), rows in input order, L2-normalised.
+
+        A record whose image cannot be loaded raises :class:`RecordError` (use :meth:`encode_to_shards`
+        with a ``RejectLog`` to skip and log bad records instead).
+        """
+        records = list(records)
+        out = np.zeros((len(records), dim or self.dim), dtype=np.float32)
+        row = 0
+        for _, emb in self._iter_encoded(records, is_query, batch_size, dim, show_progress, rejects=None,
+                                         total=len(records)):
+            out[row:row + len(emb)] = emb
+            row += len(emb)
+        return out
+
+    def encode_queries(self, records: Iterable[Record], **kwargs: Any) -> np.ndarray:
+        return self.encode(records, is_query=True, **kwargs)
+
+    def encode_documents(self, records: Iterable[Record], **kwargs: Any) -> np.ndarray:
+        return self.encode(records, is_query=False, **kwargs)
+
+    def _iter_encoded(self, records: Iterable[Record], is_query: bool, batch_size: int | None, dim: int | None,
+                      show_progress: bool | None, rejects: RejectLog | None,
+                      total: int | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield ``(ids, embeddings)`` window by window, in input order (rejected records left out).
+
+        Within a window of ``batch_size * sort_window_batches`` records, batches are formed from records of
+        similar length and image count, which cuts padding; the order is restored before yielding.
+        """
+        bs = batch_size or self.config.batch_size
+        window = bs * self.config.sort_window_batches
+        show = self.config.show_progress if show_progress is None else show_progress
+        want = dim or self.dim
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with tqdm(total=total, disable=not show, unit="rec", desc="query" if is_query else "document") as bar, \
+                    torch.inference_mode():
+                for chunk in _chunks(records, window):
+                    prepared: list[PreparedInput] = []
+                    for r in chunk:
+                        try:
+                            prepared.append(self.prepare(r, is_query))
+                        except RecordError as e:
+                            if rejects is None:
+                                raise
+                            rejects.add(e)
+                            bar.update(1)
+                    order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].length, -prepared[i].n_images))
+                    emb = np.zeros((len(prepared), want), dtype=np.float32)
+                    for start in range(0, len(order), bs):
+                        idx = order[start:start + bs]
+                        vecs = self.embed(self.collate_prepared([prepared[i] for i in idx]))
+                        emb[idx] = mrl_truncate(vecs, want).cpu().numpy()
+                        bar.update(len(idx))
+                    yield [p.record_id for p in prepared], emb
+        finally:
+            self.module.train(was_training)
+
+    def encode_to_shards(self, records: Iterable[Record], out_dir: str | os.PathLike, shard_size: int = 10_000,
+                         is_query: bool = False, batch_size: int | None = None, dim: int | None = None,
+                         rejects: RejectLog | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+        """Stream embeddings to ``out_dir`` as ``.npy`` shards with their ids (for corpora larger than memory).
+
+        Writes ``embeddings-00000.npy`` + ``ids-00000.json`` per ``shard_size`` records, then ``manifest.json``
+        (shards, count, dim, :meth:`info`). Each file is written atomically. Records that cannot be prepared go
+        to ``rejects`` when given (and are left out), otherwise they raise. Returns the manifest.
+        """
+        if shard_size < 1:
+            raise ValueError("shard_size must be positive")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        want = dim or self.dim
+        shards: list[dict[str, Any]] = []
+        ids_buf: list[str] = []
+        emb_buf: list[np.ndarray] = []
+        buffered = 0
+        total = len(records) if hasattr(records, "__len__") else None  # type: ignore[arg-type]
+
+        def flush() -> None:
+            nonlocal ids_buf, emb_buf, buffered
+            if not buffered:
+                return
+            k = len(shards)
+            emb = np.concatenate(emb_buf)[:buffered]
+            emb_name, ids_name = f"embeddings-{k:05d}.npy", f"ids-{k:05d}.json"
+            with atomic_write(out / emb_name, "wb") as f:
+                np.save(f, emb)
+            write_json(ids_buf, out / ids_name)
+            shards.append({"embeddings": emb_name, "ids": ids_name, "count": buffered})
+            ids_buf, emb_buf, buffered = [], [], 0
+
+        for ids, emb in self._iter_encoded(records, is_query, batch_size, want, show_progress, rejects, total):
+            pos = 0
+            while pos < len(ids):
+                take = min(shard_size - buffered, len(ids) - pos)
+                ids_buf.extend(ids[pos:pos + take])
+                emb_buf.append(emb[pos:pos + take])
+                buffered += take
+                pos += take
+                if buffered == shard_size:
+                    flush()
+        flush()
+        manifest = {"count": sum(s["count"] for s in shards), "dim": want, "dtype": "float32",
+                    "is_query": is_query, "shards": shards, "encoder": {**self.info(), "dim": want},
+                    "rejected": len(rejects) if rejects is not None else 0}
+        write_json(manifest, out / "manifest.json")
+        return manifest
+
+
+def read_shards(out_dir: str | os.PathLike, mmap: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Iterate ``(ids, embeddings)`` over the shards written by :meth:`NyxEncoder.encode_to_shards`."""
+    out = Path(out_dir)
+    manifest = read_json(out / "manifest.json")
+    for shard in manifest["shards"]:
+        emb = np.load(out / shard["embeddings"], mmap_mode="r" if mmap else None)
+        ids = read_json(out / shard["ids"])
+        if len(ids) != len(emb):
+            raise ValueError(f"shard {shard['embeddings']}: {len(emb)} embeddings but {len(ids)} ids")
+        yield ids, emb
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+__all__ = [
+    "EmbeddingModel",
+    "EncoderConfig",
+    "NyxEncoder",
+    "PreparedInput",
+    "QueryTemplate",
+    "read_shards",
+]

@@ -1,0 +1,266 @@
+"""NyxEncoder on the tiny model: input building, truncation, pooling, padding/batching invariance, shards."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nyx.data.records import Part, Record
+from nyx.data.rejects import RecordError, RejectLog
+from nyx.model.encoder import EncoderConfig, NyxEncoder, QueryTemplate, read_shards
+from nyx.model.pooling import last_token_pool, mrl_truncate, normalize
+from nyx.model.profiles import ensure_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    g = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(180, 120), (60, 60), (300, 200), (90, 240)]):
+        p = folder / f"{i}.png"
+        Image.fromarray(g.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(p)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def docs(images):
+    t, im = Part.of_text, Part.of_image
+    return [
+        Record("text-short", [t("A red bridge crosses the river.")]),
+        Record("text-long", [t("The museum opened in 1901 and holds paintings, maps and old coins. " * 6)]),
+        Record("one-image", [t("A photograph of the harbour:"), im(images[0]), t("taken at dawn.")]),
+        Record("two-images", [im(images[1]), t("Left: the old town. Right: the station."), im(images[2])]),
+        Record("image-only", [im(images[3])]),
+    ]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (normalize(a) * normalize(b)).sum(-1)
+
+
+# -- pooling ---------------------------------------------------------------------------------------------
+
+
+def test_last_token_pool_finds_last_real_token_with_left_and_right_padding():
+    hidden = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert torch.equal(last_token_pool(hidden, right), hidden[[0, 1], [2, 4]])
+    assert torch.equal(last_token_pool(hidden, left), hidden[[0, 1], [4, 4]])
+    with pytest.raises(ValueError, match="no real token"):
+        last_token_pool(hidden, torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_normalize_and_matryoshka_prefixes_have_unit_norm_for_torch_and_numpy():
+    x = torch.randn(4, 128, generator=torch.Generator().manual_seed(0))
+    for dim in (128, 64, 32, 16):
+        t = mrl_truncate(x, dim)
+        n = mrl_truncate(x.numpy(), dim)
+        assert t.shape == (4, dim) and n.shape == (4, dim) and n.dtype == np.float32
+        assert torch.allclose(t.norm(dim=-1), torch.ones(4), atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-6)
+        np.testing.assert_allclose(t.numpy(), n, atol=1e-6)
+    np.testing.assert_allclose(mrl_truncate(x.numpy(), 16), normalize(x.numpy()[:, :16]), atol=1e-7)
+    with pytest.raises(ValueError):
+        mrl_truncate(x, 256)
+
+
+# -- input building ------------------------------------------------------------------------------------
+
+
+def test_query_template_adds_choices_line_only_when_choices_given(encoder):
+    with_choices = Record("q1", [Part.of_text("Which river?")], extra={"choices": ["Thames", "Seine"]})
+    plain = Record("q2", [Part.of_text("Which river?")])
+    a = encoder.prepare(with_choices, is_query=True).text
+    b = encoder.prepare(plain, is_query=True).text
+    assert a.startswith("Please retrieve the most relevant document to answer the question.\nQuestion: Which river?")
+    assert "\nChoices: (A) Thames (B) Seine" in a
+    assert "Choices" not in b and b.startswith("Please retrieve the most relevant document")
+    doc = encoder.prepare(plain, is_query=False).text
+    assert "Please retrieve" not in doc and doc == "Which river?<|endoftext|>"
+
+
+def test_task_specific_template_and_image_in_query_keeps_reading_order(encoder, images):
+    cfg = replace(encoder.config, query_templates={
+        "default": QueryTemplate(),
+        "vqa": QueryTemplate(with_choices="Find an image: {question} [{choices}]", without_choices="Find an image: {question}"),
+    })
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, cfg)
+    q = Record("q", [Part.of_text("What is in"), Part.of_image(images[1]), Part.of_text("this picture?")],
+               extra={"task": "vqa"})
+    p = enc.prepare(q, is_query=True)
+    assert p.text == ("Find an image: What is in<|vision_start|><|image_pad|><|vision_end|>this picture?"
+                      "<|endoftext|>")
+    with pytest.raises(ValueError, match="exactly once"):
+        QueryTemplate(without_choices="no placeholder")
+
+
+def test_literal_control_tokens_in_text_cannot_break_the_image_count(encoder, images):
+    r = Record("evil", [Part.of_text("look <|image_pad|> here <|vision_start|>"), Part.of_image(images[1])])
+    p = encoder.prepare(r, is_query=False)
+    assert p.text.count("<|image_pad|>") == 1
+    inputs = encoder.collate_prepared([p])
+    assert int((inputs["input_ids"] == encoder.processor.image_token_id).sum()) == p.image_tokens[0]
+    assert encoder.encode([r]).shape == (1, encoder.dim)
+
+
+def test_truncation_cuts_text_and_never_image_placeholders(encoder, images):
+    long_text = "Many words about bridges, rivers and the history of the old harbour town. " * 40
+    r = Record("long", [Part.of_text(long_text), Part.of_image(images[0]), Part.of_text(long_text),
+                        Part.of_image(images[2])])
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, max_length=160))
+    p = enc.prepare(r, is_query=False)
+    assert p.truncated and p.dropped_images == 0 and p.n_images == 2
+    inputs = enc.collate_prepared([p])
+    n_ids = inputs["input_ids"].shape[1]
+    assert n_ids == p.length <= 160
+    image_ids = int((inputs["input_ids"] == enc.processor.image_token_id).sum())
+    assert image_ids == sum(p.image_tokens) == int(inputs["image_grid_thw"].prod(-1).sum()) // 4
+    assert inputs["input_ids"][0, -1].item() == enc.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    emb = enc.encode([r])  # would raise "Image features and image tokens do not match" if a pad were cut
+    assert emb.shape == (1, enc.dim) and np.isfinite(emb).all()
+
+
+def test_images_that_cannot_fit_are_dropped_whole_from_the_end(encoder, images):
+    r = Record("many", [Part.of_text("caption"), Part.of_image(images[2]), Part.of_image(images[2]),
+                        Part.of_image(images[2])])
+    one = encoder.prepare(Record("x", [Part.of_image(images[2])]), is_query=False).image_tokens[0]
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
+                     replace(encoder.config, max_length=2 * (one + 2) + 10))
+    p = enc.prepare(r, is_query=False)
+    assert p.n_images == 2 and p.dropped_images == 1 and p.length <= enc.config.max_length
+    assert enc.encode([r]).shape == (1, enc.dim)
+
+
+def test_bad_image_raises_record_error_naming_the_record(encoder, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    r = Record("broken-doc", [Part.of_text("x"), Part.of_image(str(bad))])
+    with pytest.raises(RecordError) as err:
+        encoder.encode([r])
+    assert err.value.record_id == "broken-doc"
+
+
+# -- embeddings ------------------------------------------------------------------------------------------
+
+
+def test_embeddings_are_unit_norm_float32_and_distinct(encoder, docs):
+    emb = encoder.encode(docs)
+    assert emb.dtype == np.float32 and emb.shape == (len(docs), 128)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb.T
+    assert (sims[~np.eye(len(docs), dtype=bool)] < 0.9999).all()  # different inputs, different embeddings
+
+
+def test_batch_and_single_encoding_agree_and_order_is_kept(encoder, docs):
+    batched = encoder.encode(docs, batch_size=len(docs))
+    single = np.stack([encoder.encode([d])[0] for d in docs])
+    assert (_cos(batched, single) > 1 - 1e-4).all()
+    shuffled = encoder.encode(docs[::-1], batch_size=2)[::-1]
+    assert (_cos(batched, shuffled) > 1 - 1e-4).all()
+
+
+def test_left_and_right_padding_give_the_same_embeddings(encoder, docs):
+    right = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
+                       replace(encoder.config, padding_side="right"))
+    left = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
+                      replace(encoder.config, padding_side="left"))
+    inputs = left.collate(docs, is_query=False)
+    assert (inputs["attention_mask"][:, 0] == 0).any()  # really left-padded
+    assert (_cos(right.encode(docs), left.encode(docs)) > 1 - 1e-4).all()
+
+
+def test_matryoshka_dim_option_returns_renormalised_prefix(encoder, docs):
+    full = encoder.encode(docs)
+    small = encoder.encode(docs, dim=32)
+    assert small.shape == (len(docs), 32)
+    np.testing.assert_allclose(small, mrl_truncate(full, 32), atol=1e-5)
+
+
+def test_forward_embeddings_is_differentiable_and_matches_encode(encoder, docs):
+    queries = [Record("q", [Part.of_text("Which bridge is red?")], extra={"choices": ["a", "b"]})]
+    inputs = encoder.collate(queries, is_query=True)
+    emb = encoder.forward_embeddings(inputs)
+    assert emb.requires_grad
+    emb.sum().backward()
+    grads = [p.grad for p in encoder.module.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    encoder.module.zero_grad(set_to_none=True)
+    np.testing.assert_allclose(emb.detach().numpy(), encoder.encode_queries(queries), atol=1e-5)
+
+
+def test_encode_to_shards_streams_ids_and_embeddings_and_logs_rejects(encoder, docs, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    records = docs[:3] + [Record("bad", [Part.of_image(str(bad))])] + docs[3:]
+    rejects = RejectLog(stage="encode")
+    manifest = encoder.encode_to_shards(iter(records), tmp_path / "shards", shard_size=2, batch_size=2,
+                                        rejects=rejects)
+    assert manifest["count"] == len(docs) and [s["count"] for s in manifest["shards"]] == [2, 2, 1]
+    assert manifest["encoder"]["model_id"] == encoder.model_id and manifest["dim"] == encoder.dim
+    assert len(rejects) == 1 and rejects.items[0]["record_id"] == "bad"
+    ids, embs = zip(*read_shards(tmp_path / "shards"))
+    assert [i for chunk in ids for i in chunk] == [d.id for d in docs]
+    np.testing.assert_allclose(np.concatenate(embs), encoder.encode(docs), atol=1e-5)
+
+
+def test_encoder_identity_for_index_manifests(encoder, tiny_dir):
+    info = encoder.info()
+    assert encoder.model_id == str(tiny_dir) and encoder.revision is None
+    assert info["dim"] == encoder.dim == 128 and info["pooling"] == "last_token"
+    assert EncoderConfig.from_profile(encoder.profile).max_length == encoder.profile.max_length
+
+
+def test_embedding_matches_qwen_reference_forward_with_3d_image_positions(encoder, docs):
+    """Our explicit positions equal Qwen's own (mm_token_type_ids -> get_rope_index) on an unpadded input."""
+    record = docs[3]  # two images and text
+    inputs = encoder.collate([record], is_query=False)
+    assert "mm_token_type_ids" in inputs
+    vl = encoder.module.vl_model()
+    with torch.inference_mode():
+        reference = vl(**inputs, use_cache=False).last_hidden_state[:, -1]
+        flat = vl(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                  pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
+                  use_cache=False).last_hidden_state[:, -1]  # 1-D positions: what a careless caller gets
+    ours = encoder.encode([record])
+    ref = normalize(reference.float()).numpy()
+    assert np.abs(ours - ref).max() < 1e-5
+    assert np.abs(ref - normalize(flat.float()).numpy()).max() > 1e-3  # the check above can tell them apart
+
+
+def test_lora_adapter_folder_loads_and_changes_embeddings(encoder, docs, tiny_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from nyx.model.profiles import load_backbone
+
+    lora = get_peft_model(load_backbone(tiny_dir, device="cpu"), LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False,  # random B: the adapter really changes the model
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
+    lora.save_pretrained(tmp_path / "adapter")
+    trained = NyxEncoder(lora, encoder.processor, encoder.profile, encoder.config)
+    expected = trained.encode(docs)
+
+    loaded = NyxEncoder.from_pretrained(tiny_dir, adapter_path=tmp_path / "adapter", device="cpu",
+                                        show_progress=False)
+    by_folder = NyxEncoder.from_pretrained(tmp_path / "adapter", device="cpu", show_progress=False)
+    np.testing.assert_allclose(loaded.encode(docs), expected, atol=1e-5)
+    np.testing.assert_allclose(by_folder.encode(docs), expected, atol=1e-5)
+    assert loaded.info()["adapter_path"] == str(tmp_path / "adapter")
+    assert (_cos(expected, encoder.encode(docs)) < 0.9999).all()
+    assert not any("lora" in name for name, _ in encoder.backbone.named_parameters())  # base untouched
