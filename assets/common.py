@@ -26,3 +26,13 @@ def backbone_path(profile) -> str:
     from nyx.model.profiles import resolve_profile
 
     return str(resolve_profile(profile.model).materialize())
+
+
+def generator_config(profile, paths):
+    """The profile's generator settings with the data-local response cache and the backbone for ``local``."""
+    cfg = profile.generator
+    if cfg.kind == "openai" and not cfg.openai.cache_dir:
+        cfg = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.cache / "generator")})})
+    if cfg.kind == "local" and not cfg.local.model_path:
+        cfg = cfg.model_copy(update={"local": cfg.local.model_copy(update={"model_path": backbone_path(profile)})})
+    return cfg

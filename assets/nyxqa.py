@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import ProfileConfig, backbone_path, profile_for
+from assets.common import ProfileConfig, backbone_path, generator_config, profile_for
 from orchestration.partitions import SHARDS
 from orchestration.resources import NyxSettings
 
@@ -45,6 +45,7 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
         totals["rejected"] += rejects.count
         context.log.info(f"{shard}: {stats}")
     return dg.MaterializeResult(metadata={**totals, "max_tokens": profile.chunking.max_tokens,
+                                          "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
                                           "stats": dg.MetadataValue.json(_jsonable(stats))})
 
 
@@ -107,13 +108,7 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
 
     profile = profile_for(settings, config)
     paths = settings.paths
-    gen_cfg = profile.generator
-    if gen_cfg.kind == "openai" and not gen_cfg.openai.cache_dir:
-        gen_cfg = gen_cfg.model_copy(update={"openai": gen_cfg.openai.model_copy(
-            update={"cache_dir": str(paths.cache / "generator")})})
-    if gen_cfg.kind == "local" and not gen_cfg.local.model_path:
-        gen_cfg = gen_cfg.model_copy(update={"local": gen_cfg.local.model_copy(
-            update={"model_path": backbone_path(profile)})})
+    gen_cfg = generator_config(profile, paths)
     generator = make_generator(gen_cfg)
     n_qa, all_stats = 0, {}
     try:
@@ -176,7 +171,7 @@ def nyxqa(context: dg.AssetExecutionContext, settings: NyxSettings, config: Prof
     if not qa:
         raise dg.Failure("no synthetic QA pairs: materialise synthetic_qa first")
     rejects = RejectLog(stage="nyxqa")
-    generator = make_generator(profile.generator)
+    generator = make_generator(generator_config(profile, paths))
     try:
         ds, stats = build_nyxqa(qa, chunks, generator, profile.nyxqa, rejects)
     finally:
@@ -187,7 +182,7 @@ def nyxqa(context: dg.AssetExecutionContext, settings: NyxSettings, config: Prof
     sizes = {s: len(ds.split(s)) for s in ("train", "dev", "test")}
     return dg.MaterializeResult(metadata={
         "corpus_chunks": len(chunks), "questions": len(ds.queries), **{f"{k}_questions": v for k, v in sizes.items()},
-        "filtered": rejects.count, "stats": dg.MetadataValue.json(_jsonable(stats)),
+        "filtered": rejects.count, "filter_reasons": dg.MetadataValue.json(rejects.reasons()), "stats": dg.MetadataValue.json(_jsonable(stats)),
         "beir_dir": dg.MetadataValue.path(str(paths.nyxqa)),
     })
 

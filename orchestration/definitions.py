@@ -5,16 +5,20 @@ from __future__ import annotations
 import dagster as dg
 
 import assets
+from orchestration.jobs import JOBS
+from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
+from orchestration.schedules import SCHEDULES
+from orchestration.sensors import SENSORS
 
 
 def resources() -> dict:
-    return {"settings": NyxSettings(), "mlflow": MlflowResource(), "dvc": DvcResource()}
+    return {"settings": NyxSettings(), "mlflow": MlflowResource(), "dvc": DvcResource(), "launcher": TrainingLauncher()}
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.components.load_defs(assets),
-        dg.Definitions(resources=resources()),
+        dg.Definitions(resources=resources(), jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS),
     )

@@ -1,0 +1,113 @@
+"""Reporting from a training process: MLflow metrics and, when launched by Dagster Pipes, logs and the final
+materialisation. Only rank 0 reports; other ranks get a reporter that does nothing.
+
+The launching asset creates (or continues) the MLflow run and passes ``MLFLOW_RUN_ID``/``MLFLOW_TRACKING_URI``
+in the environment; ``torchrun``/``deepspeed`` forward those to every rank. Dagster Pipes variables are only read on
+rank 0 (multi-node DeepSpeed does not forward them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def process_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+class TrainingReporter:
+    """``on_log(step, metrics)`` -> MLflow step metrics (+ a Pipes log line); ``finish(metadata)`` -> Pipes report."""
+
+    def __init__(self, enabled: bool | None = None, pipes: bool | None = None, log_every_pipes: int = 1):
+        self.enabled = process_rank() == 0 if enabled is None else enabled
+        self._mlflow_run = os.environ.get("MLFLOW_RUN_ID") if self.enabled else None
+        self._pipes_cm = None
+        self.pipes = None
+        self._log_every = max(1, log_every_pipes)
+        want_pipes = ("DAGSTER_PIPES_CONTEXT" in os.environ) if pipes is None else pipes
+        if self.enabled and want_pipes:
+            from dagster_pipes import open_dagster_pipes
+
+            self._pipes_cm = open_dagster_pipes()
+            self.pipes = self._pipes_cm.__enter__()
+        if self._mlflow_run:
+            import mlflow
+
+            mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri()))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self._mlflow_run:
+            return
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        client = MlflowClient()
+        existing = client.get_run(self._mlflow_run).data.params
+        flat = {k: str(v)[:6000] for k, v in _flatten(params).items() if k not in existing}
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(self._mlflow_run, params=items[i:i + 100])
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        if self._mlflow_run and clean:
+            from mlflow import MlflowClient
+            from mlflow.entities import Metric
+            import time
+
+            ts = int(time.time() * 1000)
+            MlflowClient().log_batch(self._mlflow_run, metrics=[Metric(k, v, ts, step) for k, v in clean.items()])
+        if self.pipes is not None and step % self._log_every == 0:
+            self.pipes.log.info("step %d: %s" % (step, ", ".join(f"{k}={v:.4g}" for k, v in clean.items())))
+
+    def info(self, msg: str) -> None:
+        if self.enabled:
+            log.info(msg)
+            if self.pipes is not None:
+                self.pipes.log.info(msg)
+
+    def finish(self, metadata: dict[str, Any] | None = None) -> None:
+        if self.pipes is not None:
+            self.pipes.report_asset_materialization(metadata=_pipes_metadata(metadata or {}))
+        self.close()
+
+    def close(self) -> None:
+        if self._pipes_cm is not None:
+            self._pipes_cm.__exit__(None, None, None)
+            self._pipes_cm = None
+            self.pipes = None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _pipes_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, bool) or v is None:
+            out[k] = {"raw_value": str(v), "type": "text"}
+        elif isinstance(v, int):
+            out[k] = {"raw_value": v, "type": "int"}
+        elif isinstance(v, float):
+            out[k] = {"raw_value": v if math.isfinite(v) else str(v), "type": "float" if math.isfinite(v) else "text"}
+        elif isinstance(v, (dict, list)):
+            out[k] = {"raw_value": v, "type": "json"}
+        else:
+            out[k] = {"raw_value": str(v), "type": "text"}
+    return out
