@@ -1,0 +1,351 @@
+"""Encoding throughput and Matryoshka search latency (``make bench``).
+
+1. **Encoding**: the same inputs (corpus chunks of the bundled synthetic sample, ``nyx.data.sample`` cut by
+   ``nyx.synth.chunking`` as the retrieval corpus is) and the same model (the ``tiny`` profile), encoded
+   (a) one document per forward pass, the research code's way, and (b) with the batched encoder. Reports
+   documents/s cold (first pass: oneDNN builds kernels per new input shape) and warm (median of the other
+   ``--repeats`` passes), in wall-clock and CPU time, the speed-up, the peak RSS above the start of each phase
+   (sampled with psutil every 2 ms, so torch's allocations count too) and the largest difference between
+   the two sets of embeddings (they must agree).
+2. **Search**: ``EmbeddingIndex`` (flat inner product) over N random unit vectors of 2048 dims, searched at
+   each Matryoshka prefix: latency per query for single queries (median) and for a batch of queries, and a
+   check that the results equal an exact numpy search (matrix product + sort) at every dimension.
+
+Prints rich tables and writes JSON to ``benchmarks/results/encode_search.json``. ``--quick`` runs a small
+version (seconds) for smoke tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+# faiss-cpu's OpenBLAS runs its own thread pool inside FAISS's OpenMP loops: on a few cores the two
+# oversubscribe and a 64-query batch at 256 dims is ~5x slower than single-threaded BLAS (measured here).
+# Must be set before numpy/faiss load OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nyx.data.records import Record  # noqa: E402
+from nyx.index import EmbeddingIndex, nyx_version  # noqa: E402
+
+TARGET_BATCH_SPEEDUP = 5.0
+TARGET_DIM_SPEEDUP = 6.0  # 256 vs 2048 dims at the largest corpus
+
+console = Console(width=140)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.proc = psutil.Process()
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    @contextmanager
+    def measure(self) -> Iterator["PeakRSS"]:
+        self.start = self.peak = self.proc.memory_info().rss
+        self._stop.clear()
+        t = threading.Thread(target=self._run, daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            t.join()
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def delta_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+
+def sample_chunks(n_docs: int, tokenizer_dir: Path, folder: Path) -> list[Record]:
+    """The bundled sample's documents (written to ``folder``), chunked like the retrieval corpus
+    (<= 200 tokens, an image counting as one)."""
+    from nyx.data.obelics import read_obelics
+    from nyx.data.sample import generate_sample
+    from nyx.synth.chunking import ChunkingConfig, chunk_documents
+
+    generate_sample(folder, n_docs=n_docs)
+    chunks, _ = chunk_documents(read_obelics(folder), ChunkingConfig(tokenizer=str(tokenizer_dir)))
+    return chunks
+
+
+def bench_encoding(n_docs: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    from nyx.model.profiles import ensure_tiny_model
+
+    tiny = ensure_tiny_model()
+    tmp = Path(tempfile.mkdtemp(prefix="nyx-bench-"))
+    try:
+        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    from nyx.model.encoder import NyxEncoder
+
+    encoder = NyxEncoder.from_pretrained("tiny", show_progress=False)
+    encoder.encode_documents(records[:2], batch_size=2)  # warm-up (lazy inits, allocator)
+    mem = PeakRSS()
+
+    def one_at_a_time() -> np.ndarray:
+        return np.concatenate([encoder.encode_documents([r], batch_size=1) for r in records])
+
+    def batched() -> np.ndarray:
+        return encoder.encode_documents(records, batch_size=batch_size)
+
+    times: dict[str, list[float]] = {"one_at_a_time": [], "batched": []}
+    cpu: dict[str, list[float]] = {"one_at_a_time": [], "batched": []}
+    peaks: dict[str, float] = {"one_at_a_time": 0.0, "batched": 0.0}
+    outputs: dict[str, np.ndarray] = {}
+    for _ in range(repeats):  # alternate, so background load hits both alike
+        for name, fn in (("one_at_a_time", one_at_a_time), ("batched", batched)):
+            with mem.measure():
+                t0, c0 = time.perf_counter(), time.process_time()
+                outputs[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+            peaks[name] = max(peaks[name], mem.delta_mb)
+    n = len(records)
+    result: dict[str, Any] = {
+        "model": "tiny",
+        "model_id": encoder.model_id,
+        "inputs": {
+            "source": f"nyx.data.sample (n_docs={n_docs}, seed 0) chunked by nyx.synth.chunking",
+            "n_records": n,
+            "n_images": sum(r.n_images for r in records),
+            "n_text_only": sum(1 for r in records if r.n_images == 0),
+        },
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "torch_threads": __import__("torch").get_num_threads(),
+        "max_abs_diff_batched_vs_single": float(np.abs(outputs["one_at_a_time"] - outputs["batched"]).max()),
+    }
+    for name in times:
+        # The first pass is "cold": oneDNN builds a kernel for every new input shape, and one-at-a-time
+        # encoding meets one shape per record. Later passes ("warm", the steady state of a long indexing run)
+        # reuse them. docs_per_s is the warm median (the cold one when there is a single repeat).
+        warm = times[name][1:] or times[name]
+        med = statistics.median(warm)
+        cpu_med = statistics.median(cpu[name][1:] or cpu[name])
+        result[name] = {"seconds_median": med, "seconds_all": times[name], "docs_per_s": n / med,
+                        "docs_per_s_cold": n / times[name][0],
+                        "cpu_seconds_median": cpu_med, "docs_per_cpu_s": n / cpu_med,
+                        "peak_rss_delta_mb": peaks[name]}
+    result["speedup"] = result["batched"]["docs_per_s"] / result["one_at_a_time"]["docs_per_s"]
+    result["speedup_cold"] = result["batched"]["docs_per_s_cold"] / result["one_at_a_time"]["docs_per_s_cold"]
+    # CPU time (all threads of this process) barely moves when other processes share the cores.
+    result["speedup_cpu_time"] = result["batched"]["docs_per_cpu_s"] / result["one_at_a_time"]["docs_per_cpu_s"]
+    result["target_speedup"] = TARGET_BATCH_SPEEDUP
+    result["meets_target"] = result["speedup"] >= TARGET_BATCH_SPEEDUP
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+
+def exact_search(docs: np.ndarray, queries: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by numpy: re-normalised prefixes, matrix product, sort."""
+    d = docs[:, :dim] / np.linalg.norm(docs[:, :dim], axis=1, keepdims=True)
+    q = queries[:, :dim] / np.linalg.norm(queries[:, :dim], axis=1, keepdims=True)
+    scores = q @ d.T
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
+def compare(result, want_idx: np.ndarray, want_scores: np.ndarray, doc_ids: list[str]) -> dict[str, Any]:
+    """Same ranked ids as numpy (a swap of two scores within 1e-5 counts as a tie, not a mismatch)."""
+    got_scores = np.stack(result.scores)
+    max_diff = float(np.abs(got_scores - want_scores).max())
+    mismatches = ties = 0
+    for got, want, ws in zip(result.ids, want_idx, want_scores):
+        want_ids = [doc_ids[i] for i in want]
+        if got == want_ids:
+            continue
+        if sorted(got) == sorted(want_ids) or np.all(np.abs(np.diff(ws)) < 1e-5):
+            ties += 1
+        else:
+            mismatches += 1
+    return {"equal": mismatches == 0 and max_diff < 1e-4, "mismatched_queries": mismatches,
+            "tie_swaps": ties, "max_abs_score_diff": max_diff}
+
+
+def bench_search(sizes: list[int], dims: list[int], n_queries: int, n_single: int, k: int, seed: int,
+                 batch_repeats: int = 5) -> list[dict]:
+    """Latency per dimension. Batched figures are the best of ``batch_repeats`` runs, single-query figures
+    the median (and minimum) of ``n_single`` queries: on a shared machine the minimum is the least disturbed."""
+    rows = []
+    full = max(dims)
+    rng = np.random.default_rng(seed)
+    queries = rng.standard_normal((n_queries, full), dtype=np.float32)
+    for n in sizes:
+        index = EmbeddingIndex.create(model_id="random-vectors", dim=full, mrl_dims=dims)
+        shard = 25_000
+        for start in range(0, n, shard):  # built shard by shard, as an encoder would feed it
+            m = min(shard, n - start)
+            index.add([f"d{i}" for i in range(start, start + m)], rng.standard_normal((m, full), dtype=np.float32))
+        for dim in dims:
+            t0 = time.perf_counter()
+            index.faiss_index(dim)
+            build_s = time.perf_counter() - t0
+            index.search(queries[:1], k=k, dim=dim)  # warm-up
+            single = []
+            for i in range(n_single):
+                t0 = time.perf_counter()
+                index.search(queries[i : i + 1], k=k, dim=dim)
+                single.append((time.perf_counter() - t0) * 1000)
+            batch_ms = []
+            for _ in range(batch_repeats):
+                t0 = time.perf_counter()
+                result = index.search(queries, k=k, dim=dim)
+                batch_ms.append((time.perf_counter() - t0) * 1000 / n_queries)
+            want_idx, want_scores = exact_search(index.vectors, queries, dim, k)
+            rows.append({
+                "n": n, "dim": dim, "build_s": build_s,
+                "single_query_ms_median": statistics.median(single),
+                "single_query_ms_min": min(single),
+                "batched_ms_per_query": min(batch_ms),
+                "n_queries": n_queries, "k": k,
+                "exact_check": compare(result, want_idx, want_scores, index.doc_ids),
+            })
+        del index
+    return rows
+
+
+def dim_speedups(rows: list[dict], dims: list[int]) -> dict[str, Any]:
+    n = max(r["n"] for r in rows)
+    at = {r["dim"]: r for r in rows if r["n"] == n}
+    big, small = max(dims), min(dims)
+    single = at[big]["single_query_ms_median"] / at[small]["single_query_ms_median"]
+    single_min = at[big]["single_query_ms_min"] / at[small]["single_query_ms_min"]
+    batched = at[big]["batched_ms_per_query"] / at[small]["batched_ms_per_query"]
+    return {"n": n, "from_dim": big, "to_dim": small, "single_query": single, "single_query_min": single_min,
+            "batched": batched,
+            "target": TARGET_DIM_SPEEDUP, "meets_target_single": single >= TARGET_DIM_SPEEDUP,
+            "meets_target_batched": batched >= TARGET_DIM_SPEEDUP}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str, Any] | None) -> None:
+    if enc is not None:
+        t = Table(title=f"Encoding: {enc['inputs']['n_records']} sample chunks "
+                        f"({enc['inputs']['n_images']} images), tiny model; cold = first pass, "
+                        f"warm = median of the other {enc['repeats'] - 1}")
+        for c in ("mode", "docs/s warm", "docs/s cold", "warm s", "docs/CPU-s warm", "peak RSS +MB"):
+            t.add_column(c, justify="right")
+        for name, label in (("one_at_a_time", "one document per forward"),
+                            ("batched", f"batched (batch {enc['batch_size']})")):
+            e = enc[name]
+            t.add_row(label, f"{e['docs_per_s']:.1f}", f"{e['docs_per_s_cold']:.1f}", f"{e['seconds_median']:.2f}",
+                      f"{e['docs_per_cpu_s']:.1f}", f"{e['peak_rss_delta_mb']:.0f}")
+        console.print(t)
+        ok = "meets" if enc["meets_target"] else "MISSES"
+        console.print(f"batched speed-up {enc['speedup']:.1f}x warm wall-clock ({ok} the {TARGET_BATCH_SPEEDUP:.0f}x "
+                      f"target), {enc['speedup_cold']:.1f}x cold, {enc['speedup_cpu_time']:.1f}x in CPU time; "
+                      f"max |batched - single| = {enc['max_abs_diff_batched_vs_single']:.1e}")
+    if speed is None:
+        return
+    t = Table(title="Search: flat inner-product index over random unit vectors, per Matryoshka dimension")
+    for c in ("docs", "dim", "build s", "1 query ms median", "1 query ms min", "batched ms/query",
+              "= numpy exact", "max |Δscore|"):
+        t.add_column(c, justify="right")
+    for r in search:
+        chk = r["exact_check"]
+        t.add_row(f"{r['n']:,}", str(r["dim"]), f"{r['build_s']:.2f}", f"{r['single_query_ms_median']:.3f}",
+                  f"{r['single_query_ms_min']:.3f}", f"{r['batched_ms_per_query']:.3f}",
+                  "yes" if chk["equal"] else f"NO ({chk['mismatched_queries']})", f"{chk['max_abs_score_diff']:.1e}")
+    console.print(t)
+    console.print(
+        f"{speed['to_dim']} vs {speed['from_dim']} dims at {speed['n']:,} docs: "
+        f"{speed['single_query']:.1f}x faster per single query (median; {speed['single_query_min']:.1f}x by minimum), "
+        f"{speed['batched']:.1f}x batched "
+        f"(target {TARGET_DIM_SPEEDUP:.0f}x)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-docs", type=int, default=24, help="sample documents to chunk and encode")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default="10000,100000", help="corpus sizes for the search benchmark")
+    ap.add_argument("--dims", default="2048,1024,512,256")
+    ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
+    ap.add_argument("--single", type=int, default=32, help="single-query searches timed per dim")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--skip-encoding", action="store_true")
+    ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode_search.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n_docs, args.repeats, args.sizes, args.queries, args.single = 24, 1, "2000", 8, 4
+
+    from nyx.utils.io import write_json
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
+    t0 = time.perf_counter()
+    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats)
+    search = [] if args.skip_search else bench_search(sizes, dims, args.queries, args.single, args.k, seed=0)
+    speed = dim_speedups(search, dims) if search else None
+    print_report(enc, search, speed)
+    report = {
+        "benchmark": "encode_search",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "nyx_version": nyx_version(),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "faiss_threads": __import__("faiss").omp_get_max_threads(),
+                    "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                    "load_average_at_end": os.getloadavg()},
+        "encoding": enc,
+        "search": search,
+        "dim_speedup": speed,
+        "all_exact": all(r["exact_check"]["equal"] for r in search),
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(report, args.out)
+    console.print(f"wrote {args.out}")
+    return 0 if report["all_exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""The ``nyx`` command line: index a corpus, search it, evaluate it.
+
+Exit codes (stable, for scripts):
+
+* ``0`` — success (some input records may have been rejected: they are counted and written to a
+  ``rejects.jsonl`` file next to the output, and the rest of the batch went on);
+* ``1`` — the command line was well-formed but the input was not usable: a missing file or folder, an index
+  that does not fit the request (e.g. a dimension above the index's), no usable record at all, a model that
+  cannot be loaded;
+* ``2`` — usage error: unknown option, missing argument, a value that does not parse.
+
+Other areas add their command groups here with ``app.add_typer(their_app, name="...")`` (see the bottom of
+this module); shared helpers for them are :func:`fail` and :func:`user_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from nyx.data.records import Part, Record, iter_jsonl
+from nyx.data.rejects import RecordError, RejectLog
+
+EXIT_OK = 0
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="nyx",
+    help="Nyx: mixed-modal retrieval for universal RAG. Index a corpus, search it, evaluate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class RetrieverName(str, Enum):
+    nyx = "nyx"
+    bm25 = "bm25"
+    minilm = "minilm"
+
+
+class IndexType(str, Enum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> "typer.Exit":
+    """Print ``error: message`` to stderr and return the exit to raise (``raise fail(...)``)."""
+    echo_err(f"error: {message}")
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn input problems into ``error: ...`` and exit code 1 (set NYX_DEBUG=1 for the traceback)."""
+    from nyx.index import IndexMismatchError
+
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IndexMismatchError, RecordError, ValueError, OSError) as e:
+        if os.environ.get("NYX_DEBUG"):
+            raise
+        raise fail(str(e) or type(e).__name__) from None
+
+
+def print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def rejects_path_for(output: Path) -> Path:
+    """Where the rejected records of a command that writes ``output`` go: beside (or inside) it."""
+    if output.suffix == "" or output.is_dir():
+        return output / "rejects.jsonl"
+    return output.with_name(f"{output.stem}.rejects.jsonl")
+
+
+def report_rejects(rejects: RejectLog, path: Path) -> Optional[Path]:
+    """Write rejected records (if any) and say so on stderr."""
+    if not rejects.count:
+        return None
+    rejects.write(path)
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rejects.reasons().items()))
+    echo_err(f"warning: {rejects.count} record(s) rejected ({reasons}); details in {path}")
+    return path
+
+
+def parse_dims(value: Optional[str]) -> Optional[list[int]]:
+    """``"2048,1024,512"`` -> ``[2048, 1024, 512]`` (a usage error if it does not parse)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        dims = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise typer.BadParameter(f"dimensions must be positive integers, got {value!r}")
+    return list(dict.fromkeys(dims))
+
+
+def corpus_file(path: Path) -> Path:
+    """A JSONL file, or a BEIR folder's ``corpus.jsonl``."""
+    from nyx.data.beir import CORPUS_FILE
+
+    if path.is_dir():
+        path = path / CORPUS_FILE
+    if not path.is_file():
+        raise fail(f"corpus not found: {path}")
+    return path
+
+
+def open_retriever(index_dir: Path):
+    from nyx.retrieval import RETRIEVER_MANIFEST, load_retriever
+
+    if not (index_dir / RETRIEVER_MANIFEST).is_file():
+        raise fail(f"{index_dir} is not a Nyx index folder (no {RETRIEVER_MANIFEST}); create one with `nyx index`")
+    with user_errors():
+        return load_retriever(index_dir)
+
+
+def check_search_dims(retriever, dims: list[int]) -> None:
+    if dims and not retriever.dims:
+        raise fail(f"the {retriever.name} retriever has no embedding dimensions; drop --dim/--dims")
+    for d in dims:
+        if d > max(retriever.dims):
+            raise fail(f"dimension {d} exceeds the index dimension {max(retriever.dims)} "
+                       f"(available Matryoshka dims: {retriever.dims})")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@app.command("index")
+def index_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus JSONL (Nyx part format or BEIR text), or a BEIR folder.",
+                                           show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the index into.", show_default=False)],
+    retriever: Annotated[RetrieverName, typer.Option(help="Which retriever to build.")] = RetrieverName.nyx,
+    model: Annotated[Optional[str], typer.Option(
+        help="Nyx only: 'tiny', 'paper', a local model folder or a hub id [default: tiny].")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="Nyx only: a LoRA adapter folder.")] = None,
+    dim: Annotated[Optional[int], typer.Option(
+        min=1, help="Dense only: store this Matryoshka prefix instead of the full embedding.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per encoder forward pass (dense).")] = 16,
+    index_type: Annotated[IndexType, typer.Option(help="FAISS index: exact flat, or hnsw/ivf for large corpora.")]
+    = IndexType.flat,
+) -> None:
+    """Index CORPUS into a retriever folder (OUT) that `nyx search` and `nyx evaluate` read.
+
+    Unusable records (malformed JSON, unknown part types, undecodable images, duplicate ids) are skipped, counted and written to OUT/rejects.jsonl.
+    """
+    from nyx.index import IndexConfig
+    from nyx.retrieval import RETRIEVER_MANIFEST, BM25Retriever, DenseConfig, MiniLMRetriever, NyxRetriever
+
+    if retriever is not RetrieverName.nyx and (model is not None or adapter is not None):
+        raise typer.BadParameter("--model/--adapter apply to the nyx retriever only", param_hint="--model")
+    if retriever is RetrieverName.bm25 and dim is not None:
+        raise typer.BadParameter("the bm25 retriever has no embedding dimension", param_hint="--dim")
+    path = corpus_file(corpus)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RETRIEVER_MANIFEST).is_file())):
+        raise fail(f"refusing to overwrite {out}: it exists and is not a Nyx index folder")
+    if adapter is not None and not adapter.is_dir():
+        raise fail(f"adapter folder not found: {adapter}")
+
+    dense = DenseConfig(batch_size=batch_size, index_dim=dim, index=IndexConfig(index_type=index_type.value))
+    if retriever is RetrieverName.bm25:
+        r = BM25Retriever()
+    elif retriever is RetrieverName.minilm:
+        r = MiniLMRetriever(config=dense)
+    else:
+        r = NyxRetriever(model=model or "tiny", adapter_path=adapter, config=dense)
+
+    rejects = RejectLog(stage="index")
+    t0 = time.perf_counter()
+    with user_errors():
+        n = r.index(iter_jsonl(path, rejects), rejects=rejects)
+        if n == 0:
+            report_rejects(rejects, out.with_name(f"{out.name}.rejects.jsonl"))
+            raise fail(f"no usable documents in {path}")
+        r.save(out)
+    rejects_file = report_rejects(rejects, out / "rejects.jsonl")
+    seconds = time.perf_counter() - t0
+    echo_err(f"indexed {n} documents with {r.name} into {out} in {seconds:.1f} s")
+    print_json({"out": str(out), **r.describe(), "rejected": rejects.count,
+                "rejects_file": str(rejects_file) if rejects_file else None, "seconds": round(seconds, 3)})
+
+
+@app.command("search")
+def search_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="A folder written by `nyx index`.", show_default=False)],
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Query text.")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option(
+        "--image", "-i", help="Query image (repeat for several; placed after the text, in order).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    dim: Annotated[Optional[int], typer.Option(min=1, help="Matryoshka dimension to search at (dense).")] = None,
+) -> None:
+    """Search an index with one mixed-modal query; prints the ranked documents as JSON."""
+    images = list(image or [])
+    if (text is None or not text.strip()) and not images:
+        raise typer.BadParameter("give --text and/or at least one --image", param_hint="--text")
+    for p in images:
+        if not p.is_file():
+            raise fail(f"query image not found: {p}")
+    r = open_retriever(index_dir)
+    if dim is not None:
+        check_search_dims(r, [dim])
+    parts = ([Part.of_text(text)] if text and text.strip() else []) + [Part.of_image(p.resolve()) for p in images]
+    query = Record(id="query", content=parts)
+    with user_errors():
+        r.load_models()
+        t0 = time.perf_counter()
+        run = r.search([query], k=k, dim=dim)
+    ms = (time.perf_counter() - t0) * 1000
+    ranked = sorted(run.get("query", {}).items(), key=lambda kv: -kv[1])
+    print_json({
+        "query": {"text": text, "images": [str(p) for p in images]},
+        "retriever": r.name,
+        "dim": dim if dim is not None else (max(r.dims) if r.dims else None),
+        "latency_ms": round(ms, 3),
+        "results": [{"rank": i, "id": d, "score": s} for i, (d, s) in enumerate(ranked, start=1)],
+    })
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="A folder written by `nyx index`.", show_default=False)],
+    queries: Annotated[Path, typer.Option(help="Queries JSONL.", show_default=False)],
+    qrels: Annotated[Path, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Metrics JSON to write.", show_default=False)],
+    dims: Annotated[Optional[str], typer.Option(
+        help="Comma-separated Matryoshka dims, e.g. 2048,1024,512,256 [default: the index's dim and its "
+             "Matryoshka dims].")] = None,
+    run_out: Annotated[Optional[Path], typer.Option(
+        help="Write the TREC run here (with several dims, the first dim's run; the others get a "
+             ".d<dim> suffix before the extension).")] = None,
+    depth: Annotated[int, typer.Option(min=1, help="Documents retrieved per query.")] = 100,
+) -> None:
+    """Score an index on judged queries: Recall@1/5/10/20, nDCG@10, MRR@10 per Matryoshka dimension.
+
+    Only queries with judgements in QRELS are searched; judged queries missing from QUERIES score 0. Rejected queries and qrels lines are written beside OUT (<out>.rejects.jsonl).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from nyx.data.beir import read_qrels, write_trec_run
+    from nyx.eval.retrieval import evaluate_at_dims, metric_names
+    from nyx.utils.io import write_json
+
+    dim_list = parse_dims(dims)
+    for p, what in ((queries, "queries file"), (qrels, "qrels file")):
+        if not p.is_file():
+            raise fail(f"{what} not found: {p}")
+    r = open_retriever(index_dir)
+    check_search_dims(r, dim_list or [])
+    rejects = RejectLog(stage="evaluate")
+    with user_errors():
+        judgements = read_qrels(qrels, rejects)
+        all_queries = list(iter_jsonl(queries, rejects))
+    judged = [q for q in all_queries if q.id in judgements]
+    if not judged:
+        report_rejects(rejects, rejects_path_for(out))
+        raise fail(f"none of the {len(all_queries)} queries in {queries} has judgements in {qrels}")
+    with user_errors():
+        evals = evaluate_at_dims(r, judged, judgements, dims=dim_list, k=depth, rejects=rejects)
+    rejects_file = report_rejects(rejects, rejects_path_for(out))
+
+    run_files: dict[str, str] = {}
+    if run_out is not None:
+        for i, e in enumerate(evals):
+            target = run_out if i == 0 else run_out.with_name(f"{run_out.stem}.d{e.dim}{run_out.suffix}")
+            write_trec_run(e.run, target, tag=f"nyx-{r.name}" + (f"-{e.dim}" if e.dim else ""))
+            run_files[str(e.dim)] = str(target)
+
+    result = {
+        "index": str(index_dir),
+        "retriever": r.describe(),
+        "queries": str(queries),
+        "qrels": str(qrels),
+        "n_queries_read": len(all_queries),
+        "n_queries_judged": len(judged),
+        "n_queries_without_judgements": len(all_queries) - len(judged),
+        "rejected": rejects.count,
+        "rejects_file": str(rejects_file) if rejects_file else None,
+        "runs": run_files,
+        "rows": [e.row() for e in evals],
+        "per_query": {str(e.dim): e.metrics.per_query for e in evals},
+    }
+    write_json(result, out)
+
+    table = Table(title=f"{r.name} on {len(judged)} judged queries")
+    names = metric_names()
+    for col in ["dim", *names, "search ms/q"]:
+        table.add_column(col, justify="right")
+    for row in result["rows"]:
+        table.add_row(str(row["dim"] or "-"), *(f"{row[n]:.4f}" for n in names), f"{row['search_ms_per_query']:.3f}")
+    Console(file=sys.stdout, width=120).print(table)
+    echo_err(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------------------------ command groups
+# Other areas register their command groups here, e.g.:
+#     from nyx.synth.cli import app as synth_app
+#     app.add_typer(synth_app, name="synth", help="Build NyxQA from raw documents.")
+
+
+def main() -> None:  # pragma: no cover - `python -m nyx.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,51 @@
+"""``python -m nyx.train.tracked --config cfg.json``: training that reports to MLflow and Dagster Pipes.
+
+The same as ``nyx.train.run`` plus: rank 0 logs params and step metrics to the MLflow run named by ``MLFLOW_RUN_ID``
+and, when started by Dagster Pipes, streams log lines and reports the materialisation. Other ranks only train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from nyx.tracking import TrainingReporter, process_rank
+from nyx.train.trainer import TrainConfig, train
+from nyx.utils.io import write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nyx.train.tracked")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    logging.basicConfig(level=logging.INFO if process_rank() == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = TrainConfig.from_json(args.config)
+    reporter = TrainingReporter()
+    try:
+        reporter.log_params(json.loads(config.model_dump_json()))
+        reporter.info(f"training {config.model} -> {config.output_dir} (resume: {config.resume_from_checkpoint})")
+        result = train(config, on_log=reporter.on_log)
+        if process_rank() == 0:
+            losses = [h["loss"] for h in result.history if "loss" in h]
+            summary = {"final_dir": str(result.final_dir), "global_step": result.global_step,
+                       "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                       "rejected": result.rejected, "counts": result.counts}
+            write_json(summary, os.path.join(config.output_dir, "train_result.json"))
+            reporter.finish({k: v for k, v in summary.items() if k != "counts"})
+        else:
+            reporter.close()
+    except BaseException:
+        reporter.close()
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
