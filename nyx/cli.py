@@ -318,6 +318,9 @@ def evaluate_cmd(
 # Other areas register their command groups here, e.g.:
 #     from nyx.synth.cli import app as synth_app
 #     app.add_typer(synth_app, name="synth", help="Build NyxQA from raw documents.")
+from nyx.cli_registry import app as registry_app  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
 
 
 def main() -> None:  # pragma: no cover - `python -m nyx.cli`

@@ -123,8 +123,8 @@ PROFILES: dict[str, PipelineProfile] = {
         miner=MinerSettings(retriever="minilm"),
         # the tiny model is random: full fine-tuning at a high learning rate, small batches, a few CPU minutes
         stage1=StageSettings(train={"model": "tiny", "lora": {"enabled": False}, "learning_rate": 3e-4,
-                                    "per_device_batch_size": 32, "n_negatives": 1, "epochs": 2, "save_steps": 20,
-                                    "logging_steps": 5, "warmup_ratio": 0.05, "max_length": 320}),
+                                    "per_device_batch_size": 32, "n_negatives": 1, "save_steps": 20,
+                                    "logging_steps": 5, "warmup_ratio": 0.05, "max_length": 320, "epochs": 4}),
         feedback=FeedbackConfig(top_k=10),
         stage2=Stage2Settings(mode="continue", train={"model": "tiny", "lora": {"enabled": False},
                                                       "learning_rate": 1e-4, "per_device_batch_size": 32,

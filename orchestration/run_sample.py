@@ -44,7 +44,7 @@ def summarize(results) -> list[str]:
     lines = []
     for res in results:
         for ev in res.get_asset_materialization_events():
-            mat = ev.asset_materialization
+            mat = ev.event_specific_data.materialization
             key = mat.asset_key.to_user_string()
             part = f"[{mat.partition}]" if mat.partition else ""
             shown = []

@@ -1,0 +1,189 @@
+"""The trainer on the tiny Qwen2.5-VL: gradient cache, learning, checkpoint/resume, final save, 2-process ZeRO-2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nyx.data.records import Part, Record
+from nyx.train.data import TrainingExample, batch_records
+from nyx.train.gradcache import cached_step, chunked, plain_step
+from nyx.train.loss import MatryoshkaInfoNCE
+from nyx.train.trainer import DEFAULT_DEEPSPEED_CONFIG, TrainConfig, find_latest_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+TOPICS = ["apples grow on trees in the orchard", "the train leaves the station at noon", "cats sleep most of the day",
+          "rivers flow into the sea", "the moon orbits the earth", "bread is baked in an oven",
+          "snow falls in winter", "bees make honey from nectar"]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "red.png"
+    arr = np.zeros((56, 84, 3), dtype=np.uint8)
+    arr[..., 0] = 200
+    arr[10:40, 20:50, 2] = 150
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def _examples(image: str, n: int = 8) -> list[TrainingExample]:
+    out = []
+    for i, t in enumerate(TOPICS[:n]):
+        query = Record(f"q{i}", [Part.of_text(f"what about {t.split()[1]}?")], {"choices": ["yes", "no"]})
+        pos_parts = [Part.of_text(t)] + ([Part.of_image(image), Part.of_text("see the picture")] if i % 3 == 0 else [])
+        out.append(TrainingExample(query, Record(f"d{i}", pos_parts),
+                                   (Record.from_text(f"n{i}", TOPICS[(i + 3) % len(TOPICS)] + " as well"),), "toy"))
+    return out
+
+
+def _write_triples(path: Path, examples: list[TrainingExample]) -> Path:
+    with open(path, "w") as f:
+        for e in examples:
+            f.write(json.dumps({"query": e.query.to_json(), "positive": e.positive.to_json(),
+                                "negatives": [n.to_json() for n in e.negatives]}) + "\n")
+    return path
+
+
+def test_gradcache_on_tiny_qwen_equals_plain_step(image):
+    from nyx.model.encoder import NyxEncoder
+
+    queries, docs = batch_records(_examples(image, 4))
+    loss_fn = MatryoshkaInfoNCE(dims=[128, 32], weights=[1.0, 0.2])
+    losses, grads = [], []
+    for cached in (False, True):
+        enc = NyxEncoder.from_pretrained("tiny", show_progress=False)
+        enc.module.train()
+
+        def encode(inputs, enc=enc):
+            return enc.embed(inputs)
+
+        if cached:
+            out = cached_step(encode, [enc.collate(c, True) for c in chunked(queries, 2)],
+                              [enc.collate(c, False) for c in chunked(docs, 3)], 4, loss_fn)
+        else:
+            out = plain_step(encode, enc.collate(queries, True), enc.collate(docs, False), 4, loss_fn)
+        losses.append(out.loss.total.item())
+        grads.append({n: p.grad.clone() for n, p in enc.module.named_parameters() if p.grad is not None})
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    assert any("visual" in n for n in grads[0])  # the image went through the vision tower
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_mrl_dims_beyond_the_tiny_hidden_size_fail_clearly(tmp_path, image):
+    cfg = TrainConfig(output_dir=str(tmp_path), per_device_batch_size=2, mrl_dims=[2048, 1024], mrl_weights=[1, 1])
+    with pytest.raises(ValueError, match="exceeds the encoder's hidden size 128"):
+        train(cfg, examples=_examples(image, 4))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory, image):
+    """An uninterrupted 5-step LoRA run, and the same run killed after step 3 and resumed from its step-2 checkpoint."""
+    root = tmp_path_factory.mktemp("lora")
+    examples = _examples(image, 4)  # one global batch of 4: every step sees the same examples
+    base = dict(per_device_batch_size=4, epochs=5, learning_rate=2e-3, warmup_ratio=0.2, logging_steps=1,
+                save_steps=2, seed=3, lora={"rank": 8, "alpha": 16, "dropout": 0.1})
+    logged: list[tuple[int, dict]] = []
+    full = train(TrainConfig(output_dir=str(root / "full"), **base), on_log=lambda s, m: logged.append((s, m)),
+                 examples=examples)
+
+    def stop_at_3(step, metrics):
+        if step == 3:
+            raise _Interrupt()
+
+    with pytest.raises(_Interrupt):
+        train(TrainConfig(output_dir=str(root / "cut"), **base), on_log=stop_at_3, examples=examples)
+    checkpoint = find_latest_checkpoint(root / "cut")
+    resumed = train(TrainConfig(output_dir=str(root / "cut"), resume_from_checkpoint="latest", **base),
+                    examples=examples)
+    return full, resumed, checkpoint, logged, examples
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(lora_runs):
+    full, *_ = lora_runs
+    losses = [h["loss"] for h in full.history]
+    assert len(losses) == 5
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_on_log_receives_total_and_per_dim_losses_lr_grad_norm_and_throughput(lora_runs):
+    full, _, _, logged, _ = lora_runs
+    assert [s for s, _ in logged] == [1, 2, 3, 4, 5]
+    keys = set(logged[0][1])
+    assert {"loss", "loss_dim_128", "loss_dim_64", "loss_dim_32", "loss_dim_16", "lr", "grad_norm",
+            "samples_per_sec", "epoch"} <= keys
+    assert logged[0][1]["lr"] == 0.0 and logged[1][1]["lr"] == pytest.approx(2e-3)  # 1 warm-up step, then decay
+    lines = (full.output_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+def test_resume_from_latest_checkpoint_continues_at_the_right_step_with_the_same_losses(lora_runs):
+    full, resumed, checkpoint, _, _ = lora_runs
+    assert checkpoint is not None and checkpoint.name == "step-00000002"
+    assert [h["step"] for h in resumed.history] == [3, 4, 5]
+    for got, want in zip(resumed.history, full.history[2:]):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), (got, want)
+        assert got["lr"] == pytest.approx(want["lr"])
+    assert resumed.global_step == 5
+    assert (checkpoint / "model" / "adapter_config.json").is_file()
+
+
+def test_final_adapter_loads_with_nyx_encoder_and_embeds_like_the_trained_model(lora_runs, image):
+    from nyx.model.encoder import NyxEncoder
+    from nyx.model.profiles import ensure_tiny_model
+
+    full, resumed, _, _, examples = lora_runs
+    assert (full.final_dir / "adapter_config.json").is_file()
+    records = [e.positive for e in examples]
+    a = NyxEncoder.from_pretrained(str(ensure_tiny_model()), adapter_path=full.final_dir, show_progress=False)
+    b = NyxEncoder.from_pretrained(resumed.final_dir, show_progress=False)  # adapter folder alone
+    base = NyxEncoder.from_pretrained("tiny", show_progress=False)
+    ea, eb, e0 = (enc.encode(records) for enc in (a, b, base))
+    np.testing.assert_allclose(ea, eb, atol=1e-4)  # interrupted + resumed == uninterrupted
+    assert np.abs(ea - e0).max() > 1e-3  # training changed the model
+
+
+@pytest.mark.slow
+def test_two_process_deepspeed_zero2_matches_one_process_run(tmp_path, image):
+    """torchrun x2 (gloo, ZeRO-2, gradient cache) vs one plain process with the same global batch."""
+    data = _write_triples(tmp_path / "triples.jsonl", _examples(image, 8))
+    common = dict(data=[{"name": "toy", "kind": "triples", "path": str(data)}], learning_rate=1e-3, epochs=2,
+                  logging_steps=1, save_steps=1000, seed=5, lora={"dropout": 0.0})
+    ds_cfg = TrainConfig(output_dir=str(tmp_path / "ds"), per_device_batch_size=2, grad_cache=True,
+                         grad_cache_chunk_size=1, deepspeed=str(DEFAULT_DEEPSPEED_CONFIG), **common)
+    (tmp_path / "ds.json").write_text(ds_cfg.model_dump_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), "-m", "nyx.train.run", "--config", str(tmp_path / "ds.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ds_losses = [json.loads(line) for line in (tmp_path / "ds" / "metrics.jsonl").read_text().splitlines()]
+
+    ref = train(TrainConfig(output_dir=str(tmp_path / "ref"), per_device_batch_size=4, **common))
+    assert len(ds_losses) == len(ref.history) == 4
+    for got, want in zip(ds_losses, ref.history):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got, want)
+        assert got["loss_dim_16"] == pytest.approx(want["loss_dim_16"], rel=1e-4)
+    assert (tmp_path / "ds" / "final" / "adapter_config.json").is_file()
