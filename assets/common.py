@@ -16,9 +16,8 @@ class ProfileConfig(dg.Config):
 
 
 def profile_for(settings: NyxSettings, config: ProfileConfig | None = None):
-    from nyx.profiles import load_profile
-
-    return load_profile(settings.profile, config.overrides if config else None)
+    """The settings' profile with its overrides, then this run's launchpad overrides."""
+    return settings.load_profile(config.overrides if config else None)
 
 
 def backbone_path(profile) -> str:

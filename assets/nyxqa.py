@@ -55,9 +55,8 @@ def corpus_chunks_valid(context: dg.AssetCheckExecutionContext, settings: NyxSet
     import great_expectations.expectations as gxe
 
     from assets.quality import gx_check
-    from nyx.profiles import load_profile
 
-    budget = load_profile(settings.profile).chunking.max_tokens
+    budget = settings.load_profile().chunking.max_tokens
     df = _chunk_frame(settings.paths.chunks.glob("*.jsonl"))
     return gx_check(df, [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),

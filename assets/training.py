@@ -195,6 +195,8 @@ def _metadata(state: dict[str, Any], mlflow: MlflowResource, skipped: bool) -> d
         "final_dir": dg.MetadataValue.path(state.get("final_dir", "")),
         "global_step": int(summary.get("global_step") or 0),
     }
+    if summary.get("resumed_from_step") is not None:
+        meta["resumed_from_step"] = int(summary["resumed_from_step"])
     for key in ("first_loss", "last_loss"):
         v = summary.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):

@@ -22,10 +22,11 @@ def data_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
     """
     repo = dvc.dvc()
     repo.ensure_init()
-    target = settings.paths.root
-    rel = target.relative_to(repo.repo_dir) if target.is_relative_to(repo.repo_dir) else None
+    # resolve both: NYX_DATA_DIR may be relative or reach the repository through a symlink
+    target, root = settings.paths.root.resolve(), repo.repo_dir.resolve()
+    rel = target.relative_to(root) if target.is_relative_to(root) else None
     if rel is None:
-        raise dg.Failure(f"data folder {target} is outside the DVC repository {repo.repo_dir}")
+        raise dg.Failure(f"data folder {target} is outside the DVC repository {root}")
     md5 = repo.add(str(rel))
     repo.push(str(rel))
     status = repo.status(str(rel))

@@ -45,7 +45,10 @@ def promote(version: str, tracking_uri: str = TrackingOpt, name: str = NameOpt) 
     """Point ``champion`` at VERSION by hand (the previous champion is recorded for rollback)."""
     from nyx.registry import promote as do_promote
 
-    previous = do_promote(_client(tracking_uri), name, version)
+    try:
+        previous = do_promote(_client(tracking_uri), name, version)
+    except Exception as e:
+        raise typer.Exit(_err(f"cannot promote version {version} of {name!r}: {e}"))
     typer.echo(json.dumps({"champion": version, "previous_champion": previous}))
 
 
@@ -56,7 +59,7 @@ def rollback(tracking_uri: str = TrackingOpt, name: str = NameOpt) -> None:
 
     try:
         frm, to = do_rollback(_client(tracking_uri), name)
-    except ValueError as e:
+    except Exception as e:  # no previous champion, unknown model, unreachable store
         raise typer.Exit(_err(str(e)))
     typer.echo(json.dumps({"champion": to, "rolled_back_from": frm}))
 

@@ -32,7 +32,7 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     from orchestration.resources import NyxSettings
 
     graph = defs.resolve_asset_graph()
-    all_assets = list(defs.assets or [])
+    all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     res = dict(defs.resources or {})
     res.update(resources or {})
     settings: NyxSettings = res.get("settings") or NyxSettings()

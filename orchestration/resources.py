@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,15 +23,18 @@ class NyxSettings(dg.ConfigurableResource):
 
     profile: str = Field(default_factory=lambda: os.environ.get("NYX_PROFILE", "sample"))
     data_dir: str = Field(default_factory=lambda: os.environ.get("NYX_DATA_DIR", str(REPO_ROOT / "data")))
+    overrides: dict[str, Any] = Field(
+        default_factory=lambda: json.loads(os.environ.get("NYX_PROFILE_OVERRIDES", "{}")),
+        description="nested profile overrides for every asset (a run's launchpad config adds its own on top)")
 
     @property
     def paths(self) -> DataPaths:
         return DataPaths.at(self.data_dir)
 
-    def load_profile(self):
+    def load_profile(self, run_overrides: dict[str, Any] | None = None):
         from nyx.profiles import load_profile
 
-        return load_profile(self.profile)
+        return load_profile(self.profile, self.overrides).with_overrides(run_overrides)
 
 
 class MlflowResource(dg.ConfigurableResource):

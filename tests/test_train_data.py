@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nyx.data.records import Record, read_jsonl
+from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
 from nyx.train.data import (
     SourceConfig,

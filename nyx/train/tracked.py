@@ -13,8 +13,17 @@ import os
 import sys
 
 from nyx.tracking import TrainingReporter, process_rank
-from nyx.train.trainer import TrainConfig, train
-from nyx.utils.io import write_json
+from nyx.train.trainer import TRAINER_STATE, TrainConfig, find_latest_checkpoint, train
+from nyx.utils.io import read_json, write_json
+
+
+def resume_step(config: TrainConfig) -> int | None:
+    """The optimizer step training will resume from (None: a fresh start)."""
+    which = config.resume_from_checkpoint
+    if not which:
+        return None
+    ck = find_latest_checkpoint(config.output_dir) if which == "latest" else os.path.abspath(which)
+    return int(read_json(os.path.join(ck, TRAINER_STATE))["global_step"]) if ck else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     reporter = TrainingReporter()
     try:
         reporter.log_params(json.loads(config.model_dump_json()))
-        reporter.info(f"training {config.model} -> {config.output_dir} (resume: {config.resume_from_checkpoint})")
+        start = resume_step(config)
+        reporter.info(f"training {config.model} -> {config.output_dir}"
+                      + (f" (resuming at step {start})" if start is not None else ""))
         result = train(config, on_log=reporter.on_log)
         if process_rank() == 0:
             losses = [h["loss"] for h in result.history if "loss" in h]
             summary = {"final_dir": str(result.final_dir), "global_step": result.global_step,
                        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                       "rejected": result.rejected, "counts": result.counts}
+                       "rejected": result.rejected, "counts": result.counts, "resumed_from_step": start}
             write_json(summary, os.path.join(config.output_dir, "train_result.json"))
             reporter.finish({k: v for k, v in summary.items() if k != "counts"})
         else:

@@ -113,7 +113,7 @@ class TrainConfig(BaseModel):
     def _check(self) -> "TrainConfig":
         if self.init_adapter and not self.lora.enabled:
             raise ValueError("init_adapter continues a LoRA adapter: lora.enabled must be true")
-        if (self.mrl_dims is None) != (self.mrl_weights is None) and self.mrl_weights is not None:
+        if self.mrl_weights is not None and self.mrl_dims is None:
             raise ValueError("mrl_weights given without mrl_dims")
         return self
 

@@ -1,0 +1,213 @@
+"""The whole graph, raw documents to the champion alias, on a tiny sample with temporary Dagster, MLflow and DVC
+stores; then what operators rely on: lineage tags, no retraining without change, resume after a kill, serving."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+OVERRIDES = {
+    "nyxqa": {"dev_per_group": 3, "test_per_group": 4},
+    "miner": {"retriever": "bm25"},
+    "stage1": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
+                         "epochs": 1, "max_length": 256}},
+    "stage2": {"train": {"per_device_batch_size": 8, "max_steps": 3, "save_steps": 3, "logging_steps": 1,
+                         "epochs": 1, "max_length": 256}},
+    "feedback": {"top_k": 5},
+    "eval": {"baselines": ["bm25", "untrained"]},
+}
+
+
+def _env(root: Path, overrides=OVERRIDES) -> dict:
+    return {"NYX_DATA_DIR": str(root / "data"), "NYX_REPO_DIR": str(root), "NYX_DVC_REMOTE": str(root / "remote"),
+            "DAGSTER_HOME": str(root / "dh"), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "NYX_PROFILE_OVERRIDES": json.dumps(overrides), "NYX_PROFILE": "sample"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run every asset once, as `make run` does (same driver), in a temporary git repo."""
+    from nyx.data.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("e2e")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "dh").mkdir()
+    (root / "dh" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    generate_sample(root / "data" / "raw", n_docs=24, seed=7, n_shards=2)
+    env = _env(root)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from orchestration.definitions import defs as lazy
+        from orchestration.pipeline import materialize_graph
+
+        defs = lazy() if callable(lazy) else lazy
+        instance = dg.DagsterInstance.from_config(str(root / "dh"))
+        results = materialize_graph(defs, instance)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"root": root, "results": results, "defs": defs, "instance": instance}
+
+
+def _client(root):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root}/mlflow.db"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_every_asset_materialises_and_every_blocking_check_passes(pipeline):
+    mats, checks = set(), {}
+    for r in pipeline["results"]:
+        assert r.success
+        mats |= {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
+        checks.update({e.check_name: e.passed for e in r.get_asset_check_evaluations()})
+    expected = {"raw_documents", "corpus_chunks", "synthetic_qa", "nyxqa", "hard_negatives", "data_snapshot",
+                "stage1_checkpoint", "feedback_preferences", "stage2_checkpoint", "eval_report", "champion_model"}
+    assert expected <= mats
+    for name in ["raw_documents_valid", "corpus_chunks_valid", "nyxqa_valid", "hard_negatives_valid",
+                 "stage1_loss_decreasing", "stage1_model_loads", "stage2_model_loads", "feedback_preferences_valid",
+                 "champion_gate"]:
+        assert checks.get(name) is True, (name, checks)
+
+
+def test_champion_alias_points_at_newest_stage2_version_with_lineage_tags(pipeline):
+    root = pipeline["root"]
+    c = _client(root)
+    champion = c.get_model_version_by_alias("nyx-retriever", "champion")
+    assert champion.tags["nyx.stage"] == "stage2"
+    run = c.get_run(champion.run_id)
+    tags = run.data.tags
+    assert tags["dagster.asset_key"] == "stage2_checkpoint"
+    assert tags["dagster.run_id"] and tags["nyx.code_version"] == "stage2-v1"
+    dvc_file = (root / "data.dvc").read_text()
+    assert tags["dvc.data_md5"] in dvc_file  # the DVC snapshot the training used
+    assert c.get_metric_history(run.info.run_id, "loss")
+    assert any(k.startswith("dev_ndcg_at_10_dim") for k in run.data.metrics)
+    # test-split metrics recorded on the version for the promotion gate
+    assert "eval.ndcg_at_10" in champion.tags
+
+
+def test_report_compares_every_retriever_at_every_dimension(pipeline):
+    from nyx.eval.report import load_report
+
+    reports = pipeline["root"] / "work" / "reports" / "eval"
+    report = load_report(reports / "report.json")
+    names = set(report.retrieval["retriever"])
+    assert {"bm25", "untrained", "stage1", "stage2"} <= names
+    assert set(report.retrieval[report.retrieval.retriever == "stage1"]["dim"].astype(int)) == {128, 64, 32, 16}
+    assert {"oracle", "no_retrieval"} <= set(report.rag["run"])
+    assert (reports / "matryoshka.png").stat().st_size > 1000 and (reports / "retrievers.png").exists()
+    assert "stage2" in (reports / "report.md").read_text()
+
+
+def _materialize_stage1_cli(root, overrides, extra=None):
+    env = {**os.environ, **_env(root, overrides)}
+    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions",
+           "--select", "stage1_checkpoint"]
+    if extra:
+        cmd += ["--config-json", json.dumps(extra)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def test_finished_training_is_not_retrained_without_change(pipeline):
+    root = pipeline["root"]
+    state_before = json.loads((root / "work" / "checkpoints" / "stage1" / "nyx_state.json").read_text())
+    proc = _materialize_stage1_cli(root, OVERRIDES)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert "not retraining" in out
+    state_after = json.loads((root / "work" / "checkpoints" / "stage1" / "nyx_state.json").read_text())
+    assert state_after["model_version"] == state_before["model_version"]
+
+
+def test_killed_training_resumes_from_last_checkpoint_in_same_mlflow_run(pipeline):
+    root = pipeline["root"]
+    longer = json.loads(json.dumps(OVERRIDES))
+    longer["stage1"]["train"].update({"max_steps": 40, "save_steps": 2})
+    out_dir = root / "work" / "checkpoints" / "stage1"
+    proc = _materialize_stage1_cli(root, longer)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # wait for the second checkpoint of the new run, then kill everything
+            state = json.loads((out_dir / "nyx_state.json").read_text()) if (out_dir / "nyx_state.json").exists() else {}
+            cks = sorted((out_dir / "checkpoints").glob("step-*")) if (out_dir / "checkpoints").exists() else []
+            if state.get("status") == "running" and len(cks) >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint appeared")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_run = json.loads((out_dir / "nyx_state.json").read_text())["mlflow_run_id"]
+    assert json.loads((out_dir / "nyx_state.json").read_text())["status"] == "running"
+
+    proc = _materialize_stage1_cli(root, longer)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    state = json.loads((out_dir / "nyx_state.json").read_text())
+    assert state["status"] == "finished" and state["mlflow_run_id"] == killed_run
+    assert state["summary"]["resumed_from_step"] >= 2 and state["summary"]["global_step"] == 40
+    c = _client(root)
+    assert "nyx.resumed_by_dagster_run" in c.get_run(killed_run).data.tags
+    steps = {m.step for m in c.get_metric_history(killed_run, "loss")}
+    assert min(steps) <= 2 and max(steps) == 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
+    import httpx
+
+    root = pipeline["root"]
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                             "models:/nyx-retriever@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                             "-p", str(port), "--workers", "1"], env=env, cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.5)
+        payload = {"dataframe_records": [
+            {"id": "q1", "kind": "query", "content": [{"type": "text", "text": "What colour is the barn?"}]},
+            {"id": "d1", "kind": "document", "content": [{"type": "text", "text": "The barn is painted red."}]},
+        ]}
+        r = httpx.post(f"{url}/invocations", json=payload, timeout=120)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["id"] for p in preds] == ["q1", "d1"]
+        assert all(len(p["embedding"]) == 128 for p in preds)
+        norms = [sum(x * x for x in p["embedding"]) ** 0.5 for p in preds]
+        assert all(abs(n - 1) < 1e-3 for n in norms)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
