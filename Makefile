@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
+# The venv's tools (dagster, mlflow, dvc, uvicorn for `mlflow models serve`) come first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Nothing reaches the network at run time.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE := 1

@@ -13,7 +13,10 @@ from orchestration.sensors import SENSORS
 
 
 def resources() -> dict:
-    return {"settings": NyxSettings(), "mlflow": MlflowResource(), "dvc": DvcResource(), "launcher": TrainingLauncher()}
+    return {"settings": NyxSettings(), "mlflow": MlflowResource(), "dvc": DvcResource(), "launcher": TrainingLauncher(),
+            # how training processes are run: a local subprocess here; swap in dagster-k8s's PipesK8sClient to run
+            # them as Kubernetes pods (docs/scaling.md)
+            "pipes": dg.PipesSubprocessClient()}
 
 
 @dg.definitions

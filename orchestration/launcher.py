@@ -40,6 +40,9 @@ class TrainingLauncher(dg.ConfigurableResource):
             else:
                 cmd += [f"--master_addr={self.master_addr}", f"--master_port={self.master_port}"]
             return [*cmd, "-m", module, *args]
+        if self.nnodes > 1 and not self.hostfile:
+            raise dg.Failure(f"launcher kind 'deepspeed' with nnodes={self.nnodes} needs a hostfile listing the nodes "
+                             "(without one DeepSpeed would silently train on this node only)")
         ds = Path(py).with_name("deepspeed")
         cmd = [str(ds) if ds.exists() else "deepspeed", f"--num_gpus={self.nproc_per_node}",
                f"--master_addr={self.master_addr}", f"--master_port={self.master_port}"]

@@ -17,7 +17,7 @@ def new_shard_sensor(context: dg.SensorEvaluationContext, settings: NyxSettings)
     if not new:
         return dg.SkipReason(f"no new shard in {settings.paths.raw} ({len(on_disk)} known)")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"shard-{k}", partition_key=k) for k in new],
+        run_requests=[dg.RunRequest(run_key=f"new-{k}", partition_key=k) for k in new],
         dynamic_partitions_requests=[SHARDS.build_add_request(new)],
     )
 

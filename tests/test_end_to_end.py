@@ -21,7 +21,7 @@ OVERRIDES = {
     "miner": {"retriever": "bm25"},
     "stage1": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
                          "epochs": 1, "max_length": 256}},
-    "stage2": {"train": {"per_device_batch_size": 8, "max_steps": 3, "save_steps": 3, "logging_steps": 1,
+    "stage2": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
                          "epochs": 1, "max_length": 256}},
     "feedback": {"top_k": 5},
     "eval": {"baselines": ["bm25", "untrained"]},
@@ -139,7 +139,7 @@ def test_finished_training_is_not_retrained_without_change(pipeline):
 def test_killed_training_resumes_from_last_checkpoint_in_same_mlflow_run(pipeline):
     root = pipeline["root"]
     longer = json.loads(json.dumps(OVERRIDES))
-    longer["stage1"]["train"].update({"max_steps": 40, "save_steps": 2})
+    longer["stage1"]["train"].update({"max_steps": 40, "save_steps": 2, "epochs": 20})
     out_dir = root / "work" / "checkpoints" / "stage1"
     proc = _materialize_stage1_cli(root, longer)
     deadline = time.time() + 300
@@ -182,7 +182,9 @@ def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
 
     root = pipeline["root"]
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
                              "models:/nyx-retriever@champion", "--env-manager", "local", "-h", "127.0.0.1",
                              "-p", str(port), "--workers", "1"], env=env, cwd=root,

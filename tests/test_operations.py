@@ -329,15 +329,18 @@ def test_code_location_has_jobs_schedules_and_sensor_stopped_by_default(monkeypa
     assert defs.resolve_sensor_def("new_shard_sensor").default_status == dg.DefaultSensorStatus.STOPPED
 
 
-def test_schedules_default_running_when_nyx_schedules_is_on(monkeypatch):
+@pytest.mark.parametrize("var,value", [("NYX_SCHEDULES", "on"), ("NYX_PROFILE", "paper")])
+def test_schedules_default_running_when_nyx_schedules_is_on_or_paper_profile(monkeypatch, var, value):
     import orchestration.schedules as mod
 
-    monkeypatch.setenv("NYX_SCHEDULES", "on")
+    monkeypatch.delenv("NYX_SCHEDULES", raising=False)
+    monkeypatch.delenv("NYX_PROFILE", raising=False)
+    monkeypatch.setenv(var, value)
     try:
         importlib.reload(mod)
         assert {s.default_status for s in mod.SCHEDULES} == {dg.DefaultScheduleStatus.RUNNING}
     finally:
-        monkeypatch.delenv("NYX_SCHEDULES")
+        monkeypatch.delenv(var)
         importlib.reload(mod)
     assert {s.default_status for s in mod.SCHEDULES} == {dg.DefaultScheduleStatus.STOPPED}
 
@@ -394,3 +397,6 @@ def test_launcher_builds_deepspeed_command_with_hostfile(tmp_path):
     assert (args.num_gpus, args.num_nodes, args.hostfile) == (8, 2, str(hostfile))
     assert (args.master_addr, args.master_port) == ("node-a", 29600)
     assert args.module and args.user_script == "nyx.train.tracked" and args.user_args == ["--config", "c.json"]
+    # several nodes without a host file would silently train on one node
+    with pytest.raises(dg.Failure, match="hostfile"):
+        TrainingLauncher(kind="deepspeed", nproc_per_node=8, nnodes=2).command("nyx.train.tracked", [])
