@@ -127,14 +127,18 @@ def run_training(
     summary = json.loads((out / "train_result.json").read_text())
     final_dir = Path(summary["final_dir"])
     dev = _evaluate_dev(final_dir, dev_folder, context)
+    # the model training started from, on the same dev split: what this training must beat
+    start_dev = _evaluate_dev(train_cfg.model, dev_folder, context, label="start model")
     import mlflow as mlflow_lib
 
     from nyx.serving.pyfunc import log_retriever_model
 
     with mlflow.start_run(run_id=run_id):
-        for row in dev:
-            mlflow_lib.log_metrics({f"dev_{k.replace('@', '_at_')}_dim{row['dim']}": float(v) for k, v in row.items()
-                                    if k not in ("dim", "n_queries") and isinstance(v, (int, float))})
+        for prefix, rows in (("dev", dev), ("dev_start", start_dev)):
+            for row in rows:
+                mlflow_lib.log_metrics({f"{prefix}_{k.replace('@', '_at_')}_dim{row['dim']}": float(v)
+                                        for k, v in row.items()
+                                        if k not in ("dim", "n_queries") and isinstance(v, (int, float))})
         info = log_retriever_model(final_dir, name="model", registered_model_name="nyx-retriever",
                                    tags={"nyx.stage": stage, "nyx.base_model": base_model})
     version = str(info.registered_model_version)
@@ -142,7 +146,8 @@ def run_training(
                  "dagster.run_id": context.run_id, "nyx.fingerprint": fingerprint}.items():
         client.set_model_version_tag("nyx-retriever", version, k, v)
     state.update({"status": "finished", "final_dir": str(final_dir), "model_version": version,
-                  "model_uri": f"models:/nyx-retriever/{version}", "summary": summary, "dev": dev})
+                  "model_uri": f"models:/nyx-retriever/{version}", "summary": summary, "dev": dev,
+                  "dev_start": start_dev})
     _save_state(out, state)
     meta = _metadata(state, mlflow, skipped=False)
     meta.update({k: v for k, v in pipes_meta.items() if k not in meta})
@@ -166,17 +171,17 @@ def _snapshot_md5(dvc: DvcResource) -> str | None:
         return None
 
 
-def _evaluate_dev(model_dir: Path, dev_folder: Path, context) -> list[dict[str, Any]]:
-    """Retrieval metrics of the trained model on the dev split at every Matryoshka dimension."""
+def _evaluate_dev(model: Path | str, dev_folder: Path, context, label: str = "trained model") -> list[dict[str, Any]]:
+    """Retrieval metrics of a model on the dev split at every Matryoshka dimension."""
     from nyx.data.beir import load_beir
     from nyx.eval.retrieval import matryoshka_sweep
     from nyx.retrieval import NyxRetriever
 
     ds = load_beir(dev_folder)
-    retriever = NyxRetriever(model=str(model_dir))
+    retriever = NyxRetriever(model=str(model))
     retriever.index(list(ds.corpus.values()))
     rows = matryoshka_sweep(retriever, list(ds.queries.values()), ds.qrels)
-    context.log.info("dev retrieval: " + "; ".join(
+    context.log.info(f"dev retrieval, {label}: " + "; ".join(
         f"dim {r['dim']}: R@10={r.get('recall@10', 0):.3f} nDCG@10={r.get('ndcg@10', 0):.3f}" for r in rows))
     return rows
 
@@ -210,6 +215,10 @@ def _metadata(state: dict[str, Any], mlflow: MlflowResource, skipped: bool) -> d
         full = dev[0]
         meta["dev_ndcg@10"] = float(full.get("ndcg@10", 0.0))
         meta["dev_recall@10"] = float(full.get("recall@10", 0.0))
+    if state.get("dev_start"):
+        start = state["dev_start"][0]
+        meta["dev_ndcg@10_start_model"] = float(start.get("ndcg@10", 0.0))
+        meta["dev_recall@10_start_model"] = float(start.get("recall@10", 0.0))
     return meta
 
 

@@ -314,6 +314,58 @@ def evaluate_cmd(
     echo_err(f"wrote {out}")
 
 
+@app.command("report")
+def report_cmd(
+    indexes: Annotated[list[str], typer.Argument(
+        help="Index folders written by `nyx index`, each optionally named: NAME=DIR (default name: the folder's).",
+        show_default=False)],
+    queries: Annotated[Path, typer.Option(help="Queries JSONL (NyxQA queries carry choices and answers).",
+                                          show_default=False)],
+    qrels: Annotated[Path, typer.Option(help="BEIR qrels TSV.", show_default=False)],
+    corpus: Annotated[Path, typer.Option(help="Corpus JSONL the indexes were built from (the reader reads it).",
+                                         show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json and the plots.",
+                                      show_default=False)],
+    reader: Annotated[str, typer.Option(help="'minilm' (offline stand-in reader) or 'none' (retrieval only).")] = "minilm",
+    top_n: Annotated[int, typer.Option(min=1, help="Documents the reader sees.")] = 1,
+) -> None:
+    """Render the evaluation report (the `eval_report` asset's) for any indexes and judged queries: retrieval at
+    every Matryoshka dimension, RAG answer metrics with oracle/no-retrieval bounds, a modality breakdown, plots."""
+    from nyx.data.beir import read_qrels
+    from nyx.eval.report import evaluate_retrievers, write_report
+
+    for p, what in ((queries, "queries file"), (qrels, "qrels file"), (corpus, "corpus file")):
+        if not p.is_file():
+            raise fail(f"{what} not found: {p}")
+    if reader not in ("minilm", "none"):
+        raise fail(f"unknown reader {reader!r}: use 'minilm' or 'none'", code=EXIT_USAGE)
+    retrievers = {}
+    for spec in indexes:
+        name, _, folder = spec.rpartition("=")
+        folder_path = Path(folder)
+        retrievers[name or folder_path.name] = open_retriever(folder_path)
+    rejects = RejectLog(stage="report")
+    with user_errors():
+        docs = {r.id: r for r in iter_jsonl(corpus, rejects)}
+        qs = list(iter_jsonl(queries, rejects))
+        judged = read_qrels(qrels, rejects)
+    if not qs or not docs:
+        raise fail("no usable queries or documents (see the rejects file)")
+    rd = None
+    if reader == "minilm":
+        from nyx.feedback.readers import MiniLMOptionReader
+
+        rd = MiniLMOptionReader()
+    with user_errors():
+        report = evaluate_retrievers(retrievers, qs, judged, docs, reader=rd, top_n=top_n,
+                                     meta={"queries_file": str(queries), "corpus_file": str(corpus)})
+        files = write_report(report, out)
+    if rejects.count:
+        rejects.write(out / "rejects.jsonl")
+        echo_err(f"{rejects.count} rejected records written to {out / 'rejects.jsonl'}")
+    print_json({k: str(v) for k, v in files.items()})
+
+
 # ------------------------------------------------------------------------------------------------ command groups
 # Other areas register their command groups here, e.g.:
 #     from nyx.synth.cli import app as synth_app

@@ -208,3 +208,41 @@ def test_help_lists_the_commands():
     assert res.exit_code == 0
     for cmd in ("index", "search", "evaluate"):
         assert cmd in res.stdout
+
+
+def test_report_renders_markdown_json_and_plots_for_several_indexes(tmp_path):
+    """`nyx report` on two indexes of a small BEIR set: the same report as the eval_report asset."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from nyx.cli import app
+    from nyx.data.beir import write_beir
+    from nyx.data.records import Record
+
+    corpus = [Record.from_text(f"d{i}", t) for i, t in enumerate(
+        ["The barn in Alder is red.", "The mill in Brook is blue.", "The bridge in Cove is green."])]
+    queries = [Record.from_text("q0", "What colour is the barn in Alder?", choices=["red", "blue", "green", "black"],
+                                correct_index=0, answer="red"),
+               Record.from_text("q1", "What colour is the mill in Brook?", choices=["red", "blue", "green", "black"],
+                                correct_index=1, answer="blue")]
+    beir = tmp_path / "beir"
+    write_beir(beir, corpus, queries, {"q0": {"d0": 1}, "q1": {"d1": 1}})
+    runner = CliRunner()
+    for name in ("bm25", "minilm"):
+        r = runner.invoke(app, ["index", str(beir / "corpus.jsonl"), "--out", str(tmp_path / name),
+                                "--retriever", name])
+        assert r.exit_code == 0, r.output
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["report", f"lexical={tmp_path / 'bm25'}", str(tmp_path / "minilm"),
+                            "--queries", str(beir / "queries.jsonl"), "--qrels", str(beir / "qrels.tsv"),
+                            "--corpus", str(beir / "corpus.jsonl"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = _json.loads((out / "report.json").read_text())
+    assert {row["retriever"] for row in report["retrieval"]} == {"lexical", "minilm"}
+    assert {row["run"] for row in report["rag"]} >= {"lexical", "oracle", "no_retrieval"}
+    assert (out / "matryoshka.png").exists() and "lexical" in (out / "report.md").read_text()
+    bad = runner.invoke(app, ["report", str(tmp_path / "bm25"), "--queries", str(tmp_path / "nope.jsonl"),
+                              "--qrels", str(beir / "qrels.tsv"), "--corpus", str(beir / "corpus.jsonl"),
+                              "--out", str(out)])
+    assert bad.exit_code == 1 and "not found" in bad.output

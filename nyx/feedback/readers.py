@@ -83,6 +83,17 @@ class GeneratorReader(Reader):
     def reader_id(self) -> str:
         return self._id
 
+    def _hypotheses(self, question: str, choices: Sequence[str]) -> np.ndarray:
+        key = (question, tuple(choices))
+        hit = self._hyp_cache.get(key)
+        if hit is None:
+            hit = self._hyp_cache[key] = self._embed([self.hypothesis(question, c) for c in choices])
+            while len(self._hyp_cache) > self.config.max_cached_docs:
+                self._hyp_cache.popitem(last=False)
+        else:
+            self._hyp_cache.move_to_end(key)
+        return hit
+
     def answer(self, query: Record, window: Sequence[Record]) -> str:
         mc = query_choices(query)
         return self.generator.answer(query, list(window), choices=mc[0] if mc else None)
@@ -157,6 +168,8 @@ class MiniLMOptionReader(Reader):
         self.config = config or OptionReaderConfig()
         self._model = model
         self._doc_cache: OrderedDict[tuple[str, str], tuple[list[str], np.ndarray]] = OrderedDict()
+        # a query is read against many windows: its option statements are embedded once
+        self._hyp_cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
 
     @property
     def reader_id(self) -> str:
@@ -224,7 +237,7 @@ class MiniLMOptionReader(Reader):
         if emb is None:
             return scores
         if self.config.embedding_weight:
-            hyp = self._embed([self.hypothesis(query.text, c) for c in choices])
+            hyp = self._hypotheses(query.text, choices)
             scores += self.config.embedding_weight * (hyp @ emb.T).max(axis=1)
         if self.config.lexical_weight:
             question = content_stems(_BLANK.sub(" ", _CLOZE_INSTRUCTION.sub("", query.text)))
@@ -232,6 +245,17 @@ class MiniLMOptionReader(Reader):
             scores += self.config.lexical_weight * np.array(
                 [lexical_support(c, question, unit_stems) for c in choices])
         return scores
+
+    def _hypotheses(self, question: str, choices: Sequence[str]) -> np.ndarray:
+        key = (question, tuple(choices))
+        hit = self._hyp_cache.get(key)
+        if hit is None:
+            hit = self._hyp_cache[key] = self._embed([self.hypothesis(question, c) for c in choices])
+            while len(self._hyp_cache) > self.config.max_cached_docs:
+                self._hyp_cache.popitem(last=False)
+        else:
+            self._hyp_cache.move_to_end(key)
+        return hit
 
     def answer(self, query: Record, window: Sequence[Record]) -> str:
         mc = query_choices(query)

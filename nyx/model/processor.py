@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from transformers import AutoTokenizer, Qwen2_5_VLProcessor
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 #: The pixel budgets of the paper (Qwen smart-resize bounds).
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
@@ -60,6 +60,13 @@ class NyxQwenProcessor(Qwen2_5_VLProcessor):
     @property
     def merge_size(self) -> int:
         return int(self.image_processor.merge_size)
+
+    def is_resized(self, height: int, width: int) -> bool:
+        """True when smart-resize leaves an image of this size as it is (its resize would be an identity)."""
+        ip = self.image_processor
+        factor = int(ip.patch_size) * self.merge_size
+        return smart_resize(height, width, factor=factor, min_pixels=ip.size["shortest_edge"],
+                            max_pixels=ip.size["longest_edge"]) == (height, width)
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """How many ``<|image_pad|>`` tokens an image of this size expands to (after smart-resize)."""
