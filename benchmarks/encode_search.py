@@ -4,9 +4,10 @@
    ``nyx.synth.chunking`` as the retrieval corpus is) and the same model (the ``tiny`` profile), encoded
    (a) one document per forward pass, the research code's way, and (b) with the batched encoder. Reports
    documents/s cold (first pass: oneDNN builds kernels per new input shape) and warm (median of the other
-   ``--repeats`` passes), in wall-clock and CPU time, the speed-up, the peak RSS above the start of each phase
-   (sampled with psutil every 2 ms, so torch's allocations count too) and the largest difference between
-   the two sets of embeddings (they must agree).
+   ``--repeats`` passes), in wall-clock and CPU time, the speed-up, the peak RSS above the start of one more,
+   untimed pass per mode (sampled with psutil every 2 ms, so torch's allocations count too) and the largest
+   difference between the two sets of embeddings (they must agree). Both modes run with ``--threads`` torch
+   threads (default 1: see :func:`bench_encoding`).
 2. **Search**: ``EmbeddingIndex`` (flat inner product) over N random unit vectors of 2048 dims, searched at
    each Matryoshka prefix: latency per query for single queries (median) and for a batch of queries, and a
    check that the results equal an exact numpy search (matrix product + sort) at every dimension.
@@ -104,8 +105,20 @@ def sample_chunks(n_docs: int, tokenizer_dir: Path, folder: Path) -> list[Record
     return chunks
 
 
-def bench_encoding(n_docs: int, batch_size: int, repeats: int) -> dict[str, Any]:
+def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | None = 1) -> dict[str, Any]:
+    """``threads``: torch intra-op threads for both modes (``None``: torch's default, one per core).
+
+    One thread is the default because this machine's cores are shared with other jobs: with as many OpenMP
+    threads as cores and a load above the core count, every parallel op waits at a barrier for a
+    descheduled thread (measured here: an elementwise op on 360k floats takes 15 ms with 2 threads and
+    0.3 ms with 1), which swamps both modes with noise and slows them 5-10x.
+    """
+    import torch
+
     from nyx.model.profiles import ensure_tiny_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     tiny = ensure_tiny_model()
     tmp = Path(tempfile.mkdtemp(prefix="nyx-bench-"))
@@ -132,14 +145,18 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
     cpu: dict[str, list[float]] = {"one_at_a_time": [], "batched": []}
     peaks: dict[str, float] = {"one_at_a_time": 0.0, "batched": 0.0}
     outputs: dict[str, np.ndarray] = {}
+    modes = (("one_at_a_time", one_at_a_time), ("batched", batched))
     for _ in range(repeats):  # alternate, so background load hits both alike
-        for name, fn in (("one_at_a_time", one_at_a_time), ("batched", batched)):
-            with mem.measure():
-                t0, c0 = time.perf_counter(), time.process_time()
-                outputs[name] = fn()
-                times[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
-            peaks[name] = max(peaks[name], mem.delta_mb)
+        for name, fn in modes:
+            # Timed without the RSS sampler: its 2 ms wake-ups take the GIL and a core from the timed code.
+            t0, c0 = time.perf_counter(), time.process_time()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    for name, fn in modes:  # memory: one more (untimed) pass per mode
+        with mem.measure():
+            fn()
+        peaks[name] = mem.delta_mb
     n = len(records)
     result: dict[str, Any] = {
         "model": "tiny",
@@ -306,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-docs", type=int, default=24, help="sample documents to chunk and encode")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the encoding benchmark, both modes (0: torch's default)")
     ap.add_argument("--sizes", default="10000,100000", help="corpus sizes for the search benchmark")
     ap.add_argument("--dims", default="2048,1024,512,256")
     ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
@@ -324,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
     t0 = time.perf_counter()
-    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats)
+    threads = args.threads if args.threads > 0 else None
+    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads)
     search = [] if args.skip_search else bench_search(sizes, dims, args.queries, args.single, args.k, seed=0)
     speed = dim_speedups(search, dims) if search else None
     print_report(enc, search, speed)

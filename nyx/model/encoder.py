@@ -150,6 +150,9 @@ class PreparedInput:
     length: int  # exact number of tokens after the processor's expansion
     truncated: bool = False
     dropped_images: int = 0
+    #: token ids of ``text`` (one ``<|image_pad|>`` per image, not yet expanded); lets collation skip
+    #: re-tokenising. ``None``: the processor tokenises ``text``.
+    input_ids: list[int] | None = None
 
     @property
     def n_images(self) -> int:
@@ -310,6 +313,14 @@ class NyxEncoder:
                                                                     "<|vision_start|>", "<|vision_end|>"},
                           key=len, reverse=True)
         self._special_re = re.compile("|".join(re.escape(s) for s in specials if s))
+        self._frame_lengths: dict[str, int] = {}
+        self._image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        # Collation may reuse prepare()'s token ids when tokenising them again (as the processor does, with
+        # the tokenizer's default special tokens) could not differ: the tokenizer adds no special tokens.
+        probe = "a <|image_pad|> b"
+        self._reuse_ids = (getattr(processor, "image_token_id", None) == self._image_token_id
+                           and self.tokenizer(probe)["input_ids"]
+                           == self.tokenizer(probe, add_special_tokens=False)["input_ids"])
         unk = self.tokenizer.unk_token_id
         for tok in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", self.config.eos_token):
             tid = self.tokenizer.convert_tokens_to_ids(tok)
@@ -410,8 +421,17 @@ class NyxEncoder:
             after = after + "<|im_end|>\n<|im_start|>assistant\n"
         return before, after + self.config.eos_token
 
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens added), in one tokenizer call."""
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
     def _n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+        """Token count of a frame string (instruction, chat wrapper, EOS): few distinct values, cached."""
+        if text not in self._frame_lengths:
+            if len(self._frame_lengths) > 1024:
+                self._frame_lengths.clear()
+            self._frame_lengths[text] = len(self._token_ids([text])[0]) if text else 0
+        return self._frame_lengths[text]
 
     def prepare(self, record: Record, is_query: bool) -> PreparedInput:
         """Load the record's images and build its text within ``max_length`` (text cut, images never cut).
@@ -433,8 +453,8 @@ class NyxEncoder:
                     if pieces and pieces[-1][0] == "text":
                         text = "\n" + text
                     pieces.append(("text", text))
-        text_ids = [self.tokenizer(v, add_special_tokens=False)["input_ids"] if k == "text" else None
-                    for k, v in pieces]
+        piece_ids = iter(self._token_ids([v for k, v in pieces if k == "text"]))
+        text_ids = [next(piece_ids) if k == "text" else None for k, _ in pieces]
         max_len = self.config.max_length
         frame_len = self._n_tokens(before) + self._n_tokens(after)
 
@@ -449,7 +469,8 @@ class NyxEncoder:
         budget = max_len - frame_len - sum(t + 2 for t in image_tokens[:n_keep])
         for _ in range(8):
             text, kept_text = self._assemble(before, after, pieces, text_ids, n_keep, budget)
-            length = self._n_tokens(text) + sum(t - 1 for t in image_tokens[:n_keep])
+            ids = self._token_ids([text])[0]
+            length = len(ids) + sum(t - 1 for t in image_tokens[:n_keep])
             if length <= max_len or budget <= 0:
                 break
             budget -= length - max_len  # re-tokenisation across part boundaries can differ by a few tokens
@@ -458,7 +479,8 @@ class NyxEncoder:
                               record_id=record.id)
         return PreparedInput(record_id=record.id, text=text, images=images[:n_keep],
                              image_tokens=image_tokens[:n_keep], length=length,
-                             truncated=kept_text < total_text or dropped > 0, dropped_images=dropped)
+                             truncated=kept_text < total_text or dropped > 0, dropped_images=dropped,
+                             input_ids=ids)
 
     def _assemble(self, before: str, after: str, pieces: list[tuple[str, Any]], text_ids: list[list[int] | None],
                   n_images: int, budget: int) -> tuple[str, int]:
@@ -479,11 +501,18 @@ class NyxEncoder:
         return "".join(out), kept
 
     def collate_prepared(self, prepared: Sequence[PreparedInput]) -> dict[str, torch.Tensor]:
-        """Run the processor on prepared inputs: padded token ids, masks, pixels and image grids (CPU tensors)."""
+        """Run the processor on prepared inputs: padded token ids, masks, pixels and image grids (CPU tensors).
+
+        When every input carries its token ids (from :meth:`prepare`), the text is not tokenised again:
+        the ids are expanded and padded here exactly as the processor would, and only the images go
+        through the image processor.
+        """
         images = [img for p in prepared for img in p.images]
         extra: dict[str, Any] = {}
         if images and all(self.processor.is_resized(img.height, img.width) for img in images):
             extra["do_resize"] = False  # load_image already smart-resized them: skip PIL's identity resize
+        if self._reuse_ids and all(p.input_ids is not None for p in prepared):
+            return self._collate_ids(prepared, images, extra)
         batch = self.processor(
             text=[p.text for p in prepared],
             images=images or None,
@@ -494,6 +523,37 @@ class NyxEncoder:
             **extra,
         )
         return {k: v for k, v in batch.items() if k != "token_type_ids"}
+
+    def _collate_ids(self, prepared: Sequence[PreparedInput], images: list[Any],
+                     image_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The processor's output built from prepared token ids: each ``<|image_pad|>`` expanded to its
+        image's ``grid_thw.prod() // merge_size**2`` copies, then padded (``collate_prepared``'s fast path)."""
+        out: dict[str, torch.Tensor] = {}
+        counts = np.zeros(0, dtype=np.int64)
+        if images:
+            pixels = self.processor.image_processor(images=images, return_tensors="pt", **image_kwargs)
+            out["pixel_values"], out["image_grid_thw"] = pixels["pixel_values"], pixels["image_grid_thw"]
+            counts = (pixels["image_grid_thw"].prod(-1) // self.processor.merge_size**2).numpy()
+        img_id, seqs, used = self._image_token_id, [], 0
+        for p in prepared:
+            ids = np.asarray(p.input_ids, dtype=np.int64)
+            is_img = ids == img_id
+            n_img = int(is_img.sum())
+            if n_img != p.n_images:
+                raise RecordError(f"{n_img} image tokens in the text for {p.n_images} images", record_id=p.record_id)
+            reps = np.ones(len(ids), dtype=np.int64)
+            reps[is_img] = counts[used:used + n_img]
+            used += n_img
+            seqs.append(np.repeat(ids, reps))
+        longest = max(len(q) for q in seqs)
+        input_ids = np.full((len(seqs), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), longest), dtype=np.int64)
+        for row, q in enumerate(seqs):
+            cols = slice(0, len(q)) if self.config.padding_side == "right" else slice(longest - len(q), longest)
+            input_ids[row, cols], mask[row, cols] = q, 1
+        ids_t = torch.from_numpy(input_ids)
+        return {"input_ids": ids_t, "attention_mask": torch.from_numpy(mask),
+                "mm_token_type_ids": (ids_t == img_id).to(torch.int64), **out}
 
     def collate(self, records: Sequence[Record], is_query: bool) -> dict[str, torch.Tensor]:
         """Records -> model inputs (the trainer's collator uses this)."""
