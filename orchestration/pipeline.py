@@ -42,6 +42,8 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     first = {k for k in keys if k not in partitioned and k in _ancestors(graph, partitioned)}
     rest = [k for k in keys if k not in partitioned and k not in first]
 
+    # INFO on the console (Dagster's in-process default is DEBUG: every engine event); the UI keeps everything
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     results = []
 
     def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None):
