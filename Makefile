@@ -46,10 +46,12 @@ test: venv
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m orchestration.instance_setup
-	trap 'kill 0' EXIT; \
+	# Ctrl-C (or SIGTERM) stops both servers and all their children. `dagster dev` started in the background
+	# ignores SIGINT unless its default handler is restored (env --default-signal).
+	trap 'trap - INT TERM EXIT; kill -TERM 0' INT TERM EXIT; \
 	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
 	  --artifacts-destination $(CURDIR)/mlflow/artifacts --host 127.0.0.1 --port 5000 --workers 1 & \
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 & \
+	env --default-signal=INT $(BIN)/dagster dev -h 127.0.0.1 -p 3000 & \
 	wait
 
 ## make bench: speed and memory benchmarks (print tables, write JSON under benchmarks/results/).

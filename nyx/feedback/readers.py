@@ -83,17 +83,6 @@ class GeneratorReader(Reader):
     def reader_id(self) -> str:
         return self._id
 
-    def _hypotheses(self, question: str, choices: Sequence[str]) -> np.ndarray:
-        key = (question, tuple(choices))
-        hit = self._hyp_cache.get(key)
-        if hit is None:
-            hit = self._hyp_cache[key] = self._embed([self.hypothesis(question, c) for c in choices])
-            while len(self._hyp_cache) > self.config.max_cached_docs:
-                self._hyp_cache.popitem(last=False)
-        else:
-            self._hyp_cache.move_to_end(key)
-        return hit
-
     def answer(self, query: Record, window: Sequence[Record]) -> str:
         mc = query_choices(query)
         return self.generator.answer(query, list(window), choices=mc[0] if mc else None)

@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
@@ -31,6 +29,7 @@ from typing import Any, Iterable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nyx.model.processor import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NyxQwenProcessor, load_processor
+from nyx.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -317,20 +316,9 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
         if _is_current(target):  # another builder finished while we waited
             return target
         t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}.", suffix=".tmp", dir=cache))
-        try:
+        with atomic_dir(target) as tmp:
             build_tiny_model(tmp)
             (tmp / STAMP_FILENAME).write_text(json.dumps(_stamp(), indent=2) + "\n")
-            old = None
-            if target.exists():
-                old = cache / f".{TINY_DIRNAME}.old.{os.getpid()}"
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("built the tiny Qwen2.5-VL model in %s (%.1f s)", target, time.perf_counter() - t0)
     return target
 
