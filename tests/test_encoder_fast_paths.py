@@ -1,0 +1,278 @@
+"""The encoder's speed-ups compute exactly what the slow, stock paths compute.
+
+Each fast path of ``nyx.model.encoder`` is checked against its reference on the tiny model:
+
+* collation from ``prepare()``'s token ids == the processor (tokenizer + image processor) on the same text;
+* the swapped vision tower (matmul patch embedding, grouped window attention) == the stock transformers
+  tower with the same weights, in outputs and in parameter gradients;
+* right padding without a padding mask == left padding with the mask == one record at a time;
+* skipping the image processor's identity resize (``NyxQwenProcessor.is_resized``) == the processor's own
+  preprocessing, for an image already at its target size and for one that still needs resizing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nyx.data.records import Part, Record
+from nyx.model.encoder import (
+    NyxEncoder,
+    PreparedInput,
+    _GroupedVisionAttention,
+    _MatmulPatchEmbed,
+)
+from nyx.model.processor import NyxQwenProcessor
+from nyx.model.profiles import ensure_tiny_model, load_backbone
+
+#: Relative tolerance for float results that take a different (but mathematically equal) route.
+RTOL = 1e-5
+
+#: Image sizes (width, height). All are multiples of 28 within the pixel budget, so ``load_image`` keeps them
+#: as they are; 280x196 and 196x308 give vision windows of several different lengths (64, 48, 32, 24, 16
+#: patches) beside equal-length ones, so both the grouped and the single-window attention paths are used.
+AT_SIZE = [(224, 224), (280, 196), (196, 308), (56, 84)]
+#: Not a multiple of 28: the processor has to resize it (to 252x168).
+NEEDS_RESIZE = (250, 170)
+
+
+def _write(folder, name: str, size: tuple[int, int], seed: int) -> str:
+    w, h = size
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = folder / name
+    Image.fromarray(pixels, "RGB").save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    return [_write(folder, f"{i}.png", size, seed=i) for i, size in enumerate(AT_SIZE)]
+
+
+@pytest.fixture(scope="module")
+def raw_image(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("raw"), "raw.png", NEEDS_RESIZE, seed=99)
+
+
+@pytest.fixture(scope="module")
+def records(images):
+    t, im = Part.of_text, Part.of_image
+    long_text = "Many words about bridges, rivers and the history of the old harbour town. " * 12
+    return [
+        Record("text-short", [t("A red bridge crosses the river.")], extra={"choices": ["Thames", "Seine"]}),
+        Record("text-long", [t("The museum opened in 1901 and holds paintings, maps and coins. " * 4)]),
+        Record("one-image", [t("A photograph of the harbour:"), im(images[0]), t("taken at dawn.")]),
+        Record("two-images", [im(images[1]), t("Left: the old town.\nRight: the station."), im(images[2])]),
+        Record("image-only", [im(images[3])]),
+        Record("long-mixed", [t(long_text), im(images[3]), t(long_text)]),
+    ]
+
+
+def _with(encoder: NyxEncoder, **overrides) -> NyxEncoder:
+    """The same backbone and processor with other :class:`EncoderConfig` settings."""
+    return NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, **overrides))
+
+
+def _processor_reference(encoder: NyxEncoder, prepared: list[PreparedInput]) -> dict[str, torch.Tensor]:
+    """What the stock processor makes of the prepared texts and images (its defaults: tokenise, resize)."""
+    images = [img for p in prepared for img in p.images]
+    out = encoder.processor(text=[p.text for p in prepared], images=images or None, return_tensors="pt",
+                            padding=True, padding_side=encoder.config.padding_side, truncation=False)
+    return {k: v for k, v in out.items() if k != "token_type_ids"}
+
+
+def _assert_same_tensors(fast: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], where: str) -> None:
+    for key in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw"):
+        if key not in ref:
+            assert key not in fast, f"{where}: {key} only in the fast path"
+            continue
+        a, b = fast[key], ref[key]
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), (where, key, a.dtype, a.shape, b.dtype, b.shape)
+        assert torch.equal(a, b), f"{where}: {key} differs"
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.fixture
+def processor_call_forbidden(monkeypatch):
+    """Makes any call of the processor itself (its tokenizer path) fail: proves the fast path is taken."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the fast collate path called the processor")
+
+    monkeypatch.setattr(NyxQwenProcessor, "__call__", forbidden)
+    return monkeypatch
+
+
+# -- (3) fast collation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("is_query", [False, True], ids=["documents", "queries"])
+def test_fast_collate_gives_the_processors_exact_tensors(encoder, records, padding_side, is_query,
+                                                         processor_call_forbidden):
+    enc = _with(encoder, padding_side=padding_side)
+    prepared = [enc.prepare(r, is_query) for r in records]
+    assert all(p.input_ids is not None for p in prepared) and enc._reuse_ids
+    fast = enc.collate_prepared(prepared)
+    processor_call_forbidden.undo()
+    ref = _processor_reference(enc, prepared)
+    _assert_same_tensors(fast, ref, f"{padding_side}/{'query' if is_query else 'document'}")
+    assert fast["attention_mask"].sum(1).tolist() == [p.length for p in prepared]
+    assert (fast["attention_mask"][:, 0 if padding_side == "left" else -1] == 0).any()  # really padded
+
+
+def test_fast_collate_matches_the_processor_for_a_truncated_record(encoder, records, processor_call_forbidden):
+    enc = _with(encoder, max_length=120)
+    prepared = [enc.prepare(r, is_query=True) for r in records]
+    truncated = [p for p in prepared if p.truncated]
+    assert truncated and any(p.n_images for p in truncated)  # text cut next to an image
+    assert max(p.length for p in prepared) <= 120
+    fast = enc.collate_prepared(prepared)
+    processor_call_forbidden.undo()
+    _assert_same_tensors(fast, _processor_reference(enc, prepared), "truncated")
+
+
+def test_single_text_only_record_collates_like_the_processor(encoder, records):
+    prepared = [encoder.prepare(records[0], is_query=True)]
+    fast = encoder.collate_prepared(prepared)
+    assert "pixel_values" not in fast
+    _assert_same_tensors(fast, _processor_reference(encoder, prepared), "text-only")
+
+
+# -- (1) vision tower --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def towers(encoder, tiny_dir):
+    """(swapped tower of the encoder, stock tower of a freshly loaded backbone with the same weights)."""
+    fast = encoder.module.vl_model().visual
+    stock = load_backbone(tiny_dir, device="cpu", dtype=torch.float32).model.visual
+    stock.load_state_dict(fast.state_dict())
+    assert type(fast.patch_embed) is _MatmulPatchEmbed
+    assert all(type(b.attn) is _GroupedVisionAttention for b in fast.blocks)
+    assert not isinstance(stock.patch_embed, _MatmulPatchEmbed)
+    assert not any(isinstance(b.attn, _GroupedVisionAttention) for b in stock.blocks)
+    return fast, stock
+
+
+@pytest.fixture(scope="module")
+def vision_inputs(encoder, records):
+    batch = encoder.collate_prepared([encoder.prepare(r, is_query=False) for r in records])
+    return batch["pixel_values"], batch["image_grid_thw"]
+
+
+def test_vision_windows_include_equal_and_unequal_lengths(towers, vision_inputs):
+    """Guards the two tests below: the grouped attention must see several chunks per length and several lengths."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import get_vision_window_index
+
+    visual, _ = towers
+    _, cu = get_vision_window_index(vision_inputs[1], spatial_merge_size=visual.spatial_merge_size,
+                                    window_size=visual.window_size, patch_size=visual.patch_size)
+    lengths = torch.as_tensor(cu).diff()
+    lengths = lengths[lengths > 0]
+    _, counts = lengths.unique(return_counts=True)
+    assert len(counts) >= 3 and counts.max() >= 2
+
+
+def test_swapped_vision_tower_outputs_match_the_stock_tower(towers, vision_inputs):
+    fast, stock = towers
+    pixels, grid = vision_inputs
+    with torch.no_grad():
+        a, b = fast(pixels, grid_thw=grid), stock(pixels, grid_thw=grid)
+    assert a.pooler_output.shape == b.pooler_output.shape
+    assert _rel_err(a.last_hidden_state, b.last_hidden_state) < RTOL
+    assert _rel_err(a.pooler_output, b.pooler_output) < RTOL
+
+
+def test_swapped_vision_tower_gradients_match_the_stock_tower(towers, vision_inputs):
+    pixels, grid = vision_inputs
+    grads = []
+    for tower in towers:
+        was_training = tower.training
+        tower.train()
+        tower.zero_grad(set_to_none=True)
+        x = pixels.clone().requires_grad_(True)
+        out = tower(x, grid_thw=grid).pooler_output
+        weights = torch.linspace(-1.0, 1.0, out.numel()).view_as(out)  # every output row and column counts
+        (out * weights).sum().backward()
+        grads.append({"pixel_values": x.grad, **{n: p.grad.clone() for n, p in tower.named_parameters()}})
+        tower.zero_grad(set_to_none=True)
+        tower.train(was_training)
+    fast, stock = grads
+    assert fast.keys() == stock.keys() and "patch_embed.proj.weight" in fast
+    for name in stock:
+        assert stock[name].abs().max() > 0, f"{name}: zero gradient, the comparison would be vacuous"
+        assert _rel_err(fast[name], stock[name]) < RTOL, name
+
+
+# -- (2) no padding mask with right padding ----------------------------------------------------------------
+
+
+def _masks_seen_by_language_model(encoder: NyxEncoder, records: list[Record]):
+    """Embeddings of ``records`` in one batch, and the attention_mask the language model received."""
+    seen = []
+    lm = encoder.module.vl_model().language_model
+    hook = lm.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True)
+    try:
+        emb = encoder.encode(records, batch_size=len(records))
+    finally:
+        hook.remove()
+    return emb, seen
+
+
+def test_right_padding_without_mask_equals_left_padding_and_single_records(encoder, records):
+    right, left = _with(encoder, padding_side="right"), _with(encoder, padding_side="left")
+    emb_right, masks_right = _masks_seen_by_language_model(right, records)
+    emb_left, masks_left = _masks_seen_by_language_model(left, records)
+    assert masks_right == [None]  # the padding mask really is dropped
+    assert len(masks_left) == 1 and masks_left[0] is not None
+    single = np.stack([right.encode([r])[0] for r in records])
+    np.testing.assert_allclose(emb_right, emb_left, rtol=0, atol=RTOL)
+    np.testing.assert_allclose(emb_right, single, rtol=0, atol=RTOL)
+    np.testing.assert_allclose(emb_left, single, rtol=0, atol=RTOL)
+
+
+# -- (4) identity resize skipped when the image is already at its target size ------------------------------
+
+
+def test_is_resized_tells_target_sized_images_from_others(encoder):
+    proc = encoder.processor
+    assert all(proc.is_resized(h, w) for w, h in AT_SIZE)
+    w, h = NEEDS_RESIZE
+    assert not proc.is_resized(h, w)
+
+
+@pytest.mark.parametrize("which", ["at-target-size", "needs-resize"])
+def test_image_preprocessing_matches_the_processor_with_and_without_resize(encoder, images, raw_image, which):
+    record = Record("img", [Part.of_text("A picture:"), Part.of_image(images[1] if which == "at-target-size"
+                                                                      else raw_image)])
+    prepared = encoder.prepare(record, is_query=False)
+    if which == "needs-resize":  # hand the collator the original picture, not load_image's resized copy
+        original = Image.open(raw_image).convert("RGB")
+        assert original.size == NEEDS_RESIZE
+        prepared = replace(prepared, images=[original])
+    img = prepared.images[0]
+    assert encoder.processor.is_resized(img.height, img.width) == (which == "at-target-size")
+    fast = encoder.collate_prepared([prepared])
+    ref = _processor_reference(encoder, [prepared])
+    _assert_same_tensors(fast, ref, which)
+    with torch.inference_mode():
+        np.testing.assert_allclose(encoder.embed(fast).numpy(), encoder.embed(ref).numpy(), rtol=0, atol=RTOL)
