@@ -13,3 +13,22 @@ os.environ.setdefault("GIT_AUTHOR_NAME", "nyx-tests")
 os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@nyx.invalid")
 os.environ.setdefault("GIT_COMMITTER_NAME", "nyx-tests")
 os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@nyx.invalid")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """The tiny offline Qwen2.5-VL, built into a temporary cache (once per test module)."""
+    from nyx.model.profiles import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    """A NyxEncoder over the tiny model, on the CPU, without progress bars."""
+    from nyx.model.encoder import NyxEncoder
+
+    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)

@@ -17,16 +17,6 @@ from nyx.model.profiles import ensure_tiny_model
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
-
-
-@pytest.fixture(scope="module")
-def encoder(tiny_dir):
-    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("img")
     g = np.random.default_rng(0)

@@ -49,16 +49,6 @@ def _write(folder, name: str, size: tuple[int, int], seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
-
-
-@pytest.fixture(scope="module")
-def encoder(tiny_dir):
-    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("img")
     return [_write(folder, f"{i}.png", size, seed=i) for i, size in enumerate(AT_SIZE)]
