@@ -254,3 +254,42 @@ def test_lora_adapter_folder_loads_and_changes_embeddings(encoder, docs, tiny_di
     assert loaded.info()["adapter_path"] == str(tmp_path / "adapter")
     assert (_cos(expected, encoder.encode(docs)) < 0.9999).all()
     assert not any("lora" in name for name, _ in encoder.backbone.named_parameters())  # base untouched
+
+
+def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(encoder, docs, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    records = docs[:2] + [Record("bad", [Part.of_image(str(bad))])] + docs[2:] * 3  # 12 records
+    results = {}
+    for depth in (0, 3):
+        enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
+                         replace(encoder.config, prefetch_batches=depth, sort_window_batches=2))
+        rejects = RejectLog(stage="encode")
+        manifest = enc.encode_to_shards(records, tmp_path / f"shards-{depth}", shard_size=4, batch_size=2,
+                                        rejects=rejects)  # windows of 4 records, one of them without "bad"
+        assert [r["record_id"] for r in rejects.items] == ["bad"] and manifest["count"] == 11
+        ids, embs = zip(*read_shards(tmp_path / f"shards-{depth}"))
+        results[depth] = ([i for chunk in ids for i in chunk], np.concatenate(embs))
+    assert results[0][0] == results[3][0] == [r.id for r in records if r.id != "bad"]
+    np.testing.assert_array_equal(results[0][1], results[3][1])
+
+
+def test_prefetched_encoding_without_a_reject_log_raises_for_the_bad_record(encoder, docs, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
+                     replace(encoder.config, prefetch_batches=2))
+    assert not enc.module.training  # follows the backbone, loaded in eval mode
+    with pytest.raises(RecordError) as err:
+        enc.encode(docs + [Record("bad", [Part.of_image(str(bad))])], batch_size=2)
+    assert err.value.record_id == "bad"
+    assert not enc.module.training
+
+
+def test_encoding_restores_training_mode(encoder, docs):
+    encoder.module.train()
+    try:
+        encoder.encode(docs[:2])
+        assert encoder.module.training
+    finally:
+        encoder.module.eval()

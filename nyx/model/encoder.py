@@ -48,6 +48,7 @@ from nyx.model.profiles import (
     resolve_profile,
 )
 from nyx.utils.io import atomic_write, read_json, write_json
+from nyx.utils.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,17 @@ class EncoderConfig:
     sort_window_batches: int = 32
     dim: int | None = None
     show_progress: bool = True
+    #: batches prepared (images loaded, tokenised, collated) ahead of the model in a background thread;
+    #: 0 prepares each batch in the calling thread just before it runs
+    prefetch_batches: int = 2
 
     def __post_init__(self) -> None:
         if "default" not in self.query_templates:
             raise ValueError("query_templates needs a 'default' entry")
         if self.batch_size < 1 or self.sort_window_batches < 1:
             raise ValueError("batch_size and sort_window_batches must be positive")
+        if self.prefetch_batches < 0:
+            raise ValueError("prefetch_batches must be >= 0")
 
     @classmethod
     def from_profile(cls, profile: ModelProfile, **overrides: Any) -> "EncoderConfig":
@@ -174,6 +180,7 @@ class EmbeddingModel(torch.nn.Module):
     def __init__(self, backbone: torch.nn.Module):
         super().__init__()
         self.backbone = backbone
+        self.train(backbone.training)  # a new Module starts in training mode; follow the backbone's instead
         speed_up_vision_tower(self.vl_model())
 
     def vl_model(self) -> torch.nn.Module:
@@ -602,37 +609,61 @@ class NyxEncoder:
         """Yield ``(ids, embeddings)`` window by window, in input order (rejected records left out).
 
         Within a window of ``batch_size * sort_window_batches`` records, batches are formed from records of
-        similar length and image count, which cuts padding; the order is restored before yielding.
+        similar length and image count, which cuts padding; the order is restored before yielding. Image
+        loading, tokenisation and collation (:meth:`iter_batches`) run ``config.prefetch_batches`` batches ahead
+        of the model in a background thread.
         """
         bs = batch_size or self.config.batch_size
-        window = bs * self.config.sort_window_batches
         show = self.config.show_progress if show_progress is None else show_progress
         want = dim or self.dim
+        depth = self.config.prefetch_batches if total is None or total > bs else 0  # one batch: nothing to overlap
         was_training = self.module.training
-        self.module.eval()
+        if was_training:
+            self.module.eval()
         try:
             with tqdm(total=total, disable=not show, unit="rec", desc="query" if is_query else "document") as bar, \
                     torch.inference_mode():
-                for chunk in _chunks(records, window):
-                    prepared: list[PreparedInput] = []
-                    for r in chunk:
-                        try:
-                            prepared.append(self.prepare(r, is_query))
-                        except RecordError as e:
-                            if rejects is None:
-                                raise
-                            rejects.add(e)
-                            bar.update(1)
-                    order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].length, -prepared[i].n_images))
-                    emb = np.zeros((len(prepared), want), dtype=np.float32)
-                    for start in range(0, len(order), bs):
-                        idx = order[start:start + bs]
-                        vecs = self.embed(self.collate_prepared([prepared[i] for i in idx]))
-                        emb[idx] = mrl_truncate(vecs, want).cpu().numpy()
+                ids: list[str] = []
+                emb = np.zeros((0, want), dtype=np.float32)
+                pending = 0
+                for item in prefetch(self.iter_batches(records, is_query, bs), depth, name="nyx-encode-prefetch"):
+                    if isinstance(item, RecordError):
+                        if rejects is None:
+                            raise item
+                        rejects.add(item)
+                        bar.update(1)
+                        continue
+                    if isinstance(item, list):  # a new window: the ids of its records, in input order
+                        ids, emb, pending = item, np.zeros((len(item), want), dtype=np.float32), len(item)
+                    else:
+                        idx, inputs = item
+                        emb[idx] = mrl_truncate(self.embed(inputs), want).cpu().numpy()
+                        pending -= len(idx)
                         bar.update(len(idx))
-                    yield [p.record_id for p in prepared], emb
+                    if pending == 0:
+                        yield ids, emb
+                        pending = -1
         finally:
-            self.module.train(was_training)
+            if was_training:
+                self.module.train()
+
+    def iter_batches(self, records: Iterable[Record], is_query: bool,
+                 batch_size: int) -> Iterator["RecordError | list[str] | tuple[list[int], dict[str, torch.Tensor]]"]:
+        """The CPU side of encoding, as a stream: per window, each rejected record's :class:`RecordError`,
+        then the list of the window's record ids, then ``(rows, model inputs)`` per length-sorted batch
+        (``rows`` index the window's ids)."""
+        for chunk in _chunks(records, batch_size * self.config.sort_window_batches):
+            prepared: list[PreparedInput] = []
+            for r in chunk:
+                try:
+                    prepared.append(self.prepare(r, is_query))
+                except RecordError as e:
+                    yield e
+            yield [p.record_id for p in prepared]
+            order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].length, -prepared[i].n_images))
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                yield idx, self.collate_prepared([prepared[i] for i in idx])
 
     def encode_to_shards(self, records: Iterable[Record], out_dir: str | os.PathLike, shard_size: int = 10_000,
                          is_query: bool = False, batch_size: int | None = None, dim: int | None = None,

@@ -1,0 +1,35 @@
+"""The CPU benchmarks run end to end in their quick mode and write what their tables report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_path):
+    out = tmp_path / "encode_search.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "encode_search.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    enc = report["encoding"]
+    for mode in ("research_code", "nyx_one_at_a_time", "batched"):
+        row = enc[mode]
+        assert row["docs_per_s"] > 0 and row["model_seconds"] > 0 and row["cpu_side_seconds"] > 0
+        assert 0 < row["model_share_of_matmul_peak"] < 1.5
+        assert row["model_gflop"] > 0
+        # the same inputs and the same model give the same embeddings in every mode
+        assert enc["max_abs_diff_vs_batched"][mode] < 1e-4
+    # one document per pass pays for padding-free sequences only; batching pads, so it does more FLOPs
+    assert enc["batched"]["model_gflop"] >= enc["nyx_one_at_a_time"]["model_gflop"] * 0.99
+    assert enc["speedup"] == pytest.approx(enc["speedup_vs_research_code"]["wall"])
+    assert enc["meets_target"] == (enc["speedup"] >= enc["target_speedup"])
+    assert report["all_exact"] and {r["dim"] for r in report["search"]} == {2048, 1024, 512, 256}
+    assert "target: 5x vs the research code's way" in proc.stdout
