@@ -43,6 +43,22 @@ def test_hard_negatives_are_scored_only_by_their_own_query():
     assert abs(got - shared) > 1.0
 
 
+def test_masked_false_negative_is_left_out_of_the_softmax_but_the_target_never_is():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    p = torch.tensor([[0.6, 0.8], [0.8, 0.6], [0.6, 0.8]])  # p2 is the same document as p0
+    tau = 0.1
+    mask = torch.tensor([[False, False, True], [False, False, False], [True, False, True]])  # diagonal ignored
+    # row 0 drops p2, row 2 drops p0; row 1 keeps all three
+    expected = (_ce([6.0, 8.0], 0) + _ce([8.0, 6.0, 8.0], 1) + _ce([9.6, 10.0], 1)) / 3
+    assert info_nce(q, p, temperature=tau, false_negatives=mask).item() == pytest.approx(expected, rel=1e-6)
+    unmasked = info_nce(q, p, temperature=tau).item()
+    assert unmasked > expected + 0.1  # the duplicate pushed query 0 away from its own answer
+    out = MatryoshkaInfoNCE([2, 1], [1.0, 0.5], tau)(q, p, false_negatives=mask)
+    assert out.per_dim[2].item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match=r"false_negatives \(2, 2\) must be \[N, N\] with N=3"):
+        info_nce(q, p, false_negatives=mask[:2, :2])
+
+
 def test_matryoshka_total_is_weighted_sum_of_per_dim_losses_on_renormalised_prefixes():
     g = torch.Generator().manual_seed(0)
     q = F.normalize(torch.randn(3, 8, generator=g), dim=-1)

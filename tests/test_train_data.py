@@ -20,6 +20,7 @@ from nyx.train.data import (
     convert_research_file,
     fill_negatives,
     global_batches,
+    in_batch_false_negatives,
     load_nyxqa,
     load_research,
     load_triples,
@@ -236,3 +237,22 @@ def test_batch_records_lays_out_positives_then_negatives_by_query():
     queries, docs = batch_records(exs)
     assert [q.id for q in queries] == ["q0", "q1"]
     assert [d.id for d in docs] == ["p0", "p1", "n00", "n01", "n10", "n11"]
+
+
+def test_in_batch_false_negatives_marks_shared_and_relevant_positives_only():
+    same_chunk = Record.from_text("p0", "The bridge is red.")
+    copy_of_chunk = Record.from_text("p0-copy", "The bridge is red.")
+    other = Record.from_text("p2", "The station is old.")
+    relevant_to_q3 = Record.from_text("p4", "The harbour is deep.")
+    q = [Record.from_text(f"q{i}", f"question {i}") for i in range(5)]
+    exs = [
+        TrainingExample(q[0], same_chunk, (), "s"),
+        TrainingExample(q[1], same_chunk, (), "s"),          # another question on the same chunk
+        TrainingExample(q[2], other, (), "s"),
+        TrainingExample(q[3], copy_of_chunk, (), "s", exclude=frozenset({"p4"})),  # same content, other id
+        TrainingExample(q[4], relevant_to_q3, (), "s"),
+    ]
+    mask = in_batch_false_negatives(exs)
+    expected = {(0, 1), (1, 0), (0, 3), (3, 0), (1, 3), (3, 1), (3, 4)}
+    assert {(i, j) for i, j in zip(*mask.nonzero(as_tuple=True)) for i, j in [(int(i), int(j))]} == expected
+    assert not mask.diagonal().any()

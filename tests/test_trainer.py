@@ -98,6 +98,21 @@ class _Interrupt(RuntimeError):
     pass
 
 
+def test_two_questions_on_one_chunk_are_not_each_others_negatives(tmp_path, image):
+    examples = _examples(image, 4)
+    twin = examples[1]
+    # a second question written from example 1's chunk (another id, the same content)
+    examples[2] = TrainingExample(examples[2].query, Record("d1-again", list(twin.positive.content)),
+                                  examples[2].negatives, "toy")
+    base = dict(per_device_batch_size=4, max_steps=1, learning_rate=1e-4, seed=3, lora={"enabled": False})
+    masked = train(TrainConfig(output_dir=str(tmp_path / "masked"), **base), examples=examples)
+    plain = train(TrainConfig(output_dir=str(tmp_path / "plain"), mask_false_negatives=False, **base),
+                  examples=examples)
+    assert masked.history[0]["masked_false_negatives"] == 2 and plain.history[0]["masked_false_negatives"] == 0
+    # unmasked, queries 1 and 2 each see their own answer again as a negative: the first loss is higher
+    assert plain.history[0]["loss"] > masked.history[0]["loss"] + 1e-3
+
+
 @pytest.fixture(scope="module")
 def lora_runs(tmp_path_factory, image):
     """An uninterrupted 5-step LoRA run, and the same run killed after step 3 and resumed from its step-2 checkpoint."""

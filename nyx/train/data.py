@@ -471,6 +471,24 @@ def local_slice(batch: Sequence[int], rank: int, world_size: int) -> Sequence[in
     return batch[rank * per : (rank + 1) * per]
 
 
+def in_batch_false_negatives(examples: Sequence[TrainingExample]) -> torch.Tensor:
+    """``[N, N]`` bool: True where example *j*'s positive is not a negative for example *i* (``j != i``).
+
+    That is when both positives are the same document (same id or same content: two questions written
+    from one chunk) or when *j*'s positive is a document judged relevant to *i* (``exclude``). The loss
+    leaves those pairs out of the softmax instead of pushing a query away from its own answer.
+    """
+    ids = [e.positive.id for e in examples]
+    keys = [content_key(e.positive) for e in examples]
+    n = len(examples)
+    mask = torch.zeros((n, n), dtype=torch.bool)
+    for i, ex in enumerate(examples):
+        for j in range(n):
+            if j != i and (ids[j] == ids[i] or keys[j] == keys[i] or ids[j] in ex.exclude):
+                mask[i, j] = True
+    return mask
+
+
 def batch_records(examples: Sequence[TrainingExample]) -> tuple[list[Record], list[Record]]:
     """Queries, and documents laid out as [positives..., negatives of query 0..., of query 1..., ...]."""
     queries = [e.query for e in examples]

@@ -4,7 +4,10 @@ For query *i* of the global batch (all processes together) the logits are::
 
     [ q_i · p_j / tau  for every positive j of the global batch ]  +  [ q_i · n_ik / tau  for its own K hard negatives ]
 
-and the target is ``j = i``. Hard negatives of other queries are never scored against query *i*.
+and the target is ``j = i``. Hard negatives of other queries are never scored against query *i*. An in-batch
+positive ``p_j`` that is not a negative of query *i* (the same document as ``p_i``, or another document judged
+relevant to query *i*) is left out of its softmax when the caller passes that ``[N, N]`` ``false_negatives``
+mask (the trainer builds it with :func:`nyx.train.data.in_batch_false_negatives`).
 
 Matryoshka representation learning (MRL): the same loss is computed on the first ``d`` dimensions of every
 embedding (re-normalised) for each configured ``d``, and the weighted sum is the training objective (paper:
@@ -91,7 +94,8 @@ def _prefix(x: Tensor, dim: int) -> Tensor:
     return mrl_truncate(x, dim)
 
 
-def info_nce(q: Tensor, p: Tensor, negatives: Tensor | None = None, temperature: float = DEFAULT_TEMPERATURE) -> Tensor:
+def info_nce(q: Tensor, p: Tensor, negatives: Tensor | None = None, temperature: float = DEFAULT_TEMPERATURE,
+             false_negatives: Tensor | None = None) -> Tensor:
     """Mean InfoNCE of ``q[i]`` against all of ``p`` (target ``p[i]``) plus its own ``negatives[i]``.
 
     Args:
@@ -99,10 +103,18 @@ def info_nce(q: Tensor, p: Tensor, negatives: Tensor | None = None, temperature:
         p: ``[N, D]`` positive document embeddings; ``p[i]`` belongs to ``q[i]``, the rest are in-batch negatives.
         negatives: ``[N, K, D]`` hard negatives of each query (``K`` may be 0), or None.
         temperature: softmax temperature ``tau``.
+        false_negatives: ``[N, N]`` bool, True where ``p[j]`` must not count as a negative of ``q[i]``
+            (the diagonal is ignored: the target is always scored).
     """
     if q.ndim != 2 or p.shape != q.shape:
         raise ValueError(f"queries {tuple(q.shape)} and positives {tuple(p.shape)} must both be [N, D]")
     logits = q @ p.T
+    if false_negatives is not None:
+        n = q.shape[0]
+        if tuple(false_negatives.shape) != (n, n):
+            raise ValueError(f"false_negatives {tuple(false_negatives.shape)} must be [N, N] with N={n}")
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(false_negatives.to(logits.device, torch.bool) & off_diagonal, float("-inf"))
     if negatives is not None and negatives.shape[1] > 0:
         if negatives.ndim != 3 or negatives.shape[0] != q.shape[0] or negatives.shape[2] != q.shape[1]:
             raise ValueError(f"negatives {tuple(negatives.shape)} must be [N={q.shape[0]}, K, D={q.shape[1]}]")
@@ -135,6 +147,7 @@ def matryoshka_info_nce(
     weights: Sequence[float] | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     gather: bool = True,
+    false_negatives: Tensor | None = None,
 ) -> MatryoshkaLossOutput:
     """Weighted sum over prefix sizes of :func:`info_nce` on the global batch.
 
@@ -143,6 +156,7 @@ def matryoshka_info_nce(
         dims: prefix sizes (None: only the full size ``D``); validated against ``D``.
         weights: one weight per dim (None: all 1).
         gather: all-gather across processes when torch.distributed is initialised.
+        false_negatives: ``[N, N]`` mask over the *global* batch (every process passes the same one).
     """
     hidden = q.shape[-1]
     dims = list(dims) if dims is not None else [hidden]
@@ -157,7 +171,7 @@ def matryoshka_info_nce(
     for d, w in zip(dims, weights):
         qd, pd = (q, p) if d == hidden else (_prefix(q, d), _prefix(p, d))
         nd = negatives if negatives is None or d == hidden else _prefix(negatives, d)
-        per_dim[d] = info_nce(qd, pd, nd, temperature)
+        per_dim[d] = info_nce(qd, pd, nd, temperature, false_negatives)
         total = total + w * per_dim[d]
     return MatryoshkaLossOutput(total=total, per_dim=per_dim)
 
@@ -183,9 +197,11 @@ class MatryoshkaInfoNCE(nn.Module):
         self.temperature = temperature
         self.gather = gather
 
-    def forward(self, q: Tensor, p: Tensor, negatives: Tensor | None = None) -> MatryoshkaLossOutput:
+    def forward(self, q: Tensor, p: Tensor, negatives: Tensor | None = None,
+                false_negatives: Tensor | None = None) -> MatryoshkaLossOutput:
         return matryoshka_info_nce(
-            q, p, negatives, dims=self.dims, weights=self.weights, temperature=self.temperature, gather=self.gather
+            q, p, negatives, dims=self.dims, weights=self.weights, temperature=self.temperature, gather=self.gather,
+            false_negatives=false_negatives,
         )
 
     def extra_repr(self) -> str:

@@ -21,6 +21,7 @@ Layout of ``output_dir``::
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -44,6 +45,7 @@ from nyx.train.data import (
     batch_records,
     build_training_set,
     global_batches,
+    in_batch_false_negatives,
     local_slice,
 )
 from nyx.train.gradcache import Backprop, cached_step, chunked, plain_step
@@ -93,6 +95,9 @@ class TrainConfig(BaseModel):
     epochs: int = Field(1, ge=1)
     per_device_batch_size: int = Field(20, ge=1)
     n_negatives: int = Field(1, ge=0, description="hard negatives per query")
+    mask_false_negatives: bool = Field(
+        True, description="leave an in-batch positive out of a query's softmax when it is the same document as "
+                          "the query's positive or another document relevant to it")
     temperature: float = Field(DEFAULT_TEMPERATURE, gt=0)
     mrl_dims: list[int] | None = Field(None, description="None: the model profile's (paper: 2048/1024/512/256)")
     mrl_weights: list[float] | None = None
@@ -361,15 +366,22 @@ class ContrastiveTrainer:
             batch_ids = global_batches(len(examples), global_bs, cfg.seed, epoch)[index]
             local = [examples[i] for i in local_slice(batch_ids, acc.process_index, world)]
             queries, docs = batch_records(local)
+            step_loss = loss_fn
+            n_masked = 0
+            if cfg.mask_false_negatives:  # every process builds the same mask over the global batch
+                mask = in_batch_false_negatives([examples[i] for i in batch_ids])
+                n_masked = int(mask.sum())
+                if n_masked:
+                    step_loss = functools.partial(loss_fn, false_negatives=mask)
             if cfg.grad_cache:
                 size = cfg.grad_cache_chunk_size
                 out = cached_step(encode,
                                   [encoder.collate(c, is_query=True) for c in chunked(queries, size)],
                                   [encoder.collate(c, is_query=False) for c in chunked(docs, size)],
-                                  len(queries), loss_fn, backprop)
+                                  len(queries), step_loss, backprop)
             else:
                 out = plain_step(encode, encoder.collate(queries, is_query=True),
-                                 encoder.collate(docs, is_query=False), len(queries), loss_fn, backprop)
+                                 encoder.collate(docs, is_query=False), len(queries), step_loss, backprop)
             lr = float(scheduler.get_last_lr()[0])
             if is_deepspeed:  # the engine clipped and stepped inside the last backward
                 grad_norm = acc.deepspeed_engine_wrapped.get_global_grad_norm()
@@ -381,7 +393,8 @@ class ContrastiveTrainer:
             step += 1
 
             metrics = out.loss.as_metrics()
-            metrics.update(lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
+            metrics.update(lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                           masked_false_negatives=float(n_masked))
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {step}")
             self.history.append({"step": step, **metrics})
@@ -390,6 +403,7 @@ class ContrastiveTrainer:
                 elapsed = time.perf_counter() - t_window
                 logged = {k: sum(m[k] for m in window) / len(window) for k in window[0] if k.startswith("loss")}
                 logged.update(lr=lr, grad_norm=metrics["grad_norm"], epoch=step / steps_per_epoch,
+                              masked_false_negatives=sum(m["masked_false_negatives"] for m in window),
                               samples_per_sec=len(window) * global_bs / max(elapsed, 1e-9))
                 if rank0:
                     self._log(step, logged)
