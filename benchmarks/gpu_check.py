@@ -19,7 +19,7 @@ Phases (each reported with status ``ok``, ``skipped`` (budget) or ``error``):
    negatives (documents as above), InfoNCE + Matryoshka
    (2048/1024/512/256) from :mod:`nyx.train.loss`, through :func:`nyx.train.gradcache.plain_step` and
    :func:`~nyx.train.gradcache.cached_step` (chunk 4). The accelerator is the trainer's own
-   (``ContrastiveTrainer._make_accelerator``): DeepSpeed ZeRO-2 from ``configs/deepspeed_zero2.json`` on one
+   (``ContrastiveTrainer.make_accelerator``): DeepSpeed ZeRO-2 from ``configs/deepspeed_zero2.json`` on one
    process, or, when DeepSpeed is missing or cannot initialise, plain accelerate with torch AdamW (the JSON
    says which, and why). Reported: step time (after warm-up), collate time, peak GPU memory
    (``torch.cuda.max_memory_allocated``, reset per phase) and the memory held before the phase.
@@ -67,59 +67,6 @@ PHASES = ("encode", "train_plain", "train_gradcache")
 
 # ------------------------------------------------------------------------------------------------ the model
 
-#: Qwen/Qwen2.5-VL-3B-Instruct ``config.json``, text part (passed flat, like the hub file and the tiny build).
-PAPER_TEXT: dict[str, Any] = dict(
-    hidden_size=2048,
-    intermediate_size=11008,
-    num_hidden_layers=36,
-    num_attention_heads=16,
-    num_key_value_heads=2,
-    max_position_embeddings=128000,
-    rms_norm_eps=1e-6,
-    hidden_act="silu",
-    vocab_size=151936,
-    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-    tie_word_embeddings=True,
-)
-#: Its ``vision_config``.
-PAPER_VISION: dict[str, Any] = dict(
-    depth=32,
-    hidden_size=1280,
-    intermediate_size=3420,
-    num_heads=16,
-    in_channels=3,
-    patch_size=14,
-    spatial_merge_size=2,
-    temporal_patch_size=2,
-    window_size=112,
-    fullatt_block_indexes=[7, 15, 23, 31],
-    tokens_per_second=2,
-    out_hidden_size=2048,
-    hidden_act="silu",
-)
-#: Its special-token ids (for the record: the random-weight model uses the tiny tokenizer's ids instead).
-PAPER_TOKEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                       vision_end_token_id=151653, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-#: Parameters of Qwen2.5-VL-3B-Instruct (tied embeddings), what :func:`paper_config` must give.
-PAPER_N_PARAMS = 3_754_622_976
-_TOKEN_ID_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-
-
-def paper_config(tokenizer_config: Any):
-    """The Qwen2.5-VL-3B architecture with the special-token ids of ``tokenizer_config`` (the tiny model's
-    config, whose ids are those of the tokenizer the inputs come from; all are < 151,936)."""
-    from transformers import Qwen2_5_VLConfig
-
-    text = tokenizer_config.text_config
-    ids = {k: getattr(tokenizer_config, k) for k in _TOKEN_ID_KEYS}
-    for k, v in ids.items():
-        if v is None or not 0 <= v < PAPER_TEXT["vocab_size"]:
-            raise ValueError(f"{k}={v} is not a valid id of the paper vocabulary ({PAPER_TEXT['vocab_size']})")
-    return Qwen2_5_VLConfig(**PAPER_TEXT, vision_config=dict(PAPER_VISION), **ids,
-                            bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id,
-                            pad_token_id=text.pad_token_id)
-
-
 def build_random_backbone(config: Any, device: Any, dtype: Any, seed: int = 0):
     """``Qwen2_5_VLForConditionalGeneration(config)`` with random weights, created on ``device`` in ``dtype``
     (no CPU round trip: 3.75B parameters initialise on the GPU in seconds). Returned in eval mode."""
@@ -138,12 +85,19 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
     from transformers import AutoConfig
 
     from nyx.model.encoder import EncoderConfig, NyxEncoder
-    from nyx.model.profiles import ensure_tiny_model, load_profile_processor, resolve_profile
+    from nyx.model.profiles import (
+        PAPER_TOKEN_IDS,
+        SPECIAL_TOKEN_ID_KEYS,
+        ensure_tiny_model,
+        load_profile_processor,
+        paper_architecture_config,
+        resolve_profile,
+    )
 
     tiny_dir = ensure_tiny_model()
     tiny_config = AutoConfig.from_pretrained(tiny_dir)
     profile = resolve_profile("tiny" if tiny else "paper")
-    config = tiny_config if tiny else paper_config(tiny_config)
+    config = tiny_config if tiny else paper_architecture_config(tiny_config)
     t0 = time.perf_counter()
     backbone = build_random_backbone(config, device, dtype, seed)
     _sync(device)
@@ -155,7 +109,7 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
             "device": str(device), "build_s": build_s, "hidden_size": encoder.hidden_size,
             "text_layers": config.text_config.num_hidden_layers, "vision_depth": config.vision_config.depth,
             "vocab_size": config.text_config.vocab_size, "processor": str(tiny_dir),
-            "token_ids": {k: getattr(config, k) for k in _TOKEN_ID_KEYS}}
+            "token_ids": {k: getattr(config, k) for k in SPECIAL_TOKEN_ID_KEYS}}
     if not tiny:
         info["released_model_token_ids"] = PAPER_TOKEN_IDS  # what the real checkpoint uses, for comparison
     return encoder, info
@@ -493,7 +447,7 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
                               gradient_checkpointing=True, per_device_batch_size=s.train_batch,
                               n_negatives=s.n_negatives, grad_cache_chunk_size=s.chunk_size, bf16=bf16, seed=s.seed,
                               deepspeed=str(DEFAULT_DEEPSPEED_CONFIG) if backend == "deepspeed" else None)
-            acc = ContrastiveTrainer(cfg)._make_accelerator()
+            acc = ContrastiveTrainer(cfg).make_accelerator()
             optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
             model, optimizer = acc.prepare(encoder.module, optimizer)
         except Exception as e:  # noqa: BLE001 - DeepSpeed failing to start is a finding, not the end

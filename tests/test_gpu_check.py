@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from nyx.model.profiles import PAPER_N_PARAMS, paper_architecture_config
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
@@ -46,7 +48,7 @@ def test_paper_config_builds_the_3b_architecture_with_the_tiny_tokenizer_ids(gpu
     from nyx.model.profiles import ensure_tiny_model
 
     tiny = AutoConfig.from_pretrained(ensure_tiny_model())
-    cfg = gpu_check.paper_config(tiny)
+    cfg = paper_architecture_config(tiny)
     assert (cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers, cfg.text_config.vocab_size) == (2048, 36, 151936)
     assert cfg.text_config.rope_parameters["mrope_section"] == [16, 24, 24]
     assert (cfg.vision_config.depth, cfg.vision_config.out_hidden_size) == (32, 2048)
@@ -55,7 +57,7 @@ def test_paper_config_builds_the_3b_architecture_with_the_tiny_tokenizer_ids(gpu
         assert getattr(cfg, key) == getattr(tiny, key)  # ids the inputs actually carry
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
-    assert sum(p.numel() for p in model.parameters()) == gpu_check.PAPER_N_PARAMS  # Qwen2.5-VL-3B: 3.75B
+    assert sum(p.numel() for p in model.parameters()) == PAPER_N_PARAMS  # Qwen2.5-VL-3B: 3.75B
 
 
 def test_paper_size_on_the_cpu_is_refused(gpu_check, capsys):

@@ -230,7 +230,9 @@ class ContrastiveTrainer:
 
     # -- setup --------------------------------------------------------------------------------------------
 
-    def _make_accelerator(self):
+    def make_accelerator(self):
+        """The ``accelerate.Accelerator`` this config trains with (DeepSpeed plugin, mixed precision, gloo on
+        CPU), seeded. :meth:`train` calls it; benchmarks use it to time steps the same way."""
         from accelerate import Accelerator
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
 
@@ -303,7 +305,7 @@ class ContrastiveTrainer:
         from transformers import get_linear_schedule_with_warmup
 
         cfg = self.config
-        acc = self._make_accelerator()
+        acc = self.make_accelerator()
         self.accelerator = acc
         rank0 = acc.is_main_process
         world = acc.num_processes
