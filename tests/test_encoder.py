@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -264,12 +265,17 @@ def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(e
     for depth in (0, 3):
         enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
                          replace(encoder.config, prefetch_batches=depth, sort_window_batches=2))
+        preparing_threads: set[str] = set()
+        prepare = enc.prepare
+        enc.prepare = lambda r, q: preparing_threads.add(threading.current_thread().name) or prepare(r, q)
         rejects = RejectLog(stage="encode")
         manifest = enc.encode_to_shards(records, tmp_path / f"shards-{depth}", shard_size=4, batch_size=2,
                                         rejects=rejects)  # windows of 4 records, one of them without "bad"
         assert [r["record_id"] for r in rejects.items] == ["bad"] and manifest["count"] == 11
         ids, embs = zip(*read_shards(tmp_path / f"shards-{depth}"))
         results[depth] = ([i for chunk in ids for i in chunk], np.concatenate(embs))
+        # images and tokens are prepared in the background thread only when prefetching
+        assert preparing_threads == ({"nyx-encode-prefetch"} if depth else {threading.current_thread().name})
     assert results[0][0] == results[3][0] == [r.id for r in records if r.id != "bad"]
     np.testing.assert_array_equal(results[0][1], results[3][1])
 
