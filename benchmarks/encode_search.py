@@ -204,7 +204,7 @@ def _phases(cpu_side: Any, model_side: Any) -> dict[str, float]:
 
 
 def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int) -> dict[str, Any]:
-    from nyx.model.encoder import NyxEncoder
+    from nyx.model.encoder import EncodeBatch, NyxEncoder
 
     encoder = NyxEncoder.from_pretrained("tiny", show_progress=False)
     research = ResearchCodeEncoder(encoder)
@@ -219,7 +219,7 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         return encoder.encode_documents(records, batch_size=batch_size)
 
     def nyx_batches(bs: int) -> list[dict[str, Any]]:
-        return [item[1] for item in encoder.iter_batches(records, False, bs) if isinstance(item, tuple)]
+        return [item.inputs for item in encoder.iter_batches(records, False, bs) if isinstance(item, EncodeBatch)]
 
     modes = {"research_code": lambda: research.encode(records), "nyx_one_at_a_time": nyx_one_at_a_time,
              "batched": batched}

@@ -165,6 +165,21 @@ class PreparedInput:
         return len(self.images)
 
 
+@dataclass(frozen=True)
+class EncodeWindow:
+    """A sort window's records that were prepared, in input order (:meth:`NyxEncoder.iter_batches`)."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class EncodeBatch:
+    """Model inputs of one batch; ``rows`` index the batch's records in the current :class:`EncodeWindow`."""
+
+    rows: list[int]
+    inputs: dict[str, torch.Tensor]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The torch module (what a trainer wraps with DDP / DeepSpeed)
 # ----------------------------------------------------------------------------------------------------------
@@ -623,35 +638,32 @@ class NyxEncoder:
         try:
             with tqdm(total=total, disable=not show, unit="rec", desc="query" if is_query else "document") as bar, \
                     torch.inference_mode():
-                ids: list[str] = []
-                emb = np.zeros((0, want), dtype=np.float32)
-                pending = 0
                 for item in prefetch(self.iter_batches(records, is_query, bs), depth, name="nyx-encode-prefetch"):
                     if isinstance(item, RecordError):
                         if rejects is None:
                             raise item
                         rejects.add(item)
                         bar.update(1)
-                        continue
-                    if isinstance(item, list):  # a new window: the ids of its records, in input order
-                        ids, emb, pending = item, np.zeros((len(item), want), dtype=np.float32), len(item)
+                    elif isinstance(item, EncodeWindow):
+                        ids, pending = item.ids, len(item.ids)
+                        emb = np.zeros((pending, want), dtype=np.float32)
+                        if not pending:  # every record of the window was rejected
+                            yield ids, emb
                     else:
-                        idx, inputs = item
-                        emb[idx] = mrl_truncate(self.embed(inputs), want).cpu().numpy()
-                        pending -= len(idx)
-                        bar.update(len(idx))
-                    if pending == 0:
-                        yield ids, emb
-                        pending = -1
+                        emb[item.rows] = mrl_truncate(self.embed(item.inputs), want).cpu().numpy()
+                        pending -= len(item.rows)
+                        bar.update(len(item.rows))
+                        if not pending:
+                            yield ids, emb
         finally:
             if was_training:
                 self.module.train()
 
     def iter_batches(self, records: Iterable[Record], is_query: bool,
-                 batch_size: int) -> Iterator["RecordError | list[str] | tuple[list[int], dict[str, torch.Tensor]]"]:
-        """The CPU side of encoding, as a stream: per window, each rejected record's :class:`RecordError`,
-        then the list of the window's record ids, then ``(rows, model inputs)`` per length-sorted batch
-        (``rows`` index the window's ids)."""
+                     batch_size: int) -> Iterator["RecordError | EncodeWindow | EncodeBatch"]:
+        """The CPU side of encoding as a stream. Per window of ``batch_size * sort_window_batches`` records:
+        a :class:`RecordError` for each record that cannot be prepared, then an :class:`EncodeWindow` with the
+        ids of the others, then an :class:`EncodeBatch` per length-sorted batch."""
         for chunk in _chunks(records, batch_size * self.config.sort_window_batches):
             prepared: list[PreparedInput] = []
             for r in chunk:
@@ -659,11 +671,11 @@ class NyxEncoder:
                     prepared.append(self.prepare(r, is_query))
                 except RecordError as e:
                     yield e
-            yield [p.record_id for p in prepared]
+            yield EncodeWindow([p.record_id for p in prepared])
             order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].length, -prepared[i].n_images))
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                yield idx, self.collate_prepared([prepared[i] for i in idx])
+                rows = order[start:start + batch_size]
+                yield EncodeBatch(rows, self.collate_prepared([prepared[i] for i in rows]))
 
     def encode_to_shards(self, records: Iterable[Record], out_dir: str | os.PathLike, shard_size: int = 10_000,
                          is_query: bool = False, batch_size: int | None = None, dim: int | None = None,
@@ -741,6 +753,8 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 __all__ = [
     "EmbeddingModel",
+    "EncodeBatch",
+    "EncodeWindow",
     "EncoderConfig",
     "NyxEncoder",
     "PreparedInput",
