@@ -23,8 +23,8 @@ def prefetch(source: Iterator[T], depth: int = 2, name: str = "nyx-prefetch") ->
     Closing the returned generator early (``break``, an error in the consumer, garbage collection) stops
     the producer at its next item and joins it. ``depth <= 0`` returns ``source`` unchanged (no thread).
 
-    The overlap is real when the producer's work releases the GIL for most of its time (tokenizers, PIL,
-    numpy and torch do), as it does for Nyx's image loading and collation.
+    The producer overlaps the consumer only while one of them has released the GIL: torch ops, PIL decoding
+    and resizing, the Rust tokenizers and large numpy operations do, Python-level work does not.
     """
     if depth <= 0:
         return source
