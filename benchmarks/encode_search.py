@@ -10,7 +10,8 @@
    the model's FLOPs and its share of this CPU's measured matmul speed; the speed-ups; the peak RSS above
    the start of one more, untimed pass per mode (sampled with psutil every 2 ms, so torch's allocations
    count too) and the largest difference between the embeddings (they must agree). Every mode runs with
-   ``--threads`` torch threads (default 1: see :func:`bench_encoding`).
+   ``--threads`` torch threads (default 1: see :func:`bench_encoding`). ``--device cuda`` runs the models
+   on a GPU instead (the CPU side stays on the CPU), which is where batching is expected to pay most.
 2. **Search**: ``EmbeddingIndex`` (flat inner product) over N random unit vectors of 2048 dims, searched at
    each Matryoshka prefix: latency per query for single queries (median) and for a batch of queries, and a
    check that the results equal an exact numpy search (matrix product + sort) at every dimension.
@@ -111,8 +112,10 @@ def sample_chunks(n_docs: int, tokenizer_dir: Path, folder: Path) -> list[Record
 MODES = ("research_code", "nyx_one_at_a_time", "batched")
 
 
-def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | None = 1) -> dict[str, Any]:
+def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | None = 1,
+                   device: str = "cpu") -> dict[str, Any]:
     """``threads``: torch intra-op threads for every mode (``None``: torch's default, one per core).
+    ``device``: where the models run (``cuda``: the profile's dtype there, bf16; the CPU side stays on the CPU).
 
     One thread is the default because this machine's cores are shared with other jobs: with as many OpenMP
     threads as cores and a load above the core count, every parallel op waits at a barrier for a
@@ -130,23 +133,34 @@ def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | No
     tiny = ensure_tiny_model()
     tmp = Path(tempfile.mkdtemp(prefix="nyx-bench-"))
     try:
-        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats)
+        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats, device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def matmul_peak_gflops(repeats: int = 20) -> float:
-    """This CPU's fp32 matrix-product speed with the current torch threads: (4096 x 256) @ (256 x 256), best of
-    ``repeats``. The tiny model's largest products have this shape (a batch's tokens x its hidden sizes)."""
+def _sync(device: Any) -> None:
     import torch
 
-    a, b = torch.randn(4096, 256), torch.randn(256, 256)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20) -> float:
+    """Matrix-product speed on ``device`` in ``dtype`` (CPU: with the current torch threads):
+    (4096 x 256) @ (256 x 256), best of ``repeats``. The tiny model's largest products have this shape
+    (a batch's tokens x its hidden sizes)."""
+    import torch
+
+    a = torch.randn(4096, 256, device=device, dtype=dtype)
+    b = torch.randn(256, 256, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * 4096 * 256 * 256 / best / 1e9
 
@@ -163,7 +177,8 @@ class ResearchCodeEncoder:
         from nyx.model.profiles import load_backbone, load_profile_processor
 
         self.nyx = encoder
-        self.model = load_backbone(encoder.profile).model  # Qwen2_5_VLModel: the LM head is never needed
+        # Qwen2_5_VLModel (the LM head is never needed), on the encoder's device in the profile's dtype
+        self.model = load_backbone(encoder.profile, device=encoder.device).model
         self.processor = load_profile_processor(encoder.profile)
 
     def inputs(self, record: Record) -> dict[str, Any]:
@@ -173,8 +188,10 @@ class ResearchCodeEncoder:
     def embed(self, inputs: dict[str, Any]) -> np.ndarray:
         import torch
 
+        dev = self.nyx.device
+        inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         hidden = self.model(**inputs, use_cache=False).last_hidden_state[:, -1]
-        return torch.nn.functional.normalize(hidden.float(), dim=-1).numpy()
+        return torch.nn.functional.normalize(hidden.float(), dim=-1).cpu().numpy()
 
     def encode(self, records: list[Record]) -> np.ndarray:
         import torch
@@ -183,7 +200,7 @@ class ResearchCodeEncoder:
             return np.concatenate([self.embed(self.inputs(r)) for r in records])
 
 
-def _phases(cpu_side: Any, model_side: Any) -> dict[str, float]:
+def _phases(cpu_side: Any, model_side: Any, device: Any) -> dict[str, float]:
     """Seconds of the CPU side alone (images, tokens, collation) and of the model alone (on those inputs),
     with the model's FLOPs (torch's FLOP counter, one more pass)."""
     import torch
@@ -193,9 +210,11 @@ def _phases(cpu_side: Any, model_side: Any) -> dict[str, float]:
     batches = cpu_side()
     cpu_s = time.perf_counter() - t0
     with torch.inference_mode():
+        _sync(device)
         t0 = time.perf_counter()
         for inputs in batches:
             model_side(inputs)
+        _sync(device)
         model_s = time.perf_counter() - t0
         with FlopCounterMode(display=False) as counter:
             for inputs in batches:
@@ -203,10 +222,11 @@ def _phases(cpu_side: Any, model_side: Any) -> dict[str, float]:
     return {"cpu_side_seconds": cpu_s, "model_seconds": model_s, "model_gflop": counter.get_total_flops() / 1e9}
 
 
-def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int) -> dict[str, Any]:
+def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int,
+                    device: str = "cpu") -> dict[str, Any]:
     from nyx.model.encoder import EncodeBatch, NyxEncoder
 
-    encoder = NyxEncoder.from_pretrained("tiny", show_progress=False)
+    encoder = NyxEncoder.from_pretrained("tiny", device=device, show_progress=False)
     research = ResearchCodeEncoder(encoder)
     research.encode(records[:2])  # warm-up (lazy inits, allocator)
     encoder.encode_documents(records[:2], batch_size=2)
@@ -241,11 +261,14 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         with mem.measure():
             fn()
         peaks[name] = mem.delta_mb
-    peak_gflops = matmul_peak_gflops()
+    dtype = encoder.module.vl_model().dtype
+    peak_gflops = matmul_peak_gflops(encoder.device, dtype)
     n = len(records)
     result: dict[str, Any] = {
         "model": "tiny",
         "model_id": encoder.model_id,
+        "device": str(encoder.device),
+        "dtype": str(dtype).replace("torch.", ""),
         "inputs": {
             "source": f"nyx.data.sample (n_docs={n_docs}, seed 0) chunked by nyx.synth.chunking",
             "n_records": n,
@@ -267,7 +290,7 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         warm = times[name][1:] or times[name]
         med = statistics.median(warm)
         cpu_med = statistics.median(cpu[name][1:] or cpu[name])
-        ph = _phases(*phases[name])
+        ph = _phases(*phases[name], encoder.device)
         result[name] = {"seconds_median": med, "seconds_all": times[name], "docs_per_s": n / med,
                         "docs_per_s_cold": n / times[name][0],
                         "cpu_seconds_median": cpu_med, "docs_per_cpu_s": n / cpu_med,
@@ -388,7 +411,8 @@ def dim_speedups(rows: list[dict], dims: list[int]) -> dict[str, Any]:
 def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str, Any] | None) -> None:
     if enc is not None:
         t = Table(title=f"Encoding: {enc['inputs']['n_records']} sample chunks "
-                        f"({enc['inputs']['n_images']} images), tiny model, {enc['torch_threads']} torch thread(s); "
+                        f"({enc['inputs']['n_images']} images), tiny model on {enc['device']} ({enc['dtype']}), "
+                        f"{enc['torch_threads']} torch thread(s); "
                         f"prefetch {enc['prefetch_batches']} batches; cold = first pass, warm = median of the other {enc['repeats'] - 1}")
         for c in ("mode", "docs/s warm", "docs/s cold", "warm s", "docs/CPU-s", "CPU side s", "model s",
                   "model GFLOP/s", "% matmul peak", "peak RSS +MB", "max |Δ| vs batched"):
@@ -440,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sample documents to chunk and encode (300: the bundled sample)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="where the encoding benchmark runs the models (cpu, cuda)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for the encoding benchmark, both modes (0: torch's default)")
     ap.add_argument("--sizes", default="10000,100000", help="corpus sizes for the search benchmark")
@@ -461,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
     t0 = time.perf_counter()
     threads = args.threads if args.threads > 0 else None
-    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads)
+    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads,
+                                                             args.device)
     search = [] if args.skip_search else bench_search(sizes, dims, args.queries, args.single, args.k, seed=0)
     speed = dim_speedups(search, dims) if search else None
     print_report(enc, search, speed)
