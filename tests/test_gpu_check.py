@@ -100,9 +100,14 @@ def test_tiny_cpu_run_reports_every_phase_with_numbers(tmp_path):
         # one 400-pixel-budget image per document: (side/28)^2 merged image tokens each
         assert row["image_tokens"] == row["batch_size"] * (s["image_side"] // 28) ** 2
         assert row["tokens"] > row["image_tokens"] + row["batch_size"] * s["doc_text_tokens"] * 0.9
-    e2e = enc["end_to_end"]
-    assert e2e["status"] == "ok" and e2e["docs_per_s"] > 0 and e2e["finite"]
-    assert e2e["dim"] == report["model"]["hidden_size"]
+    assert enc["model_only"][0]["speedup_vs_batch_1"] == 1.0
+    for key in ("end_to_end", "end_to_end_one_at_a_time"):
+        e2e = enc[key]
+        assert e2e["status"] == "ok" and e2e["docs_per_s"] > 0 and e2e["finite"], e2e
+        assert e2e["dim"] == report["model"]["hidden_size"]
+    assert enc["end_to_end_one_at_a_time"]["batch_size"] == 1
+    assert enc["end_to_end_speedup"] == pytest.approx(
+        enc["end_to_end"]["docs_per_s"] / enc["end_to_end_one_at_a_time"]["docs_per_s"])
 
     train = report["training"]
     deepspeed_here = importlib.util.find_spec("deepspeed") is not None
