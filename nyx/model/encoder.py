@@ -126,7 +126,7 @@ class EncoderConfig:
     show_progress: bool = True
     #: batches prepared (images loaded, tokenised, collated) ahead of the model in a background thread;
     #: 0 prepares each batch in the calling thread just before it runs
-    prefetch_batches: int = 2
+    prefetch_batches: int = 4
 
     def __post_init__(self) -> None:
         if "default" not in self.query_templates:
