@@ -64,7 +64,8 @@ def test_closing_early_stops_the_producer_and_closes_the_source():
             closed.set()
 
     before = threading.active_count()
-    it = prefetch(source(), depth=2)
+    gen = source()  # held here, so only prefetch's close() (not garbage collection) can run its finally
+    it = prefetch(gen, depth=2)
     for item in it:
         if item == 5:
             break
