@@ -32,3 +32,26 @@ def encoder(tiny_dir):
     from nyx.model.encoder import NyxEncoder
 
     return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def encoder64(tiny_dir):
+    """The same encoder in float64, for exactness tests whose routes differ only by rounding (tests/tolerances.py)."""
+    import torch
+
+    from nyx.model.encoder import NyxEncoder
+
+    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", dtype=torch.float64, show_progress=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The worst |difference| / tolerance of every exactness check that ran (see tests/tolerances.py)."""
+    from tests import tolerances
+
+    if not tolerances.MARGINS:
+        return
+    terminalreporter.section("exactness margins: worst |difference| / tolerance (above 0.1 is too thin)")
+    for line in tolerances.report_lines():
+        terminalreporter.write_line(line)
+    if os.environ.get("NYX_TOLERANCE_REPORT"):
+        tolerances.write_report(os.environ["NYX_TOLERANCE_REPORT"])

@@ -25,6 +25,7 @@ from nyx.retrieval import (
     load_retriever,
     register_retriever,
 )
+from tests.tolerances import EPS32, assert_within, rounding_tol
 
 DOCS = [
     Record.from_text("cats", "The cat sat on the warm mat and purred."),
@@ -200,7 +201,9 @@ def test_minilm_finds_the_paraphrased_document_and_round_trips(tmp_path):
     assert again.keys() == run.keys()
     for qid in run:
         assert list(again[qid]) == list(run[qid])
-        np.testing.assert_allclose(list(again[qid].values()), list(run[qid].values()), rtol=1e-5)
+        # the same float32 model on the same CPU: cosine scores (384-term sums) agree to rounding
+        assert_within("MiniLM saved and loaded: scores", list(again[qid].values()), list(run[qid].values()),
+                      rounding_tol(EPS32, 384))
 
 
 # --------------------------------------------------------------------------- Nyx (tiny offline model)
@@ -234,4 +237,5 @@ def test_nyx_tiny_indexes_mixed_modal_records_and_rejects_a_broken_image(tmp_pat
     again = load_retriever(tmp_path / "nyx").search(queries, k=10)
     for qid in run:
         assert list(again[qid]) == list(run[qid])
-        np.testing.assert_allclose(list(again[qid].values()), list(run[qid].values()), rtol=1e-4, atol=1e-5)
+        assert_within("Nyx saved and loaded: scores", list(again[qid].values()), list(run[qid].values()),
+                      rounding_tol(EPS32, full_dim))

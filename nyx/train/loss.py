@@ -121,7 +121,12 @@ def info_nce(q: Tensor, p: Tensor, negatives: Tensor | None = None, temperature:
         hard = torch.einsum("nd,nkd->nk", q, negatives)
         logits = torch.cat([logits, hard], dim=1)
     target = torch.arange(q.shape[0], device=q.device)
-    return F.cross_entropy(logits.float() / temperature, target)
+    return F.cross_entropy(logits.to(loss_dtype(logits.dtype)) / temperature, target)
+
+
+def loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The softmax runs in at least float32 (bf16/fp16 embeddings are upcast; float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 @dataclass
@@ -167,7 +172,7 @@ def matryoshka_info_nce(
         if negatives is not None:
             negatives = gather_with_grad(negatives)
     per_dim: dict[int, Tensor] = {}
-    total = q.new_zeros((), dtype=torch.float32)
+    total = q.new_zeros((), dtype=loss_dtype(q.dtype))
     for d, w in zip(dims, weights):
         qd, pd = (q, p) if d == hidden else (_prefix(q, d), _prefix(p, d))
         nd = negatives if negatives is None or d == hidden else _prefix(negatives, d)
