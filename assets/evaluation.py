@@ -1,4 +1,7 @@
-"""``eval_report``: baselines, the untrained backbone, Stage 1 and Stage 2 side by side on the test split."""
+"""``eval_report``: baselines, the untrained backbone, Stage 1 and Stage 2 side by side on the evaluation split.
+
+Reported only: the models were already chosen on dev (:mod:`nyx.train.stage`); the test metrics recorded on the model
+versions (``eval.test.*`` tags) never enter the promotion gate."""
 
 import json
 
@@ -6,7 +9,7 @@ import dagster as dg
 
 from assets.common import ProfileConfig, profile_for
 from assets.feedback import make_reader
-from assets.training import stage_state
+from nyx.train.stage import load_stage
 from orchestration.resources import MlflowResource, NyxSettings
 
 READER_NOTE = ("RAG answers come from the profile's reader; in the sample profile that is the offline MiniLM option "
@@ -24,7 +27,8 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     """Retrieval metrics at every Matryoshka dimension, RAG answer metrics (with oracle and no-retrieval bounds),
     a breakdown by the positive's modality (text, one image, several images) and search latency, for BM25, MiniLM,
     the untrained backbone, Stage 1 and Stage 2; a Markdown report with a Matryoshka curve and a comparison plot,
-    logged to MLflow. Test-split metrics are recorded on the Stage-1/Stage-2 model versions for the promotion gate."""
+    logged to MLflow. The split's metrics are recorded on the Stage-1/Stage-2 model versions for reporting (the
+    promotion gate decides on dev)."""
     import mlflow as mlflow_lib
 
     from nyx.data.beir import load_beir
@@ -39,10 +43,10 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     for name in profile.eval.baselines:
         retrievers[name] = NyxRetriever(model=profile.model) if name == "untrained" else create_retriever(name)
     for stage in ("stage1", "stage2"):
-        state = stage_state(paths.checkpoints / stage)
-        if state.get("status") == "finished":
-            retrievers[stage] = NyxRetriever(model=state["final_dir"], mlflow_model_version=state["model_version"])
-            versions[stage] = state["model_version"]
+        state = load_stage(paths, stage)
+        if state is not None and state.finished:
+            retrievers[stage] = NyxRetriever(model=state.final_dir, mlflow_model_version=state.model_version)
+            versions[stage] = state.model_version
     dims = {n: profile.eval.dims for n in retrievers if n in ("untrained", "stage1", "stage2")} if profile.eval.dims else None
     report = evaluate_retrievers(retrievers, list(ds.queries.values()), ds.qrels, ds.corpus, dims_by_name=dims,
                                  reader=make_reader(profile, paths), top_n=profile.eval.top_n,
@@ -63,8 +67,9 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
             mlflow_lib.log_artifact(str(f), artifact_path="report")
         run_id = run.info.run_id
     for stage, version in versions.items():
-        record_metrics(client, "nyx-retriever", version,
-                       {k: v for k, v in summary.get(stage, {}).items() if isinstance(v, (int, float)) and k != "dim"})
+        record_metrics(client, profile.promotion.registered_model, version,
+                       {k: v for k, v in summary.get(stage, {}).items() if isinstance(v, (int, float)) and k != "dim"},
+                       split=profile.eval.split)
     table = report.full_dim()
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(files["markdown"].read_text()),

@@ -12,11 +12,18 @@ def make_reader(profile, paths):
     """The profile's reader: the offline MiniLM option reader (a stand-in for a VLM) or the generator."""
     from nyx.feedback.readers import MiniLMOptionReader, as_reader
 
-    if profile.reader == "minilm":
+    reader = profile.reader
+    if reader.kind == "minilm":
         return MiniLMOptionReader()
     from nyx.synth.generators import make_generator
 
-    return as_reader(make_generator(generator_config(profile, paths)))
+    if reader.kind == "generator":
+        return as_reader(make_generator(generator_config(profile, paths)))
+    openai = reader.openai
+    if not openai.cache_dir:
+        openai = openai.model_copy(update={"cache_dir": str(paths.cache / "reader")})
+    cfg = profile.generator.model_copy(update={"kind": "openai", "openai": openai})
+    return as_reader(make_generator(cfg))
 
 
 @dg.asset(
@@ -38,12 +45,13 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
     from nyx.feedback.preferences import collect_feedback, write_triples
     from nyx.retrieval import NyxRetriever
     from nyx.utils.io import atomic_write
-    from assets.training import finished_model_dir
+    from assets.training import finished_stage
+    from nyx.train.stage import model_spec
 
     profile = profile_for(settings, config)
     paths = settings.paths
     train = load_beir(paths.nyxqa / profile.stage2.feedback_split)
-    retriever = NyxRetriever(model=str(finished_model_dir(settings, "stage1")))
+    retriever = NyxRetriever(model=model_spec(finished_stage(settings, "stage1")))
     rejects = RejectLog(stage="feedback_preferences")
     triples, stats = collect_feedback(list(train.queries.values()), list(train.corpus.values()), retriever,
                                       make_reader(profile, paths), profile.feedback,
@@ -63,7 +71,7 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
         "queries": len(train.queries), "kept": len(triples), "dropped_no_correct_window": len(train.queries) - len(triples),
         "kept_share": float(s.get("kept_share", 0.0)),
         "stats": dg.MetadataValue.json(json.loads(json.dumps(s, default=str))),
-        "reader": profile.reader, "top_k": profile.feedback.top_k, "window": profile.feedback.window_size,
+        "reader": profile.reader.kind, "top_k": profile.feedback.top_k, "window": profile.feedback.window_size,
     })
 
 

@@ -94,35 +94,54 @@ def _chunk_frame(files):
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
-    """Question/answer pairs for a stratified sample of each shard's chunks, from the profile's generator.
+    """Question/answer pairs for a stratified sample of the chunks, from the profile's generator.
+
+    The budget ``qa.sample_size`` is a total over the corpus, not per shard: the sample plan
+    (``nyx.synth.qa.plan_sample``) is made from the ids and image-count groups of the chunks of *every*
+    ``corpus_chunks`` shard present when this runs (``total_chunks``, ``shards_counted`` in the metadata), and each
+    shard of this run keeps the chunks whose fixed hash key falls under its group's cutoff. Shards sampled with the
+    plan of the same corpus together take exactly ``sample_size`` chunks. A shard materialised before other shards
+    arrived used a smaller corpus and so a higher cutoff: re-materialising it later only drops chunks at the margin
+    (its earlier selection contains the new one), which costs no generator call with a cached generator.
 
     ``openai`` (any OpenAI-compatible endpoint; responses cached under ``data/cache``, so a re-run pays for no call
     twice), ``local`` (transformers) or ``cloze`` (no model: an offline stand-in for a VLM, used by the sample).
     Output that does not parse is counted and dropped.
     """
-    from nyx.data.records import read_jsonl, write_jsonl
+    from nyx.data.records import iter_jsonl, read_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
     from nyx.synth.generators import make_generator
-    from nyx.synth.qa import synthesize_qa
+    from nyx.synth.qa import plan_sample, synthesize_qa
 
     profile = profile_for(settings, config)
     paths = settings.paths
+    for shard in context.partition_keys:
+        if not (paths.chunks / f"{shard}.jsonl").exists():
+            raise dg.Failure(f"shard {shard!r}: {paths.chunks / f'{shard}.jsonl'} is missing; materialise corpus_chunks first")
+    chunk_files = sorted(paths.chunks.glob("*.jsonl"))
+    plan = plan_sample(((c.id, c.modality) for f in chunk_files for c in iter_jsonl(f)),
+                       profile.qa.sample_size, seed=profile.qa.seed, stratify=profile.qa.stratify)
     gen_cfg = generator_config(profile, paths)
     generator = make_generator(gen_cfg)
-    n_qa, all_stats = 0, {}
+    n_qa, n_sampled, all_stats = 0, 0, {}
     try:
         for shard in context.partition_keys:
             chunks = read_jsonl(paths.chunks / f"{shard}.jsonl")
             rejects = RejectLog(stage="synthetic_qa")
-            qa, stats = synthesize_qa(chunks, generator, sample_size=profile.qa.sample_size_per_shard,
-                                      seed=profile.qa.seed, stratify=profile.qa.stratify, rejects=rejects)
+            qa, stats = synthesize_qa(chunks, generator, plan=plan, rejects=rejects)
             write_jsonl(qa, paths.synthetic_qa / f"{shard}.jsonl")
             rejects.write(paths.rejects / "synthetic_qa" / f"{shard}.jsonl")
             n_qa += len(qa)
+            n_sampled += stats["sampled"]
+            stats.pop("sample_plan", None)  # the same for every shard: reported once below
             all_stats[shard] = _jsonable(stats)
     finally:
         generator.close()
     return dg.MaterializeResult(metadata={"qa_pairs": n_qa, "generator": gen_cfg.kind,
+                                          "sample_size": profile.qa.sample_size if profile.qa.sample_size else "all",
+                                          "total_chunks": plan.population, "sampled_chunks": n_sampled,
+                                          "shards_counted": dg.MetadataValue.json([f.stem for f in chunk_files]),
+                                          "sample_plan": dg.MetadataValue.json(_jsonable(plan.describe())),
                                           "generator_info": dg.MetadataValue.json(_jsonable(generator.describe())),
                                           "stats": dg.MetadataValue.json(all_stats)})
 

@@ -3,39 +3,50 @@
 import dagster as dg
 
 from assets.common import ProfileConfig, profile_for
-from assets.training import stage_state
 from orchestration.resources import MlflowResource, NyxSettings
 
 
 @dg.asset(group_name="registry", kinds={"mlflow"}, deps=["eval_report"], code_version="champion-v1")
 def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource,
                    config: ProfileConfig) -> dg.MaterializeResult:
-    """Compares the challenger (the newest Stage-2 version, else Stage-1) with the current ``champion`` on the
-    profile's gate metrics and margins (test split). On pass the ``champion`` alias moves to the challenger and the
-    previous champion is recorded (roll back with ``nyx registry rollback``); on fail nothing moves and the
-    ``champion_gate`` check says why."""
-    from nyx.registry import CHALLENGER, gate, promote
+    """Chooses the challenger on the **dev** split (the better of Stage 1 and Stage 2 on the first gate metric) and
+    compares it with the current ``champion`` on the profile's gate metrics and margins, also on dev: test metrics
+    never select a model. On pass the ``champion`` alias moves to the challenger and the previous champion is
+    recorded (roll back with ``nyx registry rollback``); on fail nothing moves and the ``champion_gate`` check says
+    why. The record (``reports/promotion.json``) names the split and both stages' dev metrics."""
+    from nyx.registry import CHALLENGER, SELECTION_SPLIT, gate, promote
+    from nyx.train.stage import StageNotFinished, best_stage, load_stage
     from nyx.utils.io import write_json
 
     profile = profile_for(settings, config)
     name = profile.promotion.registered_model
-    challenger = None
-    for stage in ("stage2", "stage1"):
-        state = stage_state(settings.paths.checkpoints / stage)
-        if state.get("status") == "finished":
-            challenger = state["model_version"]
-            break
-    if challenger is None:
-        raise dg.Failure("no finished Stage-1 or Stage-2 model to consider")
+    metric = next(iter(profile.promotion.gate_metrics), "ndcg@10")
+    try:
+        best, by_stage = best_stage(settings.paths, metric)
+    except (StageNotFinished, ValueError) as e:
+        raise dg.Failure(str(e)) from None
+    challenger = best.model_version
+    stages = {}
+    for stage in ("stage1", "stage2"):
+        state = load_stage(settings.paths, stage)
+        if state is not None and state.finished:
+            stages[stage] = {"model_version": state.model_version, "registered_model": state.registered_model,
+                             f"{SELECTION_SPLIT}_metrics": state.dev[0] if state.dev else {}}
+    if best.registered_model != name:
+        raise dg.Failure(f"{best.stage} was registered as {best.registered_model!r} but the profile promotes "
+                         f"{name!r}: train it again under this profile (force_retrain) or fix promotion.registered_model")
     c = mlflow.client()
     c.set_registered_model_alias(name, CHALLENGER, challenger)
     decision = gate(c, name, challenger, profile.promotion.gate_metrics)
     previous = promote(c, name, challenger) if decision.passed else None
-    record = {**decision.to_json(), "previous_champion": previous, "dagster_run_id": context.run_id}
+    record = {**decision.to_json(), "challenger_stage": best.stage, "selection_metric": metric,
+              "stages": stages, "previous_champion": previous, "dagster_run_id": context.run_id}
     write_json(record, settings.paths.reports / "promotion.json")
     context.log.info(("promoted" if decision.passed else "not promoted") + ": " + "; ".join(decision.reasons))
     return dg.MaterializeResult(metadata={
-        "promoted": decision.passed, "challenger_version": challenger,
+        "promoted": decision.passed, "challenger_version": challenger, "challenger_stage": best.stage,
+        "decided_on": SELECTION_SPLIT,
+        f"{SELECTION_SPLIT}_{metric}_by_stage": dg.MetadataValue.json(by_stage),
         "champion_version": challenger if decision.passed else (decision.champion or "none"),
         "previous_champion": previous or (decision.champion or "none"),
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),

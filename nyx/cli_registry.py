@@ -1,4 +1,7 @@
-"""``nyx registry``: inspect, promote and roll back the ``champion`` alias of ``nyx-retriever``."""
+"""``nyx registry``: inspect, promote and roll back the ``champion`` alias of the registered retriever.
+
+The model name is the profile's ``promotion.registered_model`` (``NYX_PROFILE``, ``NYX_PROFILE_OVERRIDES``; default
+``nyx-retriever``), the same setting the training and promotion assets use; ``--name`` overrides it."""
 
 from __future__ import annotations
 
@@ -9,11 +12,21 @@ import typer
 
 from nyx.paths import REPO_ROOT
 
-app = typer.Typer(help="Model registry: champion/challenger aliases of nyx-retriever (MLflow).", no_args_is_help=True)
+app = typer.Typer(help="Model registry: champion/challenger aliases of the registered retriever (MLflow).",
+                  no_args_is_help=True)
 
 TrackingOpt = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                            help="MLflow tracking URI (default: sqlite under mlflow/)")
-NameOpt = typer.Option("nyx-retriever", "--name", help="registered model name")
+NameOpt = typer.Option(None, "--name", help="registered model name (default: the profile's promotion.registered_model)")
+
+
+def _name(name: str | None) -> str:
+    if name:
+        return name
+    from nyx.profiles import load_profile
+
+    overrides = json.loads(os.environ.get("NYX_PROFILE_OVERRIDES") or "{}")
+    return load_profile(os.environ.get("NYX_PROFILE", "sample"), overrides).promotion.registered_model
 
 
 def _client(uri: str | None):
@@ -23,9 +36,10 @@ def _client(uri: str | None):
 
 
 @app.command()
-def status(tracking_uri: str = TrackingOpt, name: str = NameOpt) -> None:
+def status(tracking_uri: str = TrackingOpt, name: str | None = NameOpt) -> None:
     """Print the champion, the challenger, the recorded previous champion and each version's gate metrics."""
-    from nyx.registry import CHALLENGER, CHAMPION, PREVIOUS_TAG, alias_version, version_metrics
+    name = _name(name)
+    from nyx.registry import CHALLENGER, CHAMPION, PREVIOUS_TAG, alias_version, all_version_metrics
 
     c = _client(tracking_uri)
     try:
@@ -35,14 +49,15 @@ def status(tracking_uri: str = TrackingOpt, name: str = NameOpt) -> None:
     versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
     out = {"champion": alias_version(c, name, CHAMPION), "challenger": alias_version(c, name, CHALLENGER),
            "previous_champion": (model.tags or {}).get(PREVIOUS_TAG),
-           "versions": {v.version: {"stage": (v.tags or {}).get("nyx.stage"), **version_metrics(c, name, v.version)}
-                        for v in versions}}
+           "versions": {v.version: {"stage": (v.tags or {}).get("nyx.stage"),
+                                    **all_version_metrics(c, name, v.version)} for v in versions}}
     typer.echo(json.dumps(out, indent=2))
 
 
 @app.command()
-def promote(version: str, tracking_uri: str = TrackingOpt, name: str = NameOpt) -> None:
+def promote(version: str, tracking_uri: str = TrackingOpt, name: str | None = NameOpt) -> None:
     """Point ``champion`` at VERSION by hand (the previous champion is recorded for rollback)."""
+    name = _name(name)
     from nyx.registry import promote as do_promote
 
     try:
@@ -53,8 +68,9 @@ def promote(version: str, tracking_uri: str = TrackingOpt, name: str = NameOpt) 
 
 
 @app.command()
-def rollback(tracking_uri: str = TrackingOpt, name: str = NameOpt) -> None:
+def rollback(tracking_uri: str = TrackingOpt, name: str | None = NameOpt) -> None:
     """Move ``champion`` back to the previous champion (one command, reversible: run it again to undo)."""
+    name = _name(name)
     from nyx.registry import rollback as do_rollback
 
     try:

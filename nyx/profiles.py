@@ -1,16 +1,19 @@
-"""Pipeline profiles: one typed configuration, two named presets.
+"""Pipeline profiles: one typed configuration, three named presets.
 
 ``sample`` (default): the tiny offline model, the cloze generator, the offline reader, the MiniLM miner, small batches,
-CPU. ``paper``: the paper's settings (Qwen2.5-VL-3B, generator/reader VLMs behind an OpenAI-compatible endpoint,
-8 GPUs with ZeRO-2, the paper's batch sizes and learning rate). Select with ``NYX_PROFILE`` or the Dagster launchpad;
-any field can be overridden for one run (see docs/profiles.md).
+one CPU process. ``paper``: the paper's settings (Qwen2.5-VL-3B, generator/reader VLMs behind an OpenAI-compatible
+endpoint, 8 GPUs with ZeRO-2, LoRA, the paper's batch sizes and learning rate). ``rehearsal``: the ``paper`` profile
+with only weights and sizes scaled down (:data:`REHEARSAL_SCALE`), so that every switch of the paper path runs on a
+2-core CPU: LoRA, two processes under torchrun with DeepSpeed ZeRO-2, gradient cache, cross-device negatives, Stage 2
+continuing Stage 1's adapter, selection on dev. Select with ``NYX_PROFILE`` or the Dagster launchpad; any field can
+be overridden for one run (see docs/profiles.md).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nyx.feedback.preferences import FeedbackConfig
 from nyx.synth.chunking import ChunkingConfig
@@ -32,8 +35,13 @@ class SampleDataSettings(BaseModel):
 
 
 class QASettings(BaseModel):
+    """Which chunks get synthetic questions: ``sample_size`` chunks *in total* over all corpus shards (the paper:
+    10k of 46,741), not per shard; each shard keeps the chunks whose fixed hash key falls under its group's cutoff
+    (``nyx.synth.qa.plan_sample``), so the shards together take the budget and adding a shard moves the cutoffs
+    only."""
+
     model_config = ConfigDict(extra="forbid")
-    sample_size_per_shard: int | None = Field(None, description="chunks sampled for QA per shard (None: all)")
+    sample_size: int | None = Field(None, ge=1, description="chunks sampled for QA in total, over all shards (None: all)")
     stratify: bool = True
     seed: int = 0
 
@@ -42,6 +50,31 @@ class MinerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     retriever: str = Field("minilm", description="'minilm', 'bm25', or a saved retriever folder (e.g. a Nyx index)")
     mining: MiningConfig = Field(default_factory=MiningConfig)
+
+
+class LaunchSettings(BaseModel):
+    """How many training processes the profile means, and how they are started (the ``launcher`` resource adds
+    where: addresses, rendezvous, host files). The global batch is ``per_device_batch_size * world_size``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["python", "torchrun", "deepspeed"] = "python"
+    processes_per_node: int = Field(1, ge=1)
+    nodes: int = Field(1, ge=1)
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_node * self.nodes
+
+
+class ReaderSettings(BaseModel):
+    """The reader that answers from retrieved documents (VLM feedback and RAG evaluation).
+
+    ``minilm``: the offline option reader (a text-only stand-in); ``openai``: a VLM behind an OpenAI-compatible
+    endpoint (the paper: Qwen2.5-VL-7B-Instruct); ``generator``: the QA generator's own model and endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["minilm", "openai", "generator"] = "minilm"
+    openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings(model="Qwen/Qwen2.5-VL-7B-Instruct"))
 
 
 class StageSettings(BaseModel):
@@ -92,10 +125,21 @@ class PipelineProfile(BaseModel):
     miner: MinerSettings = Field(default_factory=MinerSettings)
     stage1: StageSettings = Field(default_factory=StageSettings)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
-    reader: str = Field("minilm", description="feedback/RAG reader: 'minilm' (offline stand-in) or 'generator'")
+    reader: ReaderSettings = Field(default_factory=ReaderSettings)
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
     stage2: Stage2Settings = Field(default_factory=Stage2Settings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+
+    @field_validator("reader", mode="before")
+    @classmethod
+    def _reader_by_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value  # "minilm" / "openai" / "generator"
+
+    def encoder_overrides(self) -> dict[str, int]:
+        """The one pixel budget (``images``), as :class:`nyx.model.encoder.EncoderConfig` fields: ingestion,
+        training, evaluation and serving all read it from here."""
+        return {"max_pixels": self.images.max_pixels, "min_pixels": self.images.min_pixels}
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> "PipelineProfile":
         """A copy with nested overrides applied (``{"images": {"max_pixels": 1000}}``), validated."""
@@ -118,7 +162,7 @@ PROFILES: dict[str, PipelineProfile] = {
     "sample": PipelineProfile(
         name="sample", model="tiny", sample=SampleDataSettings(),
         generator=GeneratorConfig(kind="cloze"),
-        qa=QASettings(sample_size_per_shard=None),
+        qa=QASettings(sample_size=None),
         nyxqa=NyxQAConfig(dev_per_group=20, test_per_group=40),
         miner=MinerSettings(retriever="minilm"),
         # the tiny model is random: full fine-tuning at a high learning rate, small batches, a few CPU minutes
@@ -135,7 +179,7 @@ PROFILES: dict[str, PipelineProfile] = {
         name="paper", model="paper", device="cuda",
         chunking=ChunkingConfig(max_tokens=200, max_images=5, drop_last_partial=True),
         generator=GeneratorConfig(kind="openai", openai=OpenAISettings(model="OpenGVLab/InternVL3-78B")),
-        qa=QASettings(sample_size_per_shard=10_000),
+        qa=QASettings(sample_size=10_000),  # in total, of 46,741 chunks
         nyxqa=NyxQAConfig(dev_per_group=200, test_per_group=200),
         miner=MinerSettings(retriever="minilm"),  # the paper used mmE5; any saved retriever folder works here
         stage1=StageSettings(train={"model": "paper", "lora": {"enabled": True, "rank": 8, "alpha": 64,
@@ -143,15 +187,42 @@ PROFILES: dict[str, PipelineProfile] = {
                                     "gradient_checkpointing": True, "learning_rate": 1e-5, "warmup_ratio": 0.05,
                                     "max_grad_norm": 5.0, "epochs": 1, "per_device_batch_size": 20,
                                     "n_negatives": 1, "temperature": 0.02,
+                                    "grad_cache": True, "grad_cache_chunk_size": 4,
                                     "deepspeed": "configs/deepspeed_zero2.json"}),
         feedback=FeedbackConfig(top_k=30),
-        reader="generator",
-        stage2=Stage2Settings(mode="continue", train={"model": "paper", "lora": {"enabled": True, "rank": 8},
+        reader=ReaderSettings(kind="openai"),  # Qwen2.5-VL-7B-Instruct, the paper's reader
+        launch=LaunchSettings(kind="torchrun", processes_per_node=8),  # 20 per GPU x 8 GPUs = 160 per step
+        stage2=Stage2Settings(mode="continue", train={"model": "paper", "lora": {"enabled": True, "rank": 8,
+                                                                                 "alpha": 64, "dropout": 0.1},
                                                       "gradient_checkpointing": True, "learning_rate": 1e-5,
                                                       "per_device_batch_size": 20, "n_negatives": 3,
+                                                      "grad_cache": True, "grad_cache_chunk_size": 4,
                                                       "deepspeed": "configs/deepspeed_zero2.json"}),
     ),
 }
+
+#: The only differences between ``rehearsal`` and ``paper``: weights (the tiny model), sizes (data, batches, steps,
+#: sequence length, top-k), the learning rate that a randomly initialised tiny model needs to move in a few steps,
+#: the processes (2 CPU processes instead of 8 GPUs, same launcher) and the offline generator and reader (their
+#: HTTP path has its own tests). Every switch (LoRA r 8 / alpha 64 / dropout 0.1 on the language model, ZeRO-2,
+#: gradient cache, cross-device negatives, Stage 2 ``continue`` on the adapter, selection on dev) stays as the paper
+#: sets it; ``tests/test_profiles.py`` lists these paths and checks that nothing else differs.
+_REHEARSAL_TRAIN = {"model": "tiny", "learning_rate": 2e-3, "per_device_batch_size": 4, "grad_cache_chunk_size": 2,
+                    "max_length": 256, "epochs": 1, "max_steps": 6, "save_steps": 3, "logging_steps": 1}
+REHEARSAL_SCALE: dict[str, Any] = {
+    "name": "rehearsal",
+    "model": "tiny",
+    "device": "auto",
+    "sample": {"n_docs": 60, "seed": 0},
+    "generator": {"kind": "cloze"},
+    "reader": {"kind": "minilm"},
+    "launch": {"processes_per_node": 2},
+    "nyxqa": {"dev_per_group": 4, "test_per_group": 6},
+    "feedback": {"top_k": 5},
+    "stage1": {"train": _REHEARSAL_TRAIN},
+    "stage2": {"train": _REHEARSAL_TRAIN},
+}
+PROFILES["rehearsal"] = PROFILES["paper"].with_overrides(REHEARSAL_SCALE)
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> PipelineProfile:

@@ -1,24 +1,28 @@
 """How training processes are started: one CPU process here, many GPUs (or nodes) elsewhere.
 
-The asset asks for a command; this resource decides whether it runs under plain Python, ``torchrun`` (single node or
-multi-node with a rendezvous endpoint) or the ``deepspeed`` launcher (multi-node with a host file). Dagster Pipes
-runs the command; only rank 0 opens the Pipes channel.
+The profile says how many processes it means and which launcher (``launch``: ``python``, ``torchrun`` or
+``deepspeed``; processes per node and nodes), so that the global batch a profile states is the one it trains with.
+This resource adds where they run (addresses, rendezvous endpoint, host file, environment) and may override the
+profile's kind and counts for one deployment. Dagster Pipes runs the command; only rank 0 opens the Pipes channel.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
+if TYPE_CHECKING:
+    from nyx.profiles import LaunchSettings
+
 
 class TrainingLauncher(dg.ConfigurableResource):
-    kind: Literal["python", "torchrun", "deepspeed"] = "python"
-    nproc_per_node: int = 1
-    nnodes: int = 1
+    kind: str | None = Field(default=None, description="python, torchrun or deepspeed; None: the profile's launch.kind")
+    nproc_per_node: int | None = Field(default=None, description="None: the profile's launch.processes_per_node")
+    nnodes: int | None = Field(default=None, description="None: the profile's launch.nodes")
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29511
@@ -26,26 +30,39 @@ class TrainingLauncher(dg.ConfigurableResource):
     hostfile: str | None = Field(default=None, description="DeepSpeed host file for multi-node runs")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for every rank (NCCL_*, etc.)")
 
-    def command(self, module: str, args: list[str]) -> list[str]:
+    def resolved(self, launch: "LaunchSettings | None" = None) -> "LaunchSettings":
+        """The profile's launch settings with this resource's overrides applied."""
+        from nyx.profiles import LaunchSettings
+
+        base = launch or LaunchSettings()
+        return LaunchSettings(kind=self.kind or base.kind,
+                              processes_per_node=self.nproc_per_node or base.processes_per_node,
+                              nodes=self.nnodes or base.nodes)
+
+    def command(self, module: str, args: list[str], launch: "LaunchSettings | None" = None) -> list[str]:
+        """The command that starts ``python -m module args`` in the processes ``launch`` (the profile's) asks for."""
         py = sys.executable
-        if self.kind == "python":
-            if self.nproc_per_node != 1 or self.nnodes != 1:
-                raise dg.Failure("launcher kind 'python' runs one process: use 'torchrun' or 'deepspeed' for more")
+        how = self.resolved(launch)
+        kind, nproc, nnodes = how.kind, how.processes_per_node, how.nodes
+        if kind == "python":
+            if nproc != 1 or nnodes != 1:
+                raise dg.Failure(f"launcher kind 'python' runs one process, {nproc * nnodes} asked for: use "
+                                 "'torchrun' or 'deepspeed' for more")
             return [py, "-m", module, *args]
-        if self.kind == "torchrun":
-            cmd = [py, "-m", "torch.distributed.run", f"--nproc_per_node={self.nproc_per_node}", f"--nnodes={self.nnodes}"]
-            if self.nnodes > 1:
+        if kind == "torchrun":
+            cmd = [py, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}"]
+            if nnodes > 1:
                 endpoint = self.rdzv_endpoint or f"{self.master_addr}:{self.master_port}"
                 cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--node_rank={self.node_rank}"]
             else:
                 cmd += [f"--master_addr={self.master_addr}", f"--master_port={self.master_port}"]
             return [*cmd, "-m", module, *args]
-        if self.nnodes > 1 and not self.hostfile:
-            raise dg.Failure(f"launcher kind 'deepspeed' with nnodes={self.nnodes} needs a hostfile listing the nodes "
+        if nnodes > 1 and not self.hostfile:
+            raise dg.Failure(f"launcher kind 'deepspeed' with nnodes={nnodes} needs a hostfile listing the nodes "
                              "(without one DeepSpeed would silently train on this node only)")
         ds = Path(py).with_name("deepspeed")
-        cmd = [str(ds) if ds.exists() else "deepspeed", f"--num_gpus={self.nproc_per_node}",
+        cmd = [str(ds) if ds.exists() else "deepspeed", f"--num_gpus={nproc}",
                f"--master_addr={self.master_addr}", f"--master_port={self.master_port}"]
         if self.hostfile:
-            cmd += [f"--hostfile={self.hostfile}", f"--num_nodes={self.nnodes}"]
+            cmd += [f"--hostfile={self.hostfile}", f"--num_nodes={nnodes}"]
         return [*cmd, "--module", module, *args]

@@ -352,6 +352,22 @@ def _torchrun_args(cmd: list[str]):
     return get_args_parser().parse_args(cmd[3:])
 
 
+def test_launcher_starts_the_processes_the_profile_means():
+    """paper: 8 processes under torchrun (20 per GPU x 8 = 160 in-batch candidates); rehearsal: 2; sample: 1."""
+    from nyx.profiles import load_profile
+    from orchestration.launcher import TrainingLauncher
+
+    paper = _torchrun_args(TrainingLauncher().command("nyx.train.tracked", [], load_profile("paper").launch))
+    assert paper.nproc_per_node == "8" and paper.nnodes == "1"
+    assert load_profile("paper").stage1.train["per_device_batch_size"] * load_profile("paper").launch.world_size == 160
+    rehearsal = _torchrun_args(TrainingLauncher().command("nyx.train.tracked", [], load_profile("rehearsal").launch))
+    assert rehearsal.nproc_per_node == "2"
+    assert TrainingLauncher().command("m", [], load_profile("sample").launch) == [sys.executable, "-m", "m"]
+    # a deployment may override the counts (e.g. 4 GPUs); the trainer then logs the global batch it got
+    assert _torchrun_args(TrainingLauncher(nproc_per_node=4).command("m", [], load_profile("paper").launch)
+                          ).nproc_per_node == "4"
+
+
 def test_launcher_builds_python_and_single_node_torchrun_commands():
     from orchestration.launcher import TrainingLauncher
 

@@ -20,8 +20,41 @@ def _version(c, tmp_path, metrics):
     src = tmp_path / f"m{len(c.search_model_versions(query))}"
     src.mkdir()
     v = c.create_model_version(NAME, source=src.as_uri()).version
-    reg.record_metrics(c, NAME, str(v), metrics)
+    reg.record_metrics(c, NAME, str(v), metrics, split="dev")
     return str(v)
+
+
+def test_gate_decides_on_dev_metrics_only_and_refuses_the_test_split(client, tmp_path):
+    v1 = _version(client, tmp_path, {"ndcg@10": 0.30})
+    reg.promote(client, NAME, v1)
+    # better on test, worse on dev: test numbers must not move the champion
+    v2 = _version(client, tmp_path, {"ndcg@10": 0.20})
+    reg.record_metrics(client, NAME, v2, {"ndcg@10": 0.90}, split="test")
+    d = reg.gate(client, NAME, v2, {"ndcg@10": 0.0})
+    assert not d.passed and d.split == "dev" and d.compared["ndcg@10"]["challenger"] == 0.20
+    assert reg.all_version_metrics(client, NAME, v2) == {"dev": {"ndcg@10": 0.2}, "test": {"ndcg@10": 0.9}}
+    only_test = _version(client, tmp_path, {})
+    reg.record_metrics(client, NAME, only_test, {"ndcg@10": 0.95}, split="test")
+    d = reg.gate(client, NAME, only_test, {"ndcg@10": 0.0})
+    assert not d.passed and "no recorded dev ndcg@10" in d.reasons[0]
+    with pytest.raises(ValueError, match="test metrics never select a model"):
+        reg.gate(client, NAME, v2, {"ndcg@10": 0.0}, split="test")
+
+
+def test_registry_cli_reads_the_model_name_from_the_profile(client, tmp_path, monkeypatch):
+    from nyx.cli import app
+
+    other = "my-retriever"
+    client.create_registered_model(other)
+    src = tmp_path / "other"
+    src.mkdir()
+    v = client.create_model_version(other, source=src.as_uri()).version
+    monkeypatch.setenv("NYX_PROFILE_OVERRIDES", '{"promotion": {"registered_model": "my-retriever"}}')
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    r = CliRunner().invoke(app, ["registry", "promote", str(v), *uri])
+    assert r.exit_code == 0, r.output
+    assert reg.alias_version(client, other, reg.CHAMPION) == str(v)
+    assert reg.alias_version(client, NAME, reg.CHAMPION) is None
 
 
 def test_first_challenger_with_metrics_becomes_champion(client, tmp_path):
@@ -53,7 +86,7 @@ def test_failed_gate_leaves_champion_untouched_and_missing_metric_fails(client, 
     assert reg.alias_version(client, NAME, reg.CHAMPION) == v1
     no_metric = _version(client, tmp_path, {})
     d = reg.gate(client, NAME, no_metric, {"ndcg@10": 0.0})
-    assert not d.passed and "no recorded ndcg@10" in d.reasons[0]
+    assert not d.passed and "no recorded dev ndcg@10" in d.reasons[0]
 
 
 def test_rollback_restores_previous_champion_and_is_reversible(client, tmp_path):

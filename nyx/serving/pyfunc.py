@@ -1,23 +1,62 @@
 """``nyx-retriever`` as an MLflow pyfunc model: ``predict`` embeds queries or documents in the JSONL part format.
 
-Input: a DataFrame (or a list of dicts) with a ``content`` column holding the part list (a list or its JSON string),
-an optional ``kind`` column (``query`` or ``document``, default ``document``), optional ``id``, ``choices`` and
-``dim`` (a Matryoshka prefix). Images are ``data:`` URLs or paths readable by the server. Output: a DataFrame with
-``id`` and ``embedding`` (a list of floats, L2-normalised).
+Input: a DataFrame (or a list of dicts), one row per query or document, with the columns
+
+* ``content`` (required): the part list ``[{"type": "text", "text": ...}, {"type": "image", "image": ...}]``,
+  or its JSON string (what a CSV request can carry). Images are ``data:`` URLs or paths readable by the server;
+* ``kind`` (optional): ``query`` or ``document`` (the default);
+* ``id`` (optional, a string): echoed in the output, the row number when missing;
+* ``choices`` (optional): a query's answer options, a list of strings or one ready string.
+
+Params: ``dim`` (optional): the Matryoshka prefix size, one of the model's trained dims (its profile's
+``mrl_dims``); ``None`` or ``0`` means the full hidden size. It applies to the whole request: there is no
+per-row dimension, and a ``dim`` column is not part of the signature (MLflow drops it with a warning).
+
+Output: a DataFrame with ``id`` and ``embedding`` (a list of floats, L2-normalised, ``dim`` long).
+
+The logged signature (:func:`retriever_signature`) declares these columns and the ``dim`` param; MLflow passes a
+param to ``predict`` only when the signature declares it. ``content`` and ``choices`` are declared ``Any``
+because each takes two shapes (a list, or a string); :meth:`NyxEmbeddingModel.predict` validates them.
 
 Serve with ``mlflow models serve -m models:/nyx-retriever@champion`` and POST
-``{"dataframe_records": [{"kind": "query", "content": [{"type": "text", "text": "..."}]}]}`` to ``/invocations``.
+``{"dataframe_records": [{"kind": "query", "content": [{"type": "text", "text": "..."}]}], "params": {"dim": 256}}``
+to ``/invocations``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "model_dir"
+
+
+class InvalidDimError(MlflowException, ValueError):
+    """A ``dim`` param the model cannot serve: a ``ValueError`` in process, an HTTP 400 with this message over REST."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def retriever_signature() -> ModelSignature:
+    """The pyfunc signature: the input columns, the ``dim`` param (default ``None``: full size) and the output."""
+    inputs = Schema([
+        ColSpec(AnyType(), "content"),
+        ColSpec(DataType.string, "kind", required=False),
+        ColSpec(DataType.string, "id", required=False),
+        ColSpec(AnyType(), "choices", required=False),
+    ])
+    outputs = Schema([ColSpec(DataType.string, "id"), ColSpec(Array(DataType.float), "embedding")])
+    params = ParamSchema([ParamSpec("dim", DataType.long, None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
@@ -32,6 +71,30 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
                                                   show_progress=False)
         self.meta = meta
 
+    def allowed_dims(self) -> list[int]:
+        """The Matryoshka dims ``params={"dim": ...}`` accepts: the profile's ``mrl_dims`` the encoder can output."""
+        size = self.encoder.dim
+        return [int(d) for d in self.encoder.profile.mrl_dims if int(d) <= size] or [size]
+
+    def resolve_dim(self, params: dict[str, Any] | None) -> int | None:
+        """The requested prefix size, ``None`` for the full size; :class:`InvalidDimError` naming the allowed dims."""
+        import numpy as np
+
+        dim = (params or {}).get("dim")
+        if dim is None:
+            return None
+        allowed, full = self.allowed_dims(), self.encoder.dim
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+            raise InvalidDimError(f"param 'dim' must be an integer, got {dim!r} ({type(dim).__name__}); "
+                                  f"allowed: {allowed} (0 or none: the full size {full})")
+        dim = int(dim)
+        if dim == 0 or dim == full:
+            return None
+        if dim not in allowed:
+            why = f"exceeds the embedding size {full}" if dim > full else "is not one of the model's Matryoshka dims"
+            raise InvalidDimError(f"param 'dim' {dim} {why}; allowed: {allowed} (0 or none: the full size {full})")
+        return dim
+
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import numpy as np
         import pandas as pd
@@ -39,21 +102,22 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
         from nyx.data.records import record_from_json
         from nyx.model.pooling import mrl_truncate
 
+        dim = self.resolve_dim(params)  # before encoding: a bad request fails at once
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(list(model_input))
         if "content" not in df.columns:
             raise ValueError("input needs a 'content' column with a list of parts [{'type': 'text', 'text': ...}, ...]")
-        kinds = df["kind"].fillna("document").tolist() if "kind" in df.columns else ["document"] * len(df)
-        bad = sorted({k for k in kinds if k not in ("query", "document")})
+        kinds = ([k if _present(k) else "document" for k in df["kind"]] if "kind" in df.columns
+                 else ["document"] * len(df))
+        bad = sorted({str(k) for k in kinds if k not in ("query", "document")})
         if bad:
             raise ValueError(f"'kind' must be 'query' or 'document', got {bad}")
         records = []
         for i, row in enumerate(df.to_dict(orient="records")):
-            content = row["content"]
-            if isinstance(content, str):
-                content = json.loads(content)
-            obj = {"id": str(row.get("id") if row.get("id") is not None else i), "content": content}
-            if row.get("choices") is not None:
-                obj["choices"] = row["choices"]
+            rid = str(row["id"]) if _present(row.get("id")) else str(i)
+            obj = {"id": rid, "content": _parts(row["content"], rid)}
+            choices = row.get("choices")
+            if choices is not None:  # NaN check dropped
+                obj["choices"] = choices.tolist() if isinstance(choices, np.ndarray) else choices
             records.append(record_from_json(obj))
         out = np.zeros((len(records), self.encoder.dim), dtype=np.float32)
         for kind in ("query", "document"):
@@ -62,15 +126,38 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
                 sub = [records[i] for i in idx]
                 emb = self.encoder.encode_queries(sub) if kind == "query" else self.encoder.encode_documents(sub)
                 out[idx] = emb
-        dim = (params or {}).get("dim")
-        if dim:
-            out = mrl_truncate(out, int(dim))
+        if dim is not None:
+            out = mrl_truncate(out, dim)
         return pd.DataFrame({"id": [r.id for r in records], "embedding": [row.tolist() for row in out]})
+
+
+def _present(value: Any) -> bool:
+    """False for a missing cell: ``None``, or the NaN / ``pd.NA`` pandas puts where a record lacks a column."""
+    import pandas as pd
+
+    return not (value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)))
+
+
+def _parts(content: Any, rid: str) -> Any:
+    """A row's ``content`` as a part list: decoded from its JSON string, or a numpy array (parquet) as a list."""
+    import numpy as np
+
+    if isinstance(content, str):
+        try:
+            return json.loads(content)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"row {rid!r}: 'content' is a string but not the JSON of a part list ({e.msg})") from None
+    if isinstance(content, np.ndarray):
+        return content.tolist()
+    if not _present(content):
+        raise ValueError(f"row {rid!r}: 'content' is missing (a list of parts [{{'type': 'text', 'text': ...}}])")
+    return content
 
 
 def log_retriever_model(model_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
                         tags: dict[str, str] | None = None):
-    """Log a Nyx model folder (``base/`` + optional ``adapter/``, or a full HF folder) as a pyfunc model."""
+    """Log a Nyx model folder (``base/`` + optional ``adapter/``, or a full HF folder) as a pyfunc model, with
+    :func:`retriever_signature` (without it MLflow would drop ``params={"dim": ...}`` at predict time)."""
     import nyx
 
     code_root = Path(nyx.__file__).resolve().parent
@@ -80,6 +167,7 @@ def log_retriever_model(model_dir: str | Path, name: str = "model", registered_m
         artifacts={ARTIFACT_KEY: str(model_dir)},
         code_paths=[str(code_root)],
         registered_model_name=registered_model_name,
+        signature=retriever_signature(),
         pip_requirements=_requirements(),
         tags=tags,
     )

@@ -1,8 +1,10 @@
 """Synthetic QA over a stratified sample of chunks (NyxQA stage 3).
 
-The paper samples 10k of its 46,741 chunks, stratified by image count (about 63% text-only, 30% one image,
-the rest multi-image), and asks a VLM for QA pairs about each. :func:`synthesize_qa` does that with any
-:class:`~nyx.synth.generators.Generator`, running ``generator.concurrency`` chunks in parallel threads.
+The paper samples 10k of its 46,741 chunks *in total*, stratified by image count (about 63% text-only, 30% one
+image, the rest multi-image), and asks a VLM for QA pairs about each. :func:`synthesize_qa` does that with any
+:class:`~nyx.synth.generators.Generator`, running ``generator.concurrency`` chunks in parallel threads;
+:func:`plan_sample` fixes the total budget over a corpus split into shards, so that each shard is sampled on its
+own and the shards together take ``sample_size`` chunks (see the comment above :func:`sample_key`).
 
 A QA record is a query :class:`~nyx.data.records.Record`::
 
@@ -17,11 +19,12 @@ A QA record is a query :class:`~nyx.data.records.Record`::
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
@@ -87,28 +90,133 @@ def _allocate(sizes: Mapping[str, int], total: int, weights: Mapping[str, float]
     return alloc
 
 
+# -- sampling ---------------------------------------------------------------------------------------------------
+#
+# The budget is a total over the whole corpus, not per shard, and a shard is sampled without the other shards'
+# chunks in memory. Every chunk gets a fixed pseudo-random key, ``sha256(seed, chunk id)`` (a "permanent random
+# number"), and a stratum (its image-count group, or one stratum without ``stratify``). :func:`plan_sample` looks
+# at the ids and groups of the whole population (all chunk shards present), gives each stratum its quota of the
+# budget with :func:`_allocate`, and keeps per stratum the *cutoff*: the key of the quota-th smallest key. A chunk
+# is selected iff its key is at most its stratum's cutoff, which :meth:`SamplePlan.selects` decides from the chunk
+# alone, so each shard applies the same plan on its own and the shards together select exactly ``sample_size``
+# chunks (the per-group quotas exactly) when they are sampled with the plan of the same population.
+#
+# Why keys and cutoffs rather than a random draw per run, or an inclusion probability ``sample_size / total``:
+# - exact: the total and the per-group counts are the quotas, not a binomial draw around them;
+# - stable: the order of chunks by key never changes, so when shards are added (or removed) a stratum's
+#   selection only moves its cutoff along that fixed order: within the chunks already there, the new selection
+#   is a prefix of the same order as the old one (one contains the other), and the chunks that change are exactly
+#   those whose key lies between the old and the new cutoff. A re-run of an old shard therefore only drops (or
+#   adds) chunks at the margin, and drops cost nothing with a cached generator;
+# - deterministic: the plan depends on the set of chunk ids, their groups, the budget and the seed only (not on
+#   file order, shard boundaries or which partitions run together).
+
+
+def sample_key(chunk_id: str, seed: int = 0) -> tuple[int, str]:
+    """The chunk's fixed place in the sampling order: a 64-bit hash of ``(seed, id)``, ties broken by the id."""
+    digest = hashlib.sha256(f"{seed}\x1f{chunk_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big"), chunk_id
+
+
+def _group_of(chunk: Record | tuple[str, str]) -> tuple[str, str]:
+    if isinstance(chunk, Record):
+        return chunk.id, chunk.modality
+    cid, group = chunk
+    if group not in GROUPS:
+        raise ValueError(f"chunk {cid!r}: unknown group {group!r} (expected one of {GROUPS})")
+    return cid, group
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Which chunks the QA sample takes (see the comment above :func:`sample_key`).
+
+    ``cutoffs`` maps each stratum (a group of :data:`GROUPS`, or ``"all"`` without ``stratify``) to the largest
+    selected :func:`sample_key`, or None when the stratum selects nothing; ``cutoffs is None`` selects every chunk
+    (no budget, or a budget at least the population).
+    """
+
+    sample_size: int | None
+    seed: int
+    stratify: bool
+    population: int
+    group_sizes: dict[str, int]
+    allocation: dict[str, int]
+    cutoffs: dict[str, tuple[int, str] | None] | None
+
+    def stratum(self, group: str) -> str:
+        return group if self.stratify else "all"
+
+    def selects(self, chunk: Record | tuple[str, str]) -> bool:
+        """Whether ``chunk`` (a record, or ``(id, group)``) is in the sample; decided from the chunk alone."""
+        cid, group = _group_of(chunk)
+        if self.cutoffs is None:
+            return True
+        cut = self.cutoffs.get(self.stratum(group))
+        return cut is not None and sample_key(cid, self.seed) <= cut
+
+    def select(self, chunks: Sequence[Record]) -> list[Record]:
+        """The selected chunks of ``chunks`` (any part of the population, e.g. one shard), ordered by id."""
+        return sorted((c for c in chunks if self.selects(c)), key=lambda c: c.id)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary (for asset metadata): budget, population, group sizes, quotas, cutoff keys."""
+        return {
+            "sample_size": self.sample_size, "seed": self.seed, "stratify": self.stratify,
+            "population": self.population, "group_sizes": dict(self.group_sizes),
+            "allocation": dict(self.allocation),
+            "cutoffs": None if self.cutoffs is None else {k: (None if v is None else f"{v[0]:016x}")
+                                                          for k, v in self.cutoffs.items()},
+        }
+
+
+def plan_sample(population: Iterable[Record | tuple[str, str]], sample_size: int | None, seed: int = 0,
+                stratify: bool = True, proportions: Mapping[str, float] | None = None) -> SamplePlan:
+    """The :class:`SamplePlan` that takes ``sample_size`` chunks in total from ``population``.
+
+    ``population``: every chunk the budget is spread over (records, or ``(id, group)`` pairs: only ids and groups
+    are needed), e.g. all shards present. With ``stratify`` the budget is split over the image-count groups in
+    proportion to the population (or to ``proportions``; a group with too few chunks passes its spare quota on),
+    and each group takes its quota of smallest keys. ``sample_size`` None, or at least the population, selects all.
+    Duplicate ids count once.
+    """
+    if sample_size is not None and sample_size < 0:
+        raise ValueError(f"sample_size must be >= 0 or None, got {sample_size}")
+    groups: dict[str, str] = {}
+    for item in population:
+        cid, group = _group_of(item)
+        groups[cid] = group
+    sizes = {g: 0 for g in GROUPS}
+    for group in groups.values():
+        sizes[group] += 1
+    n = len(groups)
+    if sample_size is None or sample_size >= n:
+        return SamplePlan(sample_size, seed, stratify, n, sizes, dict(sizes), None)
+    if stratify:
+        weights = dict(proportions) if proportions else {g: float(k) for g, k in sizes.items()}
+        alloc = _allocate(sizes, sample_size, weights)
+    else:
+        alloc = {"all": sample_size}
+    keys: dict[str, list[tuple[int, str]]] = {s: [] for s in alloc}
+    for cid, group in groups.items():
+        keys[group if stratify else "all"].append(sample_key(cid, seed))
+    cutoffs: dict[str, tuple[int, str] | None] = {}
+    for s, quota in alloc.items():
+        ordered = sorted(keys[s])
+        cutoffs[s] = ordered[quota - 1] if quota > 0 else None
+    return SamplePlan(sample_size, seed, stratify, n, sizes, alloc, cutoffs)
+
+
 def stratified_sample(chunks: Sequence[Record], sample_size: int | None, seed: int = 0, stratify: bool = True,
                       proportions: Mapping[str, float] | None = None) -> list[Record]:
-    """A deterministic sample of ``sample_size`` chunks (all when None or larger than the corpus).
+    """A deterministic sample of ``sample_size`` of ``chunks`` (all when None or larger than the corpus).
 
-    With ``stratify``, the sample is split over the image-count groups in proportion to the corpus (or to
-    ``proportions``, e.g. ``{"text": 0.63, "image1": 0.30, "image2+": 0.07}``); a group with too few chunks
-    passes its spare quota to the others. The result is ordered by chunk id.
+    ``plan_sample(chunks, ...).select(chunks)``: with ``stratify``, the sample is split over the image-count groups
+    in proportion to the corpus (or to ``proportions``, e.g. ``{"text": 0.63, "image1": 0.30, "image2+": 0.07}``);
+    a group with too few chunks passes its spare quota to the others. The result is ordered by chunk id. To sample
+    one shard of a larger corpus, plan over the whole corpus and :meth:`SamplePlan.select` the shard.
     """
-    rng = random.Random(seed)
-    pool = sorted(chunks, key=lambda c: c.id)
-    if sample_size is None or sample_size >= len(pool):
-        return pool
-    if not stratify:
-        return sorted(rng.sample(pool, sample_size), key=lambda c: c.id)
-    groups: dict[str, list[Record]] = {g: [] for g in GROUPS}
-    for c in pool:
-        groups[c.modality].append(c)
-    sizes = {g: len(v) for g, v in groups.items()}
-    weights = dict(proportions) if proportions else {g: float(n) for g, n in sizes.items()}
-    alloc = _allocate(sizes, sample_size, weights)
-    picked = [c for g in GROUPS for c in rng.sample(groups[g], alloc[g])]
-    return sorted(picked, key=lambda c: c.id)
+    return plan_sample(chunks, sample_size, seed, stratify, proportions).select(chunks)
 
 
 def qa_record(chunk: Record, k: int, pair: QAPair, source: str) -> Record:
@@ -142,8 +250,14 @@ def synthesize_qa(
     stratify: bool = True,
     rejects: RejectLog | None = None,
     proportions: Mapping[str, float] | None = None,
+    plan: SamplePlan | None = None,
 ) -> tuple[list[Record], dict[str, Any]]:
     """Generate QA records for a stratified sample of ``chunks``; returns ``(qa_records, stats)``.
+
+    The sample is ``plan.select(chunks)`` when a :class:`SamplePlan` is given (``chunks`` is then one part, e.g.
+    one shard, of the population the plan spreads its total budget over; ``sample_size``, ``seed``, ``stratify``
+    and ``proportions`` are the plan's and must not be given too), else ``stratified_sample(chunks, sample_size,
+    seed, stratify, proportions)``.
 
     A chunk whose generation fails (an image that cannot be loaded, a call that failed for good) goes to
     ``rejects`` and the batch goes on; ``GeneratorUnavailable`` (the backend is down) stops it.
@@ -151,7 +265,11 @@ def synthesize_qa(
     hits, retries, unparseable replies, ...).
     """
     rejects = rejects if rejects is not None else RejectLog(stage="synthetic_qa")
-    sample = stratified_sample(chunks, sample_size, seed, stratify, proportions)
+    if plan is None:
+        plan = plan_sample(chunks, sample_size, seed, stratify, proportions)
+    elif sample_size is not None or proportions is not None:
+        raise ValueError("give either a plan or sample_size/proportions, not both")
+    sample = plan.select(chunks)
 
     def run(chunk: Record) -> list[QAPair] | None:
         try:
@@ -176,6 +294,7 @@ def synthesize_qa(
     stats: dict[str, Any] = {
         "chunks": len(chunks),
         "sampled": len(sample),
+        "sample_plan": plan.describe(),
         "sampled_by_group": {g: n for g, n in sorted(Counter(c.modality for c in sample).items())},
         "chunks_with_qa": with_qa,
         "chunks_failed": failed,

@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, on_log=reporter.on_log)
         if process_rank() == 0:
             losses = [h["loss"] for h in result.history if "loss" in h]
+            reporter.log_params({"run": result.run_info})  # what the run got: world size, global batch, ZeRO
             summary = {"final_dir": str(result.final_dir), "global_step": result.global_step,
                        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                       "rejected": result.rejected, "counts": result.counts, "resumed_from_step": start}
+                       "rejected": result.rejected, "counts": result.counts, "resumed_from_step": start,
+                       **result.run_info}
             write_json(summary, os.path.join(config.output_dir, "train_result.json"))
             reporter.finish({k: v for k, v in summary.items() if k != "counts"})
         else:

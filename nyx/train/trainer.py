@@ -137,11 +137,22 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per optimizer step (rank 0)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: int = 0
+    run_info: dict[str, Any] = field(default_factory=dict)  # how it really ran: see ContrastiveTrainer.run_info
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------
+
+
+def resolve_deepspeed_config(path: str | os.PathLike) -> Path:
+    """A DeepSpeed JSON as given, or relative to the repository (profiles say ``configs/deepspeed_zero2.json``,
+    which must not depend on the directory a launcher starts in)."""
+    p = Path(path)
+    for candidate in (p, DEFAULT_DEEPSPEED_CONFIG.parents[1] / p):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"DeepSpeed config {path} not found (also looked in {DEFAULT_DEEPSPEED_CONFIG.parent})")
 
 
 def _disable_deepspeed_shm_op() -> None:
@@ -242,7 +253,8 @@ class ContrastiveTrainer:
             _disable_deepspeed_shm_op()
             _ensure_process_env()
             os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-            plugin = DeepSpeedPlugin(hf_ds_config=str(cfg.deepspeed), gradient_clipping=cfg.max_grad_norm,
+            plugin = DeepSpeedPlugin(hf_ds_config=str(resolve_deepspeed_config(cfg.deepspeed)),
+                                     gradient_clipping=cfg.max_grad_norm,
                                      gradient_accumulation_steps=1)
         on_cpu = not torch.cuda.is_available()
         accelerator = Accelerator(
@@ -341,6 +353,10 @@ class ContrastiveTrainer:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         is_deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         backprop = AcceleratorBackprop(acc, model)
+        self.run_info = self._run_info(acc, global_bs, sum(p.numel() for p in trainable))
+        if cfg.deepspeed and not is_deepspeed:
+            raise RuntimeError(f"a DeepSpeed config was given ({cfg.deepspeed}) but accelerate runs "
+                               f"{acc.distributed_type.value}: refusing to train without DeepSpeed")
 
         start_step = 0
         resume = self._resolve_resume()
@@ -418,7 +434,20 @@ class ContrastiveTrainer:
             self.rejects.write(self.output_dir / "rejects.jsonl")
         acc.wait_for_everyone()
         acc.end_training()
-        return TrainResult(self.output_dir, final_dir, step, self.history, counts, len(self.rejects))
+        return TrainResult(self.output_dir, final_dir, step, self.history, counts, len(self.rejects), self.run_info)
+
+    def _run_info(self, acc, global_bs: int, n_trainable: int) -> dict[str, Any]:
+        """What the run actually got (not what was asked for): processes, global batch (the in-batch candidates
+        each query is contrasted with), backend, ZeRO stage, LoRA rank. Logged as MLflow params by
+        :mod:`nyx.train.tracked` and saved in ``final/train_summary.json``."""
+        cfg = self.config
+        plugin = getattr(acc.state, "deepspeed_plugin", None)
+        return {"world_size": acc.num_processes, "per_device_batch_size": cfg.per_device_batch_size,
+                "global_batch_size": global_bs, "distributed_type": acc.distributed_type.value,
+                "zero_stage": int(plugin.zero_stage) if plugin is not None else None,
+                "lora_rank": cfg.lora.rank if cfg.lora.enabled else None,
+                "init_adapter": cfg.init_adapter, "grad_cache": cfg.grad_cache,
+                "trainable_params": int(n_trainable), "device": str(acc.device)}
 
     # -- logging, checkpoints, final save -------------------------------------------------------------------
 
@@ -495,7 +524,7 @@ class ContrastiveTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             self._save_model(tmp)
             write_json({"global_step": step, "counts": counts, "rejected": len(self.rejects),
-                        "config": self.config.model_dump(mode="json"),
+                        "run": getattr(self, "run_info", {}), "config": self.config.model_dump(mode="json"),
                         "last": self.history[-1] if self.history else None}, tmp / "train_summary.json")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
