@@ -1,5 +1,6 @@
 """Small helpers shared by the asset modules (profile with launchpad overrides, file listings)."""
 
+import dataclasses
 from typing import Any
 
 import dagster as dg
@@ -30,6 +31,9 @@ def backbone_path(profile) -> str:
 def generator_config(profile, paths):
     """The profile's generator settings with the data-local response cache and the backbone for ``local``."""
     cfg = profile.generator
+    # the one pixel budget (profile.images) also sizes the images sent to the generator and reader VLMs
+    cfg = cfg.model_copy(update={"image": dataclasses.replace(
+        cfg.image, max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels)})
     if cfg.kind == "openai" and not cfg.openai.cache_dir:
         cfg = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.cache / "generator")})})
     if cfg.kind == "local" and not cfg.local.model_path:

@@ -41,7 +41,8 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     ds = load_beir(paths.nyxqa / profile.eval.split)
     retrievers, versions = {}, {}
     for name in profile.eval.baselines:
-        retrievers[name] = NyxRetriever(model=profile.model) if name == "untrained" else create_retriever(name)
+        retrievers[name] = (NyxRetriever(model=profile.model, encoder_overrides=profile.encoder_overrides())
+                            if name == "untrained" else create_retriever(name))
     for stage in ("stage1", "stage2"):
         state = load_stage(paths, stage)
         if state is not None and state.finished:

@@ -22,7 +22,7 @@ def make_reader(profile, paths):
     openai = reader.openai
     if not openai.cache_dir:
         openai = openai.model_copy(update={"cache_dir": str(paths.cache / "reader")})
-    cfg = profile.generator.model_copy(update={"kind": "openai", "openai": openai})
+    cfg = generator_config(profile, paths).model_copy(update={"kind": "openai", "openai": openai})
     return as_reader(make_generator(cfg))
 
 
@@ -75,24 +75,96 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
     })
 
 
-@dg.asset_check(asset=feedback_preferences, blocking=True, description="schema: positives never negatives; ids known")
+@dg.asset_check(asset=feedback_preferences, blocking=True,
+                description="ids known in the feedback split; training file matches triples.jsonl; positive never a "
+                            "negative in the training file; negatives not gold; positive_rank <= top_k")
 def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
+    """Checks both written files against data the triples were not computed from, line by line:
+
+    - every query id is a question of the NyxQA split used for feedback (``stage2.feedback_split``), every positive
+      and negative id a chunk of that split's corpus, no negative a gold (qrels) document of its query when
+      ``feedback.exclude_gold_negatives``;
+    - the training file ``train_triples.jsonl`` (what Stage 2 trains on) has the same number of lines as
+      ``triples.jsonl`` and, line by line, the same query, positive and negative ids; in it the positive record's id
+      is never one of its negative records' ids;
+    - ``1 <= positive_rank <= feedback.top_k`` and at most ``feedback.max_negatives`` negatives; one triple per query.
+    """
     import great_expectations.expectations as gxe
     import pandas as pd
 
     from assets.quality import gx_check
+    from nyx.data.beir import load_beir
     from nyx.feedback.preferences import read_triples
 
-    triples = read_triples(settings.paths.feedback / "triples.jsonl")
-    df = pd.DataFrame([{"query_id": t.query_id, "positive_rank": t.positive_rank,
-                        "positive_not_negative": t.positive_id not in t.negative_ids} for t in triples],
-                      columns=["query_id", "positive_rank", "positive_not_negative"])
+    profile = settings.load_profile()
+    paths = settings.paths
+    split = profile.stage2.feedback_split
+    cfg = profile.feedback
+    data = load_beir(paths.nyxqa / split)
+    triples = read_triples(paths.feedback / "triples.jsonl")
+    training = _read_training_triples(paths.feedback / "train_triples.jsonl")
+    rows = []
+    for i in range(max(len(triples), len(training))):
+        t = triples[i] if i < len(triples) else None
+        rec = training[i] if i < len(training) else None
+        qid = t.query_id if t is not None else rec["query"]
+        where = f"line {i + 1} ({qid})"
+        row = {"query_id": qid, "positive_rank": t.positive_rank if t is not None else None}
+        if t is None or rec is None:
+            row["files_disagree"] = (f"{where}: only in {'train_triples' if t is None else 'triples'}.jsonl "
+                                     f"({len(triples)} triples, {len(training)} training records)")
+        else:
+            pairs = (("query", t.query_id, rec["query"]), ("positive", t.positive_id, rec["positive"]),
+                     ("negatives", list(t.negative_ids), rec["negatives"]))
+            diff = [name for name, a, b in pairs if a != b]
+            row["files_disagree"] = (f"{where}: train_triples.jsonl has another {', '.join(diff)} than triples.jsonl"
+                                     if diff else None)
+        if rec is not None:
+            row["positive_is_negative"] = (f"{where}: train_triples.jsonl lists the positive {rec['positive']!r} "
+                                           "among its negatives" if rec["positive"] in rec["negatives"] else None)
+        if t is not None:
+            unknown = [d for d in [t.positive_id, *t.negative_ids] if d not in data.corpus]
+            gold = set(data.qrels.get(t.query_id, {}))
+            gold_neg = [d for d in t.negative_ids if d in gold] if cfg.exclude_gold_negatives else []
+            row.update({
+                "unknown_query": None if t.query_id in data.queries else f"{where}: not a question of nyxqa/{split}",
+                "unknown_document": f"{where}: {unknown[0]!r} is not in the nyxqa/{split} corpus" if unknown else None,
+                "gold_negative": f"{where}: negative {gold_neg[0]!r} is relevant in qrels" if gold_neg else None,
+                "rank_out_of_range": None if 1 <= t.positive_rank <= cfg.top_k
+                                     else f"{where}: positive_rank {t.positive_rank} outside 1..top_k {cfg.top_k}",
+                "too_many_negatives": f"{where}: {len(t.negative_ids)} negatives > max_negatives {cfg.max_negatives}"
+                                      if len(t.negative_ids) > cfg.max_negatives else None,
+            })
+        rows.append(row)
+    problems = ["files_disagree", "positive_is_negative", "unknown_query", "unknown_document", "gold_negative",
+                "rank_out_of_range", "too_many_negatives"]
+    df = pd.DataFrame(rows, columns=["query_id", "positive_rank", *problems])
     return gx_check(df, [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="query_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="positive_not_negative", value_set=[True]),
-        gxe.ExpectColumnValuesToBeBetween(column="positive_rank", min_value=1),
-    ], "feedback")
+        *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "line <n> (<query id>): <reason>"
+    ], "feedback", extra_metadata={"split": split, "triples": len(triples), "training_records": len(training),
+                                   "top_k": cfg.top_k,
+                                   **{f"{c}_lines": int(df[c].notna().sum()) for c in problems}})
+
+
+def _read_training_triples(path) -> list[dict]:
+    """The record ids of each line of ``train_triples.jsonl``: ``{"query", "positive", "negatives"}``."""
+    from nyx.data.rejects import RecordError
+
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                out.append({"query": obj["query"]["id"], "positive": obj["positive"]["id"],
+                            "negatives": [n["id"] for n in obj["negatives"]]})
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RecordError(f"malformed training triple: {type(e).__name__}: {e}",
+                                  location=f"{path.name}:{lineno}") from None
+    return out
 
 
 @dg.asset_check(asset=feedback_preferences, blocking=False, description="share of questions kept (warn under 20%)")

@@ -10,15 +10,24 @@ from nyx.paths import DataPaths
 from orchestration.partitions import sync_shard_partitions
 
 
-def prepare_sample(paths: DataPaths) -> None:
-    """Write the bundled synthetic sample into ``paths.raw`` unless shards are already there."""
+def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
+    """Write the bundled synthetic sample (at the size the active profile's ``sample`` settings ask for) into
+    ``paths.raw`` unless shards are already there. A profile without ``sample`` settings (``paper``) reads the
+    user's corpus: with no shards in ``paths.raw`` that is a clear error."""
+    import os
+
     from nyx.data.obelics import list_shards
     from nyx.data.sample import generate_sample
     from nyx.profiles import load_profile
 
     if paths.raw.is_dir() and list_shards(paths.raw):
         return
-    sample = load_profile("sample").sample
+    name = profile_name or os.environ.get("NYX_PROFILE", "sample")
+    sample = load_profile(name).sample
+    if sample is None:
+        raise FileNotFoundError(f"profile {name!r} reads your corpus from {paths.raw} (OBELICS shards), and there "
+                                "are none: put shards there, or run the bundled sample with NYX_PROFILE=sample "
+                                "or rehearsal")
     generate_sample(paths.raw, n_docs=sample.n_docs, seed=sample.seed)
 
 

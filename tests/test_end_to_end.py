@@ -85,21 +85,27 @@ def test_every_asset_materialises_and_every_blocking_check_passes(pipeline):
         assert checks.get(name) is True, (name, checks)
 
 
-def test_champion_alias_points_at_newest_stage2_version_with_lineage_tags(pipeline):
+def test_champion_is_the_stage_better_on_dev_with_lineage_tags_and_test_metrics_only_reported(pipeline):
     root = pipeline["root"]
     c = _client(root)
     champion = c.get_model_version_by_alias("nyx-retriever", "champion")
-    assert champion.tags["nyx.stage"] == "stage2"
+    record = json.loads((root / "work" / "reports" / "promotion.json").read_text())
+    assert record["split"] == "dev" and record["passed"] and record["challenger"] == champion.version
+    dev = {stage: info["dev_metrics"]["ndcg@10"] for stage, info in record["stages"].items()}
+    assert set(dev) == {"stage1", "stage2"}
+    best = max(dev, key=lambda st: (dev[st], st))  # a tie goes to Stage 2
+    assert record["challenger_stage"] == best and champion.tags["nyx.stage"] == best
     run = c.get_run(champion.run_id)
     tags = run.data.tags
-    assert tags["dagster.asset_key"] == "stage2_checkpoint"
-    assert tags["dagster.run_id"] and tags["nyx.code_version"] == "stage2-v1"
+    assert tags["dagster.asset_key"] == f"{best}_checkpoint"
+    assert tags["dagster.run_id"] and tags["nyx.code_version"] == f"{best}-v2"
     dvc_file = (root / "data.dvc").read_text()
     assert tags["dvc.data_md5"] in dvc_file  # the DVC snapshot the training used
     assert c.get_metric_history(run.info.run_id, "loss")
     assert any(k.startswith("dev_ndcg_at_10_dim") for k in run.data.metrics)
-    # test-split metrics recorded on the version for the promotion gate
-    assert "eval.ndcg_at_10" in champion.tags
+    # dev metrics on the version decide; test metrics are recorded beside them for reporting only
+    assert float(champion.tags["eval.dev.ndcg_at_10"]) == pytest.approx(dev[best], abs=1e-6)
+    assert "eval.test.ndcg_at_10" in champion.tags
 
 
 def test_report_compares_every_retriever_at_every_dimension(pipeline):
@@ -210,6 +216,12 @@ def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
         assert all(len(p["embedding"]) == 128 for p in preds)
         norms = [sum(x * x for x in p["embedding"]) ** 0.5 for p in preds]
         assert all(abs(n - 1) < 1e-3 for n in norms)
+        # a Matryoshka prefix through the same endpoint: the logged signature lets the `dim` param through
+        r = httpx.post(f"{url}/invocations", json={**payload, "params": {"dim": 32}}, timeout=120)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert all(len(p["embedding"]) == 32 for p in preds)
+        assert all(abs(sum(x * x for x in p["embedding"]) ** 0.5 - 1) < 1e-3 for p in preds)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

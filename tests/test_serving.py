@@ -30,7 +30,9 @@ def logged(tiny_dir, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)  # restored afterwards (set_tracking_uri also writes it)
         mlflow.set_tracking_uri(uri)
         try:
-            with mlflow.start_run():
+            # artifacts under tmp too (a sqlite store's default artifact root is ./mlruns in the working directory)
+            exp = mlflow.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
+            with mlflow.start_run(experiment_id=exp):
                 info = log_retriever_model(tiny_dir, name="model")
             model = mlflow.pyfunc.load_model(info.model_uri)
             yield model

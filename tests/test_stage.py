@@ -191,3 +191,24 @@ def test_best_stage_is_chosen_on_dev_and_stage1_wins_when_better(tmp_path):
     with pytest.raises(ValueError, match="has no dev recall@10"):
         best_stage(paths, "recall@10")
     assert finished_stage(paths, "stage1").model_uri == "models:/m/1"
+
+
+def test_one_pixel_budget_reaches_training_the_saved_model_evaluation_and_the_vlms(lora_stages, tmp_path):
+    from assets.common import generator_config
+    from nyx.model.encoder import NyxEncoder
+    from nyx.retrieval import NyxRetriever
+
+    paths, _ = lora_stages
+    budget = 64 * 28 * 28  # not the model profile's 400 * 28 * 28
+    profile = _profile().with_overrides({"images": {"max_pixels": budget, "min_pixels": 8 * 28 * 28}})
+    spec = stage_train_config(profile, "stage2", paths)
+    assert (spec.config.max_pixels, spec.config.min_pixels) == (budget, 8 * 28 * 28)
+    result = train(spec.config.model_copy(update={"output_dir": str(tmp_path / "s2")}))
+    reloaded = NyxEncoder.from_pretrained(str(result.final_dir), show_progress=False)  # an adapter folder
+    assert (reloaded.config.max_pixels, reloaded.config.min_pixels) == (budget, 8 * 28 * 28)
+    assert dict(reloaded.processor.image_processor.size)["longest_edge"] == budget
+    untrained = NyxRetriever(model=profile.model, encoder_overrides=profile.encoder_overrides())
+    assert untrained.encoder.config.max_pixels == budget
+    assert generator_config(profile, paths).image.max_pixels == budget
+    with pytest.raises(ValueError, match="set once, in images.max_pixels"):
+        stage_train_config(_profile().with_overrides({"stage2": {"train": {"max_pixels": budget}}}), "stage2", paths)

@@ -361,8 +361,14 @@ class NyxEncoder:
 
         ``name_or_path`` may also be an adapter folder (with ``adapter_config.json``): its base model is then
         loaded and the adapter applied. ``config_overrides`` set :class:`EncoderConfig` fields
-        (``batch_size=16``, ``padding_side="left"``, ``dim=256``, ...).
+        (``batch_size=16``, ``padding_side="left"``, ``dim=256``, ...). An adapter folder's own
+        ``nyx_profile.json`` (written by the trainer) supplies the input settings it was trained with
+        (``max_length``, ``max_pixels``, ``min_pixels``) unless overridden here.
         """
+        trained_with: dict[str, Any] = {}
+        for folder in (adapter_path, name_or_path):
+            if folder is not None and not isinstance(folder, ModelProfile):
+                trained_with = {**_trained_input_settings(Path(folder)), **trained_with}
         if not isinstance(name_or_path, ModelProfile) and (Path(name_or_path) / "adapter_config.json").is_file():
             if adapter_path is not None:
                 raise ValueError(f"{name_or_path} is an adapter folder and adapter_path was also given")
@@ -379,7 +385,7 @@ class NyxEncoder:
                 backbone = backbone.merge_and_unload()
             backbone = backbone.to(dev).eval()
         processor = load_profile_processor(profile)
-        config = EncoderConfig.from_profile(profile, **config_overrides)
+        config = EncoderConfig.from_profile(profile, **{**trained_with, **config_overrides})
         return cls(backbone, processor, profile, config,
                    adapter_path=os.fspath(adapter_path) if adapter_path is not None else None)
 
@@ -761,3 +767,14 @@ __all__ = [
     "QueryTemplate",
     "read_shards",
 ]
+
+
+def _trained_input_settings(folder: Path) -> dict[str, Any]:
+    """``max_length`` / ``max_pixels`` / ``min_pixels`` recorded in an *adapter* folder's ``nyx_profile.json`` (a full
+    model folder's profile is read by :func:`resolve_profile` already)."""
+    from nyx.model.profiles import PROFILE_FILENAME
+
+    if not (folder / "adapter_config.json").is_file() or not (folder / PROFILE_FILENAME).is_file():
+        return {}
+    saved = read_json(folder / PROFILE_FILENAME)
+    return {k: saved[k] for k in ("max_length", "max_pixels", "min_pixels") if saved.get(k) is not None}

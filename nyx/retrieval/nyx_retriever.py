@@ -30,9 +30,12 @@ class NyxRetriever(DenseRetriever):
         encoder: Encoder | None = None,
         device: str | None = None,
         mlflow_model_version: str | None = None,
+        encoder_overrides: dict[str, Any] | None = None,
     ):
         super().__init__(config, encoder)
         self._mlflow_model_version = mlflow_model_version
+        #: EncoderConfig fields set by the pipeline (the profile's pixel budget), saved with the retriever
+        self.encoder_overrides = dict(encoder_overrides or {})
         self.model = os.fspath(model)
         if self.model != "tiny" and os.path.isdir(self.model):
             self.model = os.path.abspath(self.model)
@@ -43,7 +46,8 @@ class NyxRetriever(DenseRetriever):
         from nyx.model.encoder import NyxEncoder
 
         return NyxEncoder.from_pretrained(
-            self.model, adapter_path=self.adapter_path, device=self.device, show_progress=False
+            self.model, adapter_path=self.adapter_path, device=self.device, show_progress=False,
+            **self.encoder_overrides,
         )
 
     def model_identity(self, encoder: Encoder) -> tuple[str, str | None]:
@@ -69,9 +73,10 @@ class NyxRetriever(DenseRetriever):
 
     def encoder_config(self) -> dict[str, Any]:
         return {"model": self.model, "adapter_path": self.adapter_path, "device": self.device,
-                "mlflow_model_version": self._mlflow_model_version}
+                "mlflow_model_version": self._mlflow_model_version, "encoder_overrides": self.encoder_overrides}
 
     @classmethod
     def _from_saved_config(cls, config: dict[str, Any]) -> "NyxRetriever":
         return cls(model=config.get("model", "tiny"), adapter_path=config.get("adapter_path"),
-                   device=config.get("device"), mlflow_model_version=config.get("mlflow_model_version"))
+                   device=config.get("device"), mlflow_model_version=config.get("mlflow_model_version"),
+                   encoder_overrides=config.get("encoder_overrides"))

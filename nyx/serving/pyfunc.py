@@ -116,7 +116,7 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
             rid = str(row["id"]) if _present(row.get("id")) else str(i)
             obj = {"id": rid, "content": _parts(row["content"], rid)}
             choices = row.get("choices")
-            if choices is not None:  # NaN check dropped
+            if _present(choices):
                 obj["choices"] = choices.tolist() if isinstance(choices, np.ndarray) else choices
             records.append(record_from_json(obj))
         out = np.zeros((len(records), self.encoder.dim), dtype=np.float32)

@@ -186,7 +186,10 @@ def stage_train_config(profile, stage: str, paths: DataPaths) -> StageInputs:
             inputs.update(s1_inputs)
     else:
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
-    train.update({"data": sources, "output_dir": str(out)})
+    for key in ("max_pixels", "min_pixels"):
+        if key in train:
+            raise ValueError(f"{stage}.train.{key}: the pixel budget is set once, in images.{key}")
+    train.update({"data": sources, "output_dir": str(out), **profile.encoder_overrides()})
     return StageInputs(config=TrainConfig.model_validate(train), inputs=inputs, base_model=base_model)
 
 
@@ -278,7 +281,8 @@ def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[
 
 
 def evaluate_dev(model: str, dev_folder: Path, label: str = "trained model",
-                 info: Callable[[str], None] = log.info) -> list[dict[str, Any]]:
+                 info: Callable[[str], None] = log.info,
+                 encoder_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Retrieval metrics of ``model`` (a folder, an adapter folder, a profile name) on the dev split at every
     Matryoshka dimension."""
     from nyx.data.beir import load_beir
@@ -286,7 +290,7 @@ def evaluate_dev(model: str, dev_folder: Path, label: str = "trained model",
     from nyx.retrieval import NyxRetriever
 
     ds = load_beir(dev_folder)
-    retriever = NyxRetriever(model=str(model))
+    retriever = NyxRetriever(model=str(model), encoder_overrides=encoder_overrides)
     retriever.index(list(ds.corpus.values()))
     rows = matryoshka_sweep(retriever, list(ds.queries.values()), ds.qrels)
     info(f"{SELECTION_SPLIT} retrieval, {label}: " + "; ".join(
@@ -311,8 +315,11 @@ def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client
 
     summary = read_json(plan.out_dir / TRAIN_RESULT_FILE)
     final_dir = Path(summary["final_dir"])
+    # the trained model carries its pixel budget in its folder; the start model gets the one it trained with
+    budget = {k: v for k, v in (("max_pixels", plan.spec.config.max_pixels),
+                                ("min_pixels", plan.spec.config.min_pixels)) if v is not None}
     dev = evaluate_dev(str(final_dir), dev_folder, "trained model", info)
-    dev_start = evaluate_dev(state.start_model, dev_folder, "start model", info)
+    dev_start = evaluate_dev(state.start_model, dev_folder, "start model", info, encoder_overrides=budget)
     name = state.registered_model
     with mlflow.start_run(run_id=state.mlflow_run_id):
         for prefix, rows in ((SELECTION_SPLIT, dev), (f"{SELECTION_SPLIT}_start", dev_start)):

@@ -111,6 +111,9 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(10, ge=1)
     bf16: bool | Literal["auto"] = Field("auto", description="auto: on when a bf16-capable GPU is present")
     max_length: int | None = Field(None, ge=16, description="override of the profile's max input tokens")
+    max_pixels: int | None = Field(None, gt=0, description="image pixel budget (the pipeline's images.max_pixels); "
+                                                            "None: the model profile's")
+    min_pixels: int | None = Field(None, gt=0, description="lower bound of the same resize")
     save_merged: bool = Field(False, description="LoRA: also save the merged model under merged/")
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint folder")
 
@@ -280,8 +283,9 @@ class ContrastiveTrainer:
 
         cfg = self.config
         overrides: dict[str, Any] = {"show_progress": False}
-        if cfg.max_length is not None:
-            overrides["max_length"] = cfg.max_length
+        for key in ("max_length", "max_pixels", "min_pixels"):
+            if getattr(cfg, key) is not None:
+                overrides[key] = getattr(cfg, key)
         encoder = NyxEncoder.from_pretrained(cfg.model, device=device, dtype="float32", **overrides)
         backbone = encoder.backbone
         if cfg.gradient_checkpointing:
@@ -482,8 +486,8 @@ class ContrastiveTrainer:
         self.encoder.processor.save_pretrained(folder)
         profile = self.encoder.profile
         data = profile.model_dump(exclude={"name_or_path", "build"})
-        if self.config.max_length is not None:
-            data["max_length"] = self.config.max_length
+        for key in ("max_length", "max_pixels", "min_pixels"):  # what the model was trained with travels with it
+            data[key] = getattr(self.encoder.config, key)
         (folder / PROFILE_FILENAME).write_text(json.dumps(data, indent=2) + "\n")
 
     def save_checkpoint(self, step: int) -> Path:
