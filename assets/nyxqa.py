@@ -50,38 +50,67 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
 
 
 @dg.asset_check(asset=corpus_chunks, blocking=True,
-                description="unique ids; text or an image in every chunk; token counts within budget; images resolve")
+                description="unique ids; every line a readable chunk with text or an image; recounted tokens "
+                            "within budget and equal to the stored count; images resolve")
 def corpus_chunks_valid(context: dg.AssetCheckExecutionContext, settings: NyxSettings) -> dg.AssetCheckResult:
+    """Recounts every chunk with the chunker's own counter (the profile's ``chunking.tokenizer``, else the
+    backbone's): the text tokens of each stored text part, plus one per image, as ``chunk_documents`` counts them.
+    A chunk fails when the recount exceeds ``chunking.max_tokens`` or differs from the ``n_tokens`` the chunker
+    stored (the stored count is the chunker's own claim, so it is checked, not trusted). Every chunk is recounted,
+    not a sample (``recounted`` in the metadata): at about 0.2 ms per text part with a fast tokenizer, the paper's
+    46,741 chunks take some 20 s of CPU."""
     import great_expectations.expectations as gxe
 
     from assets.quality import gx_check
+    from nyx.synth.chunking import load_token_counter
 
-    budget = settings.load_profile().chunking.max_tokens
-    df = _chunk_frame(settings.paths.chunks.glob("*.jsonl"))
+    profile = settings.load_profile()
+    budget = profile.chunking.max_tokens
+    counter = load_token_counter(profile.chunking.tokenizer or backbone_path(profile))
+    df = _chunk_frame(settings.paths.chunks.glob("*.jsonl"), counter, budget)
+    problems = ["over_budget", "count_mismatch", "images_unresolved", "unreadable"]
     return gx_check(df, [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToBeInSet(column="non_empty", value_set=[True]),
-        gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=budget),
-        gxe.ExpectColumnValuesToBeInSet(column="images_resolve", value_set=[True]),
-    ], "corpus_chunks", extra_metadata={"token_budget": budget,
-                                        "mean_tokens": float(df["n_tokens"].mean()) if len(df) else 0.0})
+        *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<chunk id>: <reason>"
+    ], "corpus_chunks", extra_metadata={
+        "token_budget": budget, "token_counter": counter.name, "recounted": int(df["recounted_tokens"].notna().sum()),
+        "max_tokens_recounted": int(df["recounted_tokens"].max()) if df["recounted_tokens"].notna().any() else 0,
+        "mean_tokens": float(df["recounted_tokens"].mean()) if df["recounted_tokens"].notna().any() else 0.0,
+        **{f"{c}_chunks": int(df[c].notna().sum()) for c in problems}})
 
 
-def _chunk_frame(files):
+def _chunk_frame(files, counter, budget: int):
+    """One row per chunk: its id, stored and recounted token counts, and for each problem either None or
+    ``"<chunk id>: <reason>"`` (so a failed expectation names the chunks and why). A line that is no readable
+    record (bad JSON, no text and no image, ...) is a row with the ``unreadable`` problem."""
     import os
 
     import pandas as pd
 
     from nyx.data.records import iter_jsonl
+    from nyx.data.rejects import RejectLog
 
     rows = []
     for f in sorted(files):
-        for r in iter_jsonl(f):
-            rows.append({"id": r.id, "n_tokens": int(r.extra.get("n_tokens", 0)), "n_images": r.n_images,
-                         "non_empty": bool(r.text.strip()) or r.n_images > 0,
-                         "images_resolve": all(i.startswith("data:") or os.path.isfile(i) for i in r.images)})
-    return pd.DataFrame(rows, columns=["id", "n_tokens", "n_images", "non_empty", "images_resolve"])
+        rejects = RejectLog(stage="corpus_chunks_valid")
+        for r in iter_jsonl(f, rejects):
+            stored = r.extra.get("n_tokens")
+            recount = sum(counter.count(p.text or "") for p in r.content if p.type == "text") + r.n_images
+            missing = [i for i in r.images if not (i.startswith("data:") or os.path.isfile(i))]
+            rows.append({
+                "id": r.id, "stored_tokens": stored, "recounted_tokens": recount,
+                "over_budget": f"{r.id}: {recount} tokens (text + 1 per image) > max_tokens {budget}"
+                               if recount > budget else None,
+                "count_mismatch": None if type(stored) is int and stored == recount
+                                  else f"{r.id}: stored n_tokens {stored!r} != recounted {recount}",
+                "images_unresolved": f"{r.id}: image not found: {missing[0]}" if missing else None,
+            })
+        for e in rejects.items:
+            who = e["record_id"] or e["location"]
+            rows.append({"id": who, "unreadable": f"{who} ({e['location']}): {e['reason']}"})
+    return pd.DataFrame(rows, columns=["id", "stored_tokens", "recounted_tokens", "over_budget", "count_mismatch",
+                                       "images_unresolved", "unreadable"])
 
 
 @dg.asset(
@@ -101,8 +130,10 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
     ``corpus_chunks`` shard present when this runs (``total_chunks``, ``shards_counted`` in the metadata), and each
     shard of this run keeps the chunks whose fixed hash key falls under its group's cutoff. Shards sampled with the
     plan of the same corpus together take exactly ``sample_size`` chunks. A shard materialised before other shards
-    arrived used a smaller corpus and so a higher cutoff: re-materialising it later only drops chunks at the margin
-    (its earlier selection contains the new one), which costs no generator call with a cached generator.
+    arrived used a smaller corpus, so usually higher cutoffs: re-materialising it later changes its selection only
+    at the margin (per image-count group the new selection contains, or is contained in, the old one; usually it
+    drops chunks, which costs no generator call with a cached generator). Until then the shards together may hold
+    somewhat more than the budget: compare ``total_chunks`` across the partitions' materialisations.
 
     ``openai`` (any OpenAI-compatible endpoint; responses cached under ``data/cache``, so a re-run pays for no call
     twice), ``local`` (transformers) or ``cloze`` (no model: an offline stand-in for a VLM, used by the sample).
@@ -117,7 +148,8 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
     paths = settings.paths
     for shard in context.partition_keys:
         if not (paths.chunks / f"{shard}.jsonl").exists():
-            raise dg.Failure(f"shard {shard!r}: {paths.chunks / f'{shard}.jsonl'} is missing; materialise corpus_chunks first")
+            raise dg.Failure(f"shard {shard!r}: {paths.chunks / f'{shard}.jsonl'} is missing; "
+                             "materialise corpus_chunks first")
     chunk_files = sorted(paths.chunks.glob("*.jsonl"))
     plan = plan_sample(((c.id, c.modality) for f in chunk_files for c in iter_jsonl(f)),
                        profile.qa.sample_size, seed=profile.qa.seed, stratify=profile.qa.stratify)
@@ -285,30 +317,77 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: NyxSettings, con
                                           "path": dg.MetadataValue.path(str(out))})
 
 
-@dg.asset_check(asset=hard_negatives, blocking=True, description="negatives never equal the positive; n per query")
+#: Share of train questions that must get at least one mined negative. The miner keeps ranks ``skip+1..k`` (paper:
+#: 11-20) minus the positive and its near-duplicates, so a question ends up with none only when its ranking is that
+#: short or those ranks are all duplicates of its positive: on any corpus larger than ``k`` chunks that is rare,
+#: and a share under one half means the miner (or the index it searched) is broken, not that the corpus is small.
+MIN_SHARE_WITH_NEGATIVES = 0.5
+
+
+@dg.asset_check(asset=hard_negatives, blocking=True,
+                description=f">= {MIN_SHARE_WITH_NEGATIVES:.0%} of train questions have a negative; negatives "
+                            "are known train-corpus chunks, never the positive or a qrels document, distinct, "
+                            "at most miner.mining.n")
 def hard_negatives_valid(settings: NyxSettings) -> dg.AssetCheckResult:
+    """Checks the mined file against the NyxQA train split it was mined for (``nyxqa/train``): one record per train
+    question at most, its ``positive_id`` the question's own, every negative a chunk of the train corpus that is not
+    the positive nor any document relevant to the question in ``qrels.tsv``, no negative twice, at most
+    ``miner.mining.n`` of them (the profile as the ``settings`` resource sees it), and at least
+    :data:`MIN_SHARE_WITH_NEGATIVES` of the train questions with one negative or more."""
     import json
 
     import great_expectations.expectations as gxe
     import pandas as pd
 
     from assets.quality import gx_check
+    from nyx.data.beir import load_beir
 
-    lines = (settings.paths.hard_negatives / "train.jsonl").read_text().splitlines()
-    recs = [json.loads(x) for x in lines if x.strip()]
-    df = pd.DataFrame([{"query_id": r["query_id"], "n_negatives": len(r["negative_ids"]),
-                        "positive_not_negative": r["positive_id"] not in r["negative_ids"],
-                        "distinct": len(set(r["negative_ids"])) == len(r["negative_ids"])} for r in recs],
-                      columns=["query_id", "n_negatives", "positive_not_negative", "distinct"])
+    paths = settings.paths
+    n_max = settings.load_profile().miner.mining.n
+    train = load_beir(paths.nyxqa / "train")
+    src = paths.hard_negatives / "train.jsonl"
+    recs = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+    seen: dict[str, int] = {}
+    rows = []
+    for r in recs:
+        qid, negs = r.get("query_id"), list(r.get("negative_ids") or [])
+        seen[qid] = seen.get(qid, 0) + 1
+        q = train.queries.get(qid)
+        relevant = set(train.qrels.get(qid, {})) | ({q.extra.get("positive_id")} if q is not None else set())
+        unknown = [n for n in negs if n not in train.corpus]
+        bad_rel = [n for n in negs if n in relevant or n == r.get("positive_id")]
+        dups = sorted({n for n in negs if negs.count(n) > 1})
+        rows.append({
+            "query_id": qid, "has_negative": float(bool(negs)) if q is not None and seen[qid] == 1 else None,
+            "unknown_query": None if q is not None else f"{qid}: not a question of nyxqa/train",
+            "duplicate_record": None if seen[qid] == 1 else f"{qid}: record {seen[qid]} for this question",
+            "positive_mismatch": None if q is None or r.get("positive_id") == q.extra.get("positive_id")
+                                 else f"{qid}: positive_id {r.get('positive_id')!r} != the question's "
+                                      f"{q.extra.get('positive_id')!r}",
+            "negative_not_in_corpus": f"{qid}: negative {unknown[0]!r} is not in the train corpus" if unknown else None,
+            "negative_is_relevant": f"{qid}: negative {bad_rel[0]!r} is the positive or relevant in qrels"
+                                    if bad_rel else None,
+            "duplicate_negative": f"{qid}: negative {dups[0]!r} listed twice" if dups else None,
+            "too_many_negatives": f"{qid}: {len(negs)} negatives > miner.mining.n {n_max}"
+                                  if len(negs) > n_max else None,
+        })
+    missing = [qid for qid in train.queries if qid not in seen]  # train questions the miner wrote nothing for
+    rows.extend({"query_id": qid, "has_negative": 0.0} for qid in missing)
+    problems = ["unknown_query", "duplicate_record", "positive_mismatch", "negative_not_in_corpus",
+                "negative_is_relevant", "duplicate_negative", "too_many_negatives"]
+    df = pd.DataFrame(rows, columns=["query_id", "has_negative", *problems])
+    share = float(df["has_negative"].mean()) if df["has_negative"].notna().any() else 0.0
     return gx_check(df, [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToBeUnique(column="query_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="positive_not_negative", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="distinct", value_set=[True]),
-        # most train questions must get at least one negative (a few may not, on tiny corpora)
-        gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column="query_id", min_value=1.0),
-        gxe.ExpectColumnMeanToBeBetween(column="n_negatives", min_value=1.0),
-    ], "hard_negatives", extra_metadata={"mean_negatives": float(df["n_negatives"].mean()) if len(df) else 0.0})
+        # one value per train question (null on records of unknown questions and on repeated records)
+        gxe.ExpectColumnMeanToBeBetween(column="has_negative", min_value=MIN_SHARE_WITH_NEGATIVES),
+        *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<query id>: <reason>"
+    ], "hard_negatives", extra_metadata={
+        "train_questions": len(train.queries), "records": len(recs), "questions_without_record": len(missing),
+        "share_with_negatives": share, "min_share_with_negatives": MIN_SHARE_WITH_NEGATIVES,
+        "max_negatives": n_max,
+        "mean_negatives": float(sum(len(r.get("negative_ids") or []) for r in recs) / len(recs)) if recs else 0.0,
+        **{f"{c}_records": int(df[c].notna().sum()) for c in problems}})
 
 
 def _jsonable(obj):

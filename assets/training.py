@@ -174,25 +174,26 @@ def stage2_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetCo
     return run_stage(context, "stage2", config, settings, mlflow, dvc, launcher, pipes)
 
 
-def _loss_history(mlflow: MlflowResource, run_id: str) -> list[float]:
-    return [m.value for m in sorted(mlflow.client().get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+def _loss_points(mlflow: MlflowResource, run_id: str) -> list[tuple[int, float, float]]:
+    client = mlflow.client()
+    epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}
+    return [(m.step, m.value, epochs.get(m.step, 0.0)) for m in client.get_metric_history(run_id, "loss")]
 
 
 def _loss_check(settings: NyxSettings, mlflow: MlflowResource, stage: str,
                 tolerance: float = 0.0) -> dg.AssetCheckResult:
-    """Loss finite at every step, and the mean of the last fifth of the steps below the first fifth's
-    (times ``1 + tolerance``: Stage 2 starts from a trained model, where a flat loss is no failure)."""
+    """Loss finite at every step, and late in the run below early in the run (times ``1 + tolerance``: Stage 2
+    starts from a trained model, where a flat loss is no failure); see :func:`nyx.train.stage.loss_trend`."""
+    from nyx.train.stage import loss_trend
+
     state = finished_stage(settings, stage)
-    losses = _loss_history(mlflow, state.mlflow_run_id)
-    if len(losses) < 2:
-        return dg.AssetCheckResult(passed=False, metadata={"logged_steps": len(losses)},
-                                   description="fewer than two logged loss values")
-    finite = all(math.isfinite(x) for x in losses)
-    n = max(1, len(losses) // 5)
-    first, last = sum(losses[:n]) / n, sum(losses[-n:]) / n
-    return dg.AssetCheckResult(passed=finite and last < first * (1 + tolerance), metadata={
-        "logged_steps": len(losses), "all_finite": finite, "mean_first_fifth": first, "mean_last_fifth": last,
-        "tolerance": tolerance})
+    trend = loss_trend(_loss_points(mlflow, state.mlflow_run_id))
+    if not trend["comparable"]:
+        return dg.AssetCheckResult(passed=False, description=trend["reason"])
+    passed = trend["finite"] and trend["last"] < trend["first"] * (1 + tolerance)
+    return dg.AssetCheckResult(passed=passed, metadata={
+        "logged_steps": trend["logged"], "all_finite": trend["finite"], "compared": trend["how"],
+        "mean_early": trend["first"], "mean_late": trend["last"], "tolerance": tolerance})
 
 
 def _loads_check(settings: NyxSettings, mlflow: MlflowResource, stage: str) -> dg.AssetCheckResult:

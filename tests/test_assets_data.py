@@ -86,3 +86,52 @@ def test_duplicate_document_ids_across_shards_fail_blocking_check_and_stop_downs
     mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "raw_documents" in mats and "corpus_chunks" not in mats
     assert not (tmp_path / "data" / "chunks").exists()
+
+
+def _write_chunk_shards(chunks_dir, sizes: dict[str, int]) -> dict[str, list[str]]:
+    """Hand-made chunk files (text chunks the cloze generator can question; every fourth with an image)."""
+    from PIL import Image
+
+    from nyx.data.records import Part, Record, write_jsonl
+
+    img = chunks_dir.parent / "img.png"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 24), (30, 90, 200)).save(img)
+    ids = {}
+    for shard, n in sizes.items():
+        chunks = []
+        for i in range(n):
+            text = f"The harbour of {shard.title()} Town had {1000 + 7 * i} fishing boats in the year {1900 + i}."
+            content = [Part.of_text(text)] + ([Part.of_image(str(img))] if i % 4 == 0 else [])
+            chunks.append(Record(f"{shard}-doc{i}#c0", content, extra={"doc_id": f"{shard}-doc{i}", "ordinal": 0}))
+        write_jsonl(chunks, chunks_dir / f"{shard}.jsonl")
+        ids[shard] = [c.id for c in chunks]
+    return ids
+
+
+def test_synthetic_qa_budget_is_a_total_over_shard_partitions(tmp_path):
+    """Three shard partitions of different sizes, each materialised in its own run (as eager automation does):
+    together they sample exactly ``qa.sample_size`` chunks, not ``sample_size`` each (the old per-shard budget
+    would take 30 + 30 + 25 here), and every QA pair's positive is a chunk of the plan."""
+    from nyx.data.records import iter_jsonl
+    from nyx.synth.qa import plan_sample
+
+    sizes = {"shard-a": 40, "shard-b": 100, "shard-c": 25}
+    data = tmp_path / "data"
+    ids = _write_chunk_shards(data / "chunks", sizes)
+    instance = _instance_with_shards(tmp_path, list(sizes))
+    cfg = {"ops": {"synthetic_qa": {"config": {"overrides": {"qa": {"sample_size": 30}}}}}}
+    sampled = {}
+    for shard in sizes:
+        r = dg.materialize(DATA_ASSETS, selection=[synthetic_qa], partition_key=shard, instance=instance,
+                           resources=_resources(tmp_path), run_config=cfg)
+        meta = r.asset_materializations_for_node("synthetic_qa")[0].metadata
+        assert meta["total_chunks"].value == 165 and meta["shards_counted"].value == sorted(sizes)
+        sampled[shard] = meta["sampled_chunks"].value
+    assert sum(sampled.values()) == 30, sampled
+    assert all(0 < sampled[s] < sizes[s] for s in sizes), sampled
+    everything = {c.id: c for f in sorted((data / "chunks").glob("*.jsonl")) for c in iter_jsonl(f)}
+    plan = plan_sample(everything.values(), 30, seed=0, stratify=True)
+    for shard in sizes:
+        positives = {q.extra["positive_id"] for q in iter_jsonl(data / "synthetic_qa" / f"{shard}.jsonl")}
+        assert positives and positives <= {c for c in ids[shard] if plan.selects(everything[c])}

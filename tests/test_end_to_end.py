@@ -90,7 +90,7 @@ def test_champion_is_the_stage_better_on_dev_with_lineage_tags_and_test_metrics_
     c = _client(root)
     champion = c.get_model_version_by_alias("nyx-retriever", "champion")
     record = json.loads((root / "work" / "reports" / "promotion.json").read_text())
-    assert record["split"] == "dev" and record["passed"] and record["challenger"] == champion.version
+    assert record["split"] == "dev" and record["passed"] and record["challenger"] == str(champion.version)
     dev = {stage: info["dev_metrics"]["ndcg@10"] for stage, info in record["stages"].items()}
     assert set(dev) == {"stage1", "stage2"}
     best = max(dev, key=lambda st: (dev[st], st))  # a tie goes to Stage 2

@@ -177,3 +177,108 @@ def test_small_groups_keep_a_train_set(qa, corpus):
         assert stats["splits"]["dev"][group] + stats["splits"]["test"][group] <= total // 2
         assert stats["splits"]["train"][group] >= total // 2 > 0
 
+
+
+# -- a total QA budget over shards (nyx.synth.qa.plan_sample) ----------------------------------------------------
+
+def _shard(name: str, n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` chunk ``(id, group)`` pairs of one shard: about 63% text, 30% one image, 7% more (the paper's mix)."""
+    import random
+
+    rng = random.Random(seed)
+    return [(f"{name}/doc{i // 3}#c{i % 3}", rng.choices(["text", "image1", "image2+"], [63, 30, 7])[0])
+            for i in range(n)]
+
+
+SHARDS = {"s0": _shard("s0", 900, 0), "s1": _shard("s1", 2500, 1), "s2": _shard("s2", 600, 2)}
+BUDGET = 1000
+
+
+def _selected(plan, chunks) -> set[str]:
+    return {cid for cid, g in chunks if plan.selects((cid, g))}
+
+
+def test_qa_budget_is_a_total_over_shards_exact_per_group_and_deterministic():
+    """The shards together take exactly the budget (a Bernoulli draw at rate 1000/4000 would only come within
+    +-3 sd = +-82 of it), each group exactly its quota, and the plan depends on nothing but the chunk set."""
+    from nyx.synth.qa import plan_sample
+
+    everything = [c for s in SHARDS.values() for c in s]
+    plan = plan_sample(everything, BUDGET, seed=3)
+    per_shard = {name: _selected(plan, chunks) for name, chunks in SHARDS.items()}
+    assert sum(len(v) for v in per_shard.values()) == BUDGET
+    assert all(0 < len(per_shard[s]) < len(SHARDS[s]) for s in SHARDS)  # every shard takes its part, none all
+    # each shard's share follows its size (hypergeometric: sd = sqrt(1000 * p * (1 - p) * 3000 / 3999) < 14)
+    for name, chunks in SHARDS.items():
+        assert abs(len(per_shard[name]) - BUDGET * len(chunks) / len(everything)) < 4 * 14
+    groups = dict(everything)
+    by_group = Counter(groups[c] for v in per_shard.values() for c in v)
+    assert dict(by_group) == {g: n for g, n in plan.allocation.items() if n}
+    sizes = Counter(groups.values())
+    for g, n in plan.allocation.items():  # quotas in proportion to the groups (largest remainder)
+        assert abs(n - BUDGET * sizes[g] / len(everything)) < 1
+    # the same chunks in another order, or split otherwise, give the same plan and selection
+    again = plan_sample(list(reversed(everything)), BUDGET, seed=3)
+    assert again == plan
+    assert _selected(again, everything) == set().union(*per_shard.values())
+    assert _selected(plan_sample(everything, BUDGET, seed=4), everything) != _selected(plan, everything)
+    # no budget (the sample profile) or a budget beyond the corpus: every chunk
+    assert _selected(plan_sample(everything, None), everything) == {c for c, _ in everything}
+    assert _selected(plan_sample(everything, 10**6), everything) == {c for c, _ in everything}
+
+
+def test_qa_budget_without_stratification_is_still_a_total():
+    from nyx.synth.qa import plan_sample
+
+    everything = [c for s in SHARDS.values() for c in s]
+    plan = plan_sample(everything, BUDGET, seed=0, stratify=False)
+    assert sum(len(_selected(plan, chunks)) for chunks in SHARDS.values()) == BUDGET
+
+
+def test_adding_a_shard_only_moves_each_groups_cutoff_along_a_fixed_order():
+    """With a 4th shard the old shards' selection changes only at the margin: per group, the old and the new
+    selection of the old chunks are both prefixes of one fixed order (the chunks' keys), so one contains the other
+    and no chunk is swapped for another; the total is the budget again, and the old shards give up about the new
+    shard's share (hypergeometric sd < 16)."""
+    from nyx.synth.qa import plan_sample, sample_key
+
+    old = [c for s in SHARDS.values() for c in s]
+    new_shard = _shard("s3", 1500, 3)
+    before = plan_sample(old, BUDGET, seed=0)
+    after = plan_sample(old + new_shard, BUDGET, seed=0)
+    sel_before, sel_after = _selected(before, old), _selected(after, old)
+    assert len(sel_after) + len(_selected(after, new_shard)) == BUDGET
+    assert abs((len(sel_before) - len(sel_after)) - BUDGET * len(new_shard) / len(old + new_shard)) < 4 * 16
+    groups = dict(old)
+    for g in ("text", "image1", "image2+"):
+        order = sorted((c for c, gg in old if gg == g), key=lambda c: sample_key(c, 0))
+        b = [c for c in order if c in sel_before]
+        a = [c for c in order if c in sel_after]
+        assert b == order[:len(b)] and a == order[:len(a)], g  # prefixes of the same order
+        changed = set(a) ^ set(b)
+        assert len(changed) == abs(len(a) - len(b))
+        assert all(groups[c] == g for c in changed)
+
+
+def test_synthesize_qa_samples_one_shard_with_the_plan_of_the_whole_corpus(corpus):
+    """synthesize_qa on one shard with a corpus-wide plan takes that shard's part of the total, not the budget."""
+    from nyx.synth.qa import plan_sample
+
+    shard_a, shard_b = corpus[:10], corpus[10:]
+    plan = plan_sample(corpus, 9, seed=0)
+    gen = ClozeGenerator(seed=0, image_question_prob=0.5, max_qa_per_chunk=1)
+    (_, sa), (_, sb) = synthesize_qa(shard_a, gen, plan=plan), synthesize_qa(shard_b, gen, plan=plan)
+    assert sa["sampled"] + sb["sampled"] == 9 and sa["sample_plan"]["population"] == 30
+    with pytest.raises(ValueError, match="either a plan or sample_size"):
+        synthesize_qa(shard_a, gen, sample_size=9, plan=plan)
+
+
+def test_profiles_budget_qa_in_total():
+    from pydantic import ValidationError
+
+    from nyx.profiles import load_profile
+
+    assert load_profile("paper").qa.sample_size == 10_000
+    assert load_profile("sample").qa.sample_size is None
+    with pytest.raises(ValidationError):  # the per-shard setting is gone (a stale override fails loudly)
+        load_profile("paper", {"qa": {"sample_size_per_shard": 10_000}})

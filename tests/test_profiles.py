@@ -25,7 +25,8 @@ REHEARSAL_DIFFERS = {
     "launch.processes_per_node", "nyxqa.dev_per_group", "nyxqa.test_per_group", "feedback.top_k",
     *(f"{stage}.train.{key}" for stage in ("stage1", "stage2")
       for key in ("model", "learning_rate", "per_device_batch_size", "grad_cache_chunk_size", "max_length",
-                  "max_steps", "save_steps", "logging_steps")),
+                  "save_steps", "logging_steps")),
+    "stage1.train.max_steps", "stage2.train.epochs",
 }
 
 

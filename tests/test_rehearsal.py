@@ -14,8 +14,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 #: The rehearsal profile as `NYX_PROFILE=rehearsal make run` runs it, on a 30-document sample instead of 60 and
-#: without the MiniLM baseline, so that `make test` stays short.
-OVERRIDES = {"eval": {"baselines": ["bm25", "untrained"]}}
+#: without the MiniLM baseline, so that `make test` stays short; the model is registered under another name, so
+#: that every asset is seen to read the name from the profile.
+MODEL = "nyx-rehearsal"
+OVERRIDES = {"eval": {"baselines": ["bm25", "untrained"]}, "promotion": {"registered_model": MODEL}}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_rehearsal_materialises_every_asset_and_promotes_a_champion(rehearsal):
                 "champion_gate"]
     assert all(checks.get(name) is True for name in blocking), checks
     c = _client(rehearsal["root"])
-    assert c.get_model_version_by_alias("nyx-retriever", "champion")
+    assert c.get_model_version_by_alias(MODEL, "champion")
+    assert [m.name for m in c.search_registered_models()] == [MODEL]  # nothing registered under the default name
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
@@ -124,6 +127,9 @@ def test_registered_stage2_embeds_differently_from_stage1_and_the_base(rehearsal
 def test_promotion_decided_on_dev_and_records_both_stages(rehearsal):
     record = json.loads((rehearsal["root"] / "work" / "reports" / "promotion.json").read_text())
     assert record["split"] == "dev" and record["passed"]
+    champion = _client(rehearsal["root"]).get_model_version_by_alias(MODEL, "champion")
+    assert record["challenger"] == str(champion.version) and "eval.dev.ndcg_at_10" in champion.tags
+    assert "eval.test.ndcg_at_10" in champion.tags  # reported beside, never decided on
     assert set(record["stages"]) == {"stage1", "stage2"}
     for info in record["stages"].values():
         assert "ndcg@10" in info["dev_metrics"]

@@ -212,3 +212,18 @@ def test_one_pixel_budget_reaches_training_the_saved_model_evaluation_and_the_vl
     assert generator_config(profile, paths).image.max_pixels == budget
     with pytest.raises(ValueError, match="set once, in images.max_pixels"):
         stage_train_config(_profile().with_overrides({"stage2": {"train": {"max_pixels": budget}}}), "stage2", paths)
+
+
+def test_loss_trend_compares_the_same_examples_when_there_are_two_epochs():
+    from nyx.train.stage import loss_trend
+
+    # one epoch of 4 batches, easy batches first: the batch order alone makes the loss "rise"
+    one_epoch = [(s, loss, s / 4) for s, loss in zip(range(1, 5), [1.0, 1.2, 2.0, 2.4])]
+    t = loss_trend(one_epoch)
+    assert t["last"] > t["first"] and "first vs last" in t["how"]
+    # the same batches again in epoch 2, each a little lower: epoch means compare the model, not the batches
+    two = one_epoch + [(s + 4, loss * 0.9, (s + 4) / 4) for s, loss in zip(range(1, 5), [2.4, 2.0, 1.2, 1.0])]
+    t = loss_trend(two)
+    assert "epoch 1 vs epoch 2" in t["how"] and t["last"] == pytest.approx(0.9 * t["first"], rel=1e-12)
+    assert loss_trend([(1, float("nan"), 0.5), (2, 1.0, 1.0)])["finite"] is False
+    assert loss_trend([(1, 1.0, 1.0)])["comparable"] is False

@@ -222,3 +222,8 @@ def test_two_process_deepspeed_zero2_and_ddp_match_one_process_run(tmp_path, ima
                 assert_within(f"two-process {name} vs one process: {key} step {g['step']}", g[key], want[key],
                               _TWO_PROCESS_REL[key] * abs(want[key]))
         assert (tmp_path / name / "final" / "adapter_config.json").is_file()
+        # what really ran: a silent fall-back (DDP instead of DeepSpeed, one process instead of two) fails here
+        run = json.loads((tmp_path / name / "final" / "train_summary.json").read_text())["run"]
+        want = ("DEEPSPEED", 2) if deepspeed else ("MULTI_CPU", None)
+        assert (run["distributed_type"], run["zero_stage"]) == want, run
+        assert run["world_size"] == 2 and run["global_batch_size"] == 4

@@ -498,7 +498,9 @@ class ContrastiveTrainer:
         tmp = root / f".step-{step:08d}.tmp"
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            # every rank writes into state/ (its RNG state, its ZeRO shard): it must exist before any of them
+            # starts, or a fast rank races the main process's makedirs inside save_state
+            (tmp / "state").mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp / "state"))
         if acc.is_main_process:
