@@ -72,13 +72,17 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
     pipes_meta = {}
     for result in invocation.get_results():
         pipes_meta.update(getattr(result, "metadata", None) or {})
+    from nyx.train.stage import TRAIN_RESULT_FILE
+    from nyx.utils.io import read_json
+
+    # before anything is registered: the run must have had the processes the profile's batch sizes assume
+    expected = launcher.resolved(profile.launch).world_size
+    got = int(read_json(plan.out_dir / TRAIN_RESULT_FILE).get("world_size") or 0)
+    if got != expected:
+        raise dg.Failure(f"{stage} trained with {got} process(es) but {expected} were launched (profile launch "
+                         "settings and launcher resource): check the machine's devices and the launcher")
     state = finish_stage(plan, state, dev_folder=paths.nyxqa / "dev", client=client,
                          tags={"dagster.run_id": context.run_id}, info=context.log.info)
-    expected = profile.launch.world_size
-    got = int(state.summary.get("world_size") or 0)
-    if got != expected:
-        raise dg.Failure(f"{stage} trained with {got} process(es) but the profile's launch settings ask for "
-                         f"{expected}: check the launcher resource and the machine's devices")
     meta = _metadata(state, mlflow, skipped=False)
     meta.update({k: v for k, v in pipes_meta.items() if k not in meta})
     return dg.MaterializeResult(metadata=meta)
