@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     results = materialize_graph(defs, instance)
     elapsed = time.time() - t0
     print("\n" + "=" * 78)
-    print(f"Nyx sample pipeline: {len(results)} runs succeeded in {elapsed/60:.1f} min")
+    import os
+
+    profile = os.environ.get("NYX_PROFILE", "sample")
+    print(f"Nyx pipeline, profile {profile!r}: {len(results)} runs succeeded in {elapsed/60:.1f} min")
     for line in summarize(results):
         print("  " + line)
     print("\nLook at it:")
