@@ -10,7 +10,6 @@ inputs, settings or code version changed.
 """
 
 import math
-from pathlib import Path
 from typing import Any
 
 import dagster as dg

@@ -14,7 +14,6 @@ from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
 from nyx.model.encoder import EncoderConfig, NyxEncoder, QueryTemplate, read_shards
 from nyx.model.pooling import last_token_pool, mrl_truncate, normalize
-from nyx.model.profiles import ensure_tiny_model
 from tests.tolerances import EPS32, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import dagster as dg
 import pytest
+
+from tests.graph_runs import graph_env, run_whole_graph
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -29,38 +30,13 @@ OVERRIDES = {
 
 
 def _env(root: Path, overrides=OVERRIDES) -> dict:
-    return {"NYX_DATA_DIR": str(root / "data"), "NYX_REPO_DIR": str(root), "NYX_DVC_REMOTE": str(root / "remote"),
-            "DAGSTER_HOME": str(root / "dh"), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-            "NYX_PROFILE_OVERRIDES": json.dumps(overrides), "NYX_PROFILE": "sample"}
+    return graph_env(root, "sample", overrides)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """Run every asset once, as `make run` does (same driver), in a temporary git repo."""
-    from nyx.data.sample import generate_sample
-
-    root = tmp_path_factory.mktemp("e2e")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    (root / "dh").mkdir()
-    (root / "dh" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    generate_sample(root / "data" / "raw", n_docs=24, seed=7, n_shards=2)
-    env = _env(root)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        from orchestration.definitions import defs as lazy
-        from orchestration.pipeline import materialize_graph
-
-        defs = lazy() if callable(lazy) else lazy
-        instance = dg.DagsterInstance.from_config(str(root / "dh"))
-        results = materialize_graph(defs, instance)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return {"root": root, "results": results, "defs": defs, "instance": instance}
+    return run_whole_graph(tmp_path_factory.mktemp("e2e"), "sample", OVERRIDES, n_docs=24, seed=7)
 
 
 def _client(root):

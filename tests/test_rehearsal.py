@@ -3,13 +3,12 @@ weights and sizes scaled down). LoRA r 8, two processes under torchrun with Deep
 and cross-device negatives in both stages, Stage 2 continuing Stage 1's adapter, the champion chosen on dev."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
+
+from tests.graph_runs import run_whole_graph
 
 pytestmark = pytest.mark.slow
 
@@ -22,32 +21,8 @@ OVERRIDES = {"eval": {"baselines": ["bm25", "untrained"]}, "promotion": {"regist
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    from nyx.data.sample import generate_sample
-
-    root = tmp_path_factory.mktemp("rehearsal")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    (root / "dh").mkdir()
-    (root / "dh" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    generate_sample(root / "data" / "raw", n_docs=30, seed=11, n_shards=2)
-    env = {"NYX_DATA_DIR": str(root / "data"), "NYX_REPO_DIR": str(root), "NYX_DVC_REMOTE": str(root / "remote"),
-           "DAGSTER_HOME": str(root / "dh"), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-           "NYX_PROFILE_OVERRIDES": json.dumps(OVERRIDES), "NYX_PROFILE": "rehearsal", "OMP_NUM_THREADS": "1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        from orchestration.definitions import defs as lazy
-        from orchestration.pipeline import materialize_graph
-
-        defs = lazy() if callable(lazy) else lazy
-        instance = dg.DagsterInstance.from_config(str(root / "dh"))
-        results = materialize_graph(defs, instance)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return {"root": root, "results": results}
+    return run_whole_graph(tmp_path_factory.mktemp("rehearsal"), "rehearsal", OVERRIDES, n_docs=30, seed=11,
+                           extra_env={"OMP_NUM_THREADS": "1"})
 
 
 def _client(root: Path):
