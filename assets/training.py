@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.common import ProfileConfig, profile_for
+from nyx.train.stage import CODE_VERSIONS
 from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
 
@@ -150,7 +151,7 @@ def _metadata(state, mlflow: MlflowResource, skipped: bool) -> dict[str, Any]:
     kinds={"pytorch", "mlflow", "deepspeed"},
     deps=["nyxqa", "hard_negatives", "data_snapshot"],
     pool="gpu",
-    code_version="stage1-v2",
+    code_version=CODE_VERSIONS["stage1"],
 )
 def stage1_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetConfig, settings: NyxSettings,
                       mlflow: MlflowResource, dvc: DvcResource, launcher: TrainingLauncher,
@@ -166,7 +167,7 @@ def stage1_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetCo
     kinds={"pytorch", "mlflow", "deepspeed"},
     deps=["stage1_checkpoint", "feedback_preferences"],
     pool="gpu",
-    code_version="stage2-v2",
+    code_version=CODE_VERSIONS["stage2"],
 )
 def stage2_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetConfig, settings: NyxSettings,
                       mlflow: MlflowResource, dvc: DvcResource, launcher: TrainingLauncher,
