@@ -38,13 +38,15 @@ def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlf
     c = mlflow.client()
     c.set_registered_model_alias(name, CHALLENGER, challenger)
     decision = gate(c, name, challenger, profile.promotion.gate_metrics)
-    previous = promote(c, name, challenger) if decision.passed else None
+    previous = promote(c, name, challenger) if decision.passed and not decision.unchanged else None
     record = {**decision.to_json(), "challenger_stage": best.stage, "selection_metric": metric,
               "stages": stages, "previous_champion": previous, "dagster_run_id": context.run_id}
     write_json(record, settings.paths.reports / "promotion.json")
-    context.log.info(("promoted" if decision.passed else "not promoted") + ": " + "; ".join(decision.reasons))
+    outcome = "unchanged" if decision.unchanged else "promoted" if decision.passed else "not promoted"
+    context.log.info(f"{outcome}: " + "; ".join(decision.reasons))
     return dg.MaterializeResult(metadata={
-        "promoted": decision.passed, "challenger_version": challenger, "challenger_stage": best.stage,
+        "promoted": decision.passed and not decision.unchanged, "unchanged": decision.unchanged,
+        "challenger_version": challenger, "challenger_stage": best.stage,
         "decided_on": SELECTION_SPLIT,
         f"{SELECTION_SPLIT}_{metric}_by_stage": dg.MetadataValue.json(by_stage),
         "champion_version": challenger if decision.passed else (decision.champion or "none"),
@@ -56,12 +58,14 @@ def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlf
     })
 
 
-@dg.asset_check(asset=champion_model, blocking=True, description="the challenger passed the promotion gate")
+@dg.asset_check(asset=champion_model, blocking=True,
+                description="the challenger passed the promotion gate (or already is the champion)")
 def champion_gate(settings: NyxSettings) -> dg.AssetCheckResult:
     from nyx.utils.io import read_json
 
     record = read_json(settings.paths.reports / "promotion.json")
     return dg.AssetCheckResult(passed=bool(record["passed"]), metadata={
+        "unchanged": bool(record.get("unchanged", False)),
         "challenger": record["challenger"], "champion_before": record.get("champion") or "none",
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in record["reasons"])),
     })

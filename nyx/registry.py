@@ -24,12 +24,14 @@ class GateDecision:
     champion: str | None
     passed: bool
     split: str = SELECTION_SPLIT
+    #: the challenger already is the champion: nothing new to promote (a pass: nothing to move, nothing wrong)
+    unchanged: bool = False
     reasons: list[str] = field(default_factory=list)
     compared: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"challenger": self.challenger, "champion": self.champion, "passed": self.passed,
-                "split": self.split, "reasons": self.reasons, "compared": self.compared}
+                "split": self.split, "unchanged": self.unchanged, "reasons": self.reasons, "compared": self.compared}
 
 
 def client(tracking_uri: str | None = None):
@@ -91,8 +93,9 @@ def gate(c, name: str, challenger: str, margins: dict[str, float], split: str = 
     ch_m = version_metrics(c, name, challenger, split)
     decision = GateDecision(challenger=challenger, champion=champion, passed=True, split=split)
     if champion == challenger:
-        decision.reasons.append(f"version {challenger} already is the champion")
-        decision.passed = False
+        decision.reasons.append(f"version {challenger} already is the champion: nothing new to promote "
+                                f"(champion v{challenger} unchanged)")
+        decision.unchanged = True
         return decision
     cp_m = version_metrics(c, name, champion, split) if champion else {}
     for metric, margin in margins.items():

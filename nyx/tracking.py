@@ -29,6 +29,9 @@ class TrainingReporter:
         self._pipes_cm = None
         self.pipes = None
         self._log_every = max(1, log_every_pipes)
+        #: step -> loss already in the MLflow run (a resumed run replays the steps after its last checkpoint)
+        self._logged: dict[int, float] | None = None
+        self.replayed: dict[str, float] = {"steps": 0, "max_abs_loss_diff": 0.0}
         want_pipes = ("DAGSTER_PIPES_CONTEXT" in os.environ) if pipes is None else pipes
         if self.enabled and want_pipes:
             from dagster_pipes import open_dagster_pipes
@@ -58,6 +61,8 @@ class TrainingReporter:
             return
         clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        if self._mlflow_run and clean and self._already_logged(step, clean):
+            return
         if self._mlflow_run and clean:
             from mlflow import MlflowClient
             from mlflow.entities import Metric
@@ -68,6 +73,25 @@ class TrainingReporter:
         if self.pipes is not None and step % self._log_every == 0:
             self.pipes.log.info("step %d: %s" % (step, ", ".join(f"{k}={v:.4g}" for k, v in clean.items())))
 
+    def _already_logged(self, step: int, clean: dict[str, float]) -> bool:
+        """True when the run already holds ``step`` (logged before a kill, replayed after the resume): it is not
+        logged twice. The replayed loss is compared with the logged one; the largest difference is kept and
+        reported as the run tag ``nyx.replayed_max_abs_loss_diff`` (0 on the same machine: the checkpoint restores
+        weights, optimizer, scheduler and RNG, and the batches follow from the seed and the step)."""
+        if self._logged is None:
+            from mlflow import MlflowClient
+
+            self._logged = {m.step: m.value for m in MlflowClient().get_metric_history(self._mlflow_run, "loss")}
+        if step not in self._logged:
+            return False
+        self.replayed["steps"] += 1
+        if "loss" in clean:
+            diff = abs(clean["loss"] - self._logged[step])
+            self.replayed["max_abs_loss_diff"] = max(self.replayed["max_abs_loss_diff"], diff)
+        if self.pipes is not None:
+            self.pipes.log.info(f"step {step} already logged before the resume; not logged again")
+        return True
+
     def info(self, msg: str) -> None:
         if self.enabled:
             log.info(msg)
@@ -75,6 +99,12 @@ class TrainingReporter:
                 self.pipes.log.info(msg)
 
     def finish(self, metadata: dict[str, Any] | None = None) -> None:
+        if self._mlflow_run and self.replayed["steps"]:
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+            client.set_tag(self._mlflow_run, "nyx.replayed_steps", str(int(self.replayed["steps"])))
+            client.set_tag(self._mlflow_run, "nyx.replayed_max_abs_loss_diff", f"{self.replayed['max_abs_loss_diff']:.3g}")
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=_pipes_metadata(metadata or {}))
         self.close()

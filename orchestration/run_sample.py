@@ -15,15 +15,26 @@ from orchestration.instance_setup import ensure_instance
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nyx.paths import DataPaths
+    from nyx.utils.runlock import PipelineBusy, pipeline_lock
+
+    paths = DataPaths.at()
+    try:
+        with pipeline_lock(paths.work, what="make run"):  # a second `make run` refuses before touching anything
+            return _run(paths)
+    except PipelineBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+
+
+def _run(paths) -> int:
     ensure_instance()
     import dagster as dg
 
-    from nyx.paths import DataPaths
     from orchestration.definitions import defs as lazy_defs
     from orchestration.pipeline import materialize_graph, prepare_sample
 
     t0 = time.time()
-    paths = DataPaths.at()
     prepare_sample(paths)
     instance = dg.DagsterInstance.get()
     defs = lazy_defs() if callable(lazy_defs) else lazy_defs

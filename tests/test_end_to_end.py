@@ -97,10 +97,10 @@ def test_report_compares_every_retriever_at_every_dimension(pipeline):
     assert "stage2" in (reports / "report.md").read_text()
 
 
-def _materialize_stage1_cli(root, overrides, extra=None):
+def _materialize_stage1_cli(root, overrides, extra=None, select="stage1_checkpoint"):
     env = {**os.environ, **_env(root, overrides)}
     cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions",
-           "--select", "stage1_checkpoint"]
+           "--select", select]
     if extra:
         cmd += ["--config-json", json.dumps(extra)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -116,6 +116,18 @@ def test_finished_training_is_not_retrained_without_change(pipeline):
     assert "not retraining" in out
     state_after = json.loads((root / "work" / "checkpoints" / "stage1" / "nyx_state.json").read_text())
     assert state_after["model_version"] == state_before["model_version"]
+
+
+def test_promotion_again_with_nothing_new_succeeds_and_leaves_the_champion_unchanged(pipeline):
+    root = pipeline["root"]
+    before = _client(root).get_model_version_by_alias("nyx-retriever", "champion").version
+    proc = _materialize_stage1_cli(root, OVERRIDES, select="champion_model")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"champion v{before} unchanged" in out
+    record = json.loads((root / "work" / "reports" / "promotion.json").read_text())
+    assert record["unchanged"] and record["passed"]
+    assert _client(root).get_model_version_by_alias("nyx-retriever", "champion").version == before
 
 
 def test_killed_training_resumes_from_last_checkpoint_in_same_mlflow_run(pipeline):
@@ -149,8 +161,13 @@ def test_killed_training_resumes_from_last_checkpoint_in_same_mlflow_run(pipelin
     assert state["summary"]["resumed_from_step"] >= 2 and state["summary"]["global_step"] == 40
     c = _client(root)
     assert "nyx.resumed_by_dagster_run" in c.get_run(killed_run).data.tags
-    steps = {m.step for m in c.get_metric_history(killed_run, "loss")}
+    history = [m.step for m in c.get_metric_history(killed_run, "loss")]
+    steps = set(history)
     assert min(steps) <= 2 and max(steps) == 40
+    assert len(history) == len(steps), "a step logged before the kill was logged again after the resume"
+    tags = c.get_run(killed_run).data.tags
+    if "nyx.replayed_steps" in tags:  # steps between the last checkpoint and the kill were trained again
+        assert float(tags["nyx.replayed_max_abs_loss_diff"]) == 0.0  # same CPU, restored RNG: the same values
 
 
 def _free_port() -> int:

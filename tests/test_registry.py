@@ -24,6 +24,16 @@ def _version(c, tmp_path, metrics):
     return str(v)
 
 
+def test_a_challenger_that_already_is_the_champion_is_unchanged_not_a_failure(client, tmp_path):
+    v1 = _version(client, tmp_path, {"ndcg@10": 0.30})
+    reg.promote(client, NAME, v1)
+    d = reg.gate(client, NAME, v1, {"ndcg@10": 0.0})
+    assert d.passed and d.unchanged and f"champion v{v1} unchanged" in d.reasons[0]
+    assert d.to_json()["unchanged"] is True
+    other = _version(client, tmp_path, {"ndcg@10": 0.50})
+    assert not reg.gate(client, NAME, other, {"ndcg@10": 0.0}).unchanged
+
+
 def test_gate_decides_on_dev_metrics_only_and_refuses_the_test_split(client, tmp_path):
     v1 = _version(client, tmp_path, {"ndcg@10": 0.30})
     reg.promote(client, NAME, v1)
