@@ -8,6 +8,7 @@ import dagster as dg
 
 from nyx.paths import DataPaths
 from orchestration.partitions import sync_shard_partitions
+from orchestration.stale_runs import PoolWatcher, run_tags
 
 
 def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
@@ -58,9 +59,10 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None):
         if not selection:
             return
-        r = dg.materialize(all_assets, selection=list(selection), instance=instance, resources=res,
-                           partition_key=partition_key, run_config=run_config,
-                           tags={"nyx/profile": settings.profile})
+        with PoolWatcher(instance):  # a step waiting for a pool slot says who holds it, every 30 s
+            r = dg.materialize(all_assets, selection=list(selection), instance=instance, resources=res,
+                               partition_key=partition_key, run_config=run_config,
+                               tags={"nyx/profile": settings.profile, **run_tags()})
         results.append(r)
 
     run(first)

@@ -34,9 +34,13 @@ def _run(paths) -> int:
     from orchestration.definitions import defs as lazy_defs
     from orchestration.pipeline import materialize_graph, prepare_sample
 
+    from orchestration.stale_runs import clean_stale_runs
+
     t0 = time.time()
     prepare_sample(paths)
     instance = dg.DagsterInstance.get()
+    for cleaned in clean_stale_runs(instance):  # runs of killed processes would hold their pool slots for ever
+        print(f"cleaned: {cleaned.line()}")
     defs = lazy_defs() if callable(lazy_defs) else lazy_defs
     results = materialize_graph(defs, instance)
     elapsed = time.time() - t0
