@@ -1,5 +1,7 @@
 """``champion_model``: the promotion gate on the MLflow registry (aliases ``champion``/``challenger``)."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets.common import ProfileConfig, profile_for
@@ -36,6 +38,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlf
         raise dg.Failure(f"{best.stage} was registered as {best.registered_model!r} but the profile promotes "
                          f"{name!r}: train it again under this profile (force_retrain) or fix promotion.registered_model")
     c = mlflow.client()
+    _verify_weights(c, name, best)
     c.set_registered_model_alias(name, CHALLENGER, challenger)
     decision = gate(c, name, challenger, profile.promotion.gate_metrics)
     previous = promote(c, name, challenger) if decision.passed and not decision.unchanged else None
@@ -56,6 +59,30 @@ def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlf
         "model_version_page": dg.MetadataValue.url(mlflow.model_version_url(name, challenger)),
         "rollback": dg.MetadataValue.md("`nyx registry rollback` (moves `champion` back to the previous version)"),
     })
+
+
+def _verify_weights(client, name: str, state) -> None:
+    """The challenger's weights, as registered (the model version's artifact), match the manifest digest recorded
+    on the version when it was registered: nothing altered since is promoted."""
+    import mlflow
+
+    from nyx.serving.pyfunc import ARTIFACT_KEY
+    from nyx.train.stage import WEIGHTS_TAG
+    from nyx.utils.integrity import IntegrityError, verify_manifest
+
+    version = client.get_model_version(name, state.model_version)
+    expected = (version.tags or {}).get(WEIGHTS_TAG)
+    if not expected:
+        raise dg.Failure(f"version {state.model_version} of {name!r} has no {WEIGHTS_TAG} tag: register it again "
+                         "(force_retrain) before promoting")
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{state.model_version}"))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    try:
+        verify_manifest(local / flavor["artifacts"][ARTIFACT_KEY]["path"], expected_digest=expected)
+    except IntegrityError as e:
+        raise dg.Failure(f"not promoting version {state.model_version}: {e}") from None
 
 
 @dg.asset_check(asset=champion_model, blocking=True,

@@ -51,6 +51,8 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
     client = mlflow.client()
     plan = plan_stage(stage, spec, force=config.force_retrain, run_exists=lambda rid: _run_exists(client, rid),
                       md5=dvc.md5)
+    if plan.note:
+        context.log.warning(f"{stage}: {plan.note}")
     if plan.action == "skip":
         context.log.info(f"{stage}: finished run {plan.state.mlflow_run_id} matches inputs and code; not retraining")
         return dg.MaterializeResult(metadata=_metadata(plan.state, mlflow, skipped=True))

@@ -63,7 +63,11 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from nyx.model.encoder import NyxEncoder
 
+        from nyx.utils.integrity import MANIFEST, verify_manifest
+
         root = Path(context.artifacts[ARTIFACT_KEY])
+        if (root / MANIFEST).is_file():  # the weights served are the weights trained: IntegrityError names the file
+            verify_manifest(root)
         meta = json.loads((root / "nyx_model.json").read_text()) if (root / "nyx_model.json").exists() else {}
         base = root / "base" if (root / "base").is_dir() else root
         adapter = root / "adapter" if (root / "adapter").is_dir() else None

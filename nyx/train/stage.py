@@ -29,7 +29,8 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nyx.paths import DataPaths
-from nyx.train.trainer import TrainConfig
+from nyx.train.trainer import TrainConfig, find_latest_checkpoint
+from nyx.utils.integrity import is_verified, verify_manifest
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ TRAIN_CONFIG_FILE = "train_config.json"
 TRAIN_RESULT_FILE = "train_result.json"
 STAGES = ("stage1", "stage2")
 CODE_VERSIONS = {"stage1": "stage1-v2", "stage2": "stage2-v2"}
+#: Model-version tag holding the digest of the weights' manifest (nyx.utils.integrity)
+WEIGHTS_TAG = "nyx.weights_sha256"
 #: The split every model choice is made on (checkpoints, stages, the champion). Test metrics are only reported.
 SELECTION_SPLIT = "dev"
 
@@ -216,6 +219,8 @@ class StagePlan:
     code_version: str
     state: StageState | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: why the plan is not the obvious one (a finished model that failed verification)
+    note: str = ""
 
     @property
     def config_path(self) -> Path:
@@ -233,14 +238,24 @@ def plan_stage(stage: str, spec: StageInputs, *, force: bool = False, run_exists
     fp = fingerprint(spec.config, input_md5s, code_version)
     state = StageState.load(out)
     same = state is not None and state.fingerprint == fp and not force
+    note = ""
     if same and state.finished:
-        action = "skip"
+        ok, reason = is_verified(state.final_dir)
+        if ok:
+            action = "skip"
+        else:
+            # never evaluate or register weights that are not the ones written: train again, from the last
+            # checkpoint that verifies when there is one (the trainer skips those that do not)
+            resumable = run_exists(state.mlflow_run_id) and find_latest_checkpoint(out) is not None
+            action = "resume" if resumable else "fresh"
+            note = f"the finished model failed verification ({reason}): training again ({action})"
+            state = state.model_copy(update={"status": "running"})
     elif same and state.status == "running" and run_exists(state.mlflow_run_id):
         action = "resume"
     else:
         action = "fresh"
     return StagePlan(stage=stage, action=action, out_dir=out, spec=spec, fingerprint=fp, input_md5s=input_md5s,
-                     code_version=code_version, state=state)
+                     code_version=code_version, state=state, note=note)
 
 
 def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[[dict[str, str]], str],
@@ -254,6 +269,7 @@ def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[
     if plan.action == "resume":
         assert plan.state is not None
         state = plan.state
+        state.save(plan.out_dir)  # "running" again (a finished model that failed verification is retrained)
         config = plan.spec.config.model_copy(update={"resume_from_checkpoint": "latest"})
     else:
         if plan.out_dir.exists():
@@ -315,6 +331,7 @@ def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client
 
     summary = read_json(plan.out_dir / TRAIN_RESULT_FILE)
     final_dir = Path(summary["final_dir"])
+    weights = verify_manifest(final_dir)  # IntegrityError names the file: nothing is evaluated or registered
     # the trained model carries its pixel budget in its folder; the start model gets the one it trained with
     budget = {k: v for k, v in (("max_pixels", plan.spec.config.max_pixels),
                                 ("min_pixels", plan.spec.config.min_pixels)) if v is not None}
@@ -330,7 +347,7 @@ def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client
                                          tags={"nyx.stage": plan.stage, "nyx.base_model": state.base_model})
     version = str(model_info.registered_model_version)
     for k, v in {"nyx.stage": plan.stage, "nyx.base_model": state.base_model, "nyx.mlflow_run_id": state.mlflow_run_id,
-                 "nyx.fingerprint": plan.fingerprint, **(tags or {})}.items():
+                 "nyx.fingerprint": plan.fingerprint, WEIGHTS_TAG: weights, **(tags or {})}.items():
         client.set_model_version_tag(name, version, k, v)
     if dev:
         record_metrics(client, name, version, _full_dim_metrics(dev[0]), split=SELECTION_SPLIT)

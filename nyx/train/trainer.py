@@ -50,6 +50,7 @@ from nyx.train.data import (
 )
 from nyx.train.gradcache import Backprop, cached_step, chunked, plain_step
 from nyx.train.loss import DEFAULT_TEMPERATURE, MatryoshkaInfoNCE
+from nyx.utils.integrity import is_verified, verify_manifest, write_manifest
 from nyx.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -183,16 +184,23 @@ def _resolve_bf16(setting: bool | str) -> bool:
     return bool(setting)
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The complete checkpoint (with ``trainer_state.json``) with the highest step, or None."""
+def find_latest_checkpoint(output_dir: str | os.PathLike, verify: bool = True) -> Path | None:
+    """The complete checkpoint with the highest step whose files match its manifest, or None. A checkpoint that
+    fails verification (a zeroed or truncated file) is skipped with a warning naming the file, so training resumes
+    from the last one that verifies."""
     root = Path(output_dir) / CHECKPOINTS
-    best: tuple[int, Path] | None = None
+    found: list[tuple[int, Path]] = []
     if root.is_dir():
         for d in root.iterdir():
             m = re.fullmatch(r"step-(\d+)", d.name)
-            if m and (d / TRAINER_STATE).is_file() and (best is None or int(m.group(1)) > best[0]):
-                best = (int(m.group(1)), d)
-    return best[1] if best else None
+            if m and (d / TRAINER_STATE).is_file():
+                found.append((int(m.group(1)), d))
+    for _, d in sorted(found, reverse=True):
+        ok, reason = is_verified(d) if verify else (True, "")
+        if ok:
+            return d
+        log.warning("skipping checkpoint %s: %s", d, reason)
+    return None
 
 
 class AcceleratorBackprop(Backprop):
@@ -474,6 +482,7 @@ class ContrastiveTrainer:
         path = Path(which)
         if not (path / TRAINER_STATE).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE})")
+        verify_manifest(path)  # a named checkpoint that does not verify is an error, never silently used
         return path
 
     def _save_model(self, folder: Path) -> None:
@@ -503,9 +512,11 @@ class ContrastiveTrainer:
             (tmp / "state").mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp / "state"))
+        acc.wait_for_everyone()  # every rank's shard is on disk before the manifest hashes it
         if acc.is_main_process:
             self._save_model(tmp / "model")
             write_json({"global_step": step, "config": self.config.model_dump(mode="json")}, tmp / TRAINER_STATE)
+            write_manifest(tmp)  # last: a checkpoint without it is incomplete
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             self._prune_checkpoints(root)
@@ -532,6 +543,7 @@ class ContrastiveTrainer:
             write_json({"global_step": step, "counts": counts, "rejected": len(self.rejects),
                         "run": getattr(self, "run_info", {}), "config": self.config.model_dump(mode="json"),
                         "last": self.history[-1] if self.history else None}, tmp / "train_summary.json")
+            write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             if self.config.lora.enabled and self.config.save_merged:
@@ -550,6 +562,7 @@ class ContrastiveTrainer:
         merged.save_pretrained(folder)
         self.encoder.processor.save_pretrained(folder)
         shutil.copy2(self.output_dir / "final" / PROFILE_FILENAME, folder / PROFILE_FILENAME)
+        write_manifest(folder)
 
 
 def train(config: TrainConfig, on_log: OnLog | None = None,
