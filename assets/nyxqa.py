@@ -24,6 +24,7 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
     Images stay with the chunk in which they stand; chunks with too many images, or with an image that does not
     decode, are dropped and kept in ``data/rejects/corpus_chunks``. Ids are ``<document id>#c<ordinal>``.
     """
+    from nyx.data.ingest import shard_rejection
     from nyx.data.records import read_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
     from nyx.synth.chunking import chunk_documents, load_token_counter
@@ -34,6 +35,8 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
     totals: dict = {"chunks": 0, "documents": 0, "rejected": 0}
     for shard in context.partition_keys:
         src = paths.documents / f"{shard}.jsonl"
+        if (rejection := shard_rejection(paths.documents, shard)) is not None:
+            raise dg.Failure(rejection)  # a truncated/corrupt raw file: this partition fails, not the others
         if not src.exists():
             raise dg.Failure(f"shard {shard!r}: {src} is missing; materialise raw_documents first")
         rejects = RejectLog(stage="corpus_chunks")

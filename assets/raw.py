@@ -19,7 +19,10 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
 
     Every shard is read and every image fully decoded; documents with an undecodable image are dropped and kept,
     with the reason, under ``data/rejects/raw_documents``. Valid documents go to ``data/documents/<shard>.jsonl``.
-    The data version is the md5 DVC gives ``data/raw``.
+    A shard that cannot be read at all (a truncated or corrupt Parquet file) is rejected by name, with the reader's
+    error (a warning, ``rejected_shards`` in the metadata, ``data/rejects/raw_documents/<shard>.jsonl``), and gets
+    no documents file: the other shards are ingested, and that shard's downstream partitions fail saying why. The
+    run fails only when no shard could be read. The data version is the md5 DVC gives ``data/raw``.
     """
     from nyx.data.images import ImageConfig
     from nyx.data.ingest import ingest_raw
@@ -33,14 +36,24 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
                        ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels))
     if not stats:
         raise dg.Failure(f"no OBELICS shards (*.parquet, *.jsonl) in {paths.raw}")
+    bad_shards = [{"shard": s.shard, "file": s.file, "error": s.error} for s in stats if s.error is not None]
+    for b in bad_shards:
+        context.log.warning(f"shard {b['shard']} ({b['file']}) rejected, not ingested: {b['error']}")
+    if len(bad_shards) == len(stats):
+        raise dg.Failure(f"every shard in {paths.raw} was rejected: "
+                         + "; ".join(f"{b['file']}: {b['error']}" for b in bad_shards),
+                         metadata={"rejected_shards": dg.MetadataValue.json(bad_shards)})
     md5 = dvc.md5(paths.raw)
     rejected = sum(s.rejected for s in stats)
-    context.log.info(f"{len(stats)} shards, {sum(s.documents for s in stats)} documents, {rejected} rejected")
+    context.log.info(f"{len(stats)} shards ({len(bad_shards)} rejected), {sum(s.documents for s in stats)} documents, "
+                     f"{rejected} rejected")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(md5),
         metadata={
             "dvc_md5": md5,
             "shards": len(stats),
+            "rejected_shard_count": len(bad_shards),
+            "rejected_shards": dg.MetadataValue.json(bad_shards),
             "documents": sum(s.documents for s in stats),
             "images": sum(s.images for s in stats),
             "text_only_documents": sum(s.text_only for s in stats),
@@ -54,7 +67,9 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
 
 def _table(stats) -> str:
     rows = ["| shard | documents | images | rejected | skipped (unchanged) |", "|---|---|---|---|---|"]
-    rows += [f"| {s.shard} | {s.documents} | {s.images} | {s.rejected} | {s.skipped_unchanged} |" for s in stats]
+    rows += [f"| {s.shard} | {s.documents} | {s.images} | "
+             f"{s.rejected if s.error is None else 'whole shard: ' + s.error.replace('|', '/')} | "
+             f"{s.skipped_unchanged} |" for s in stats]
     return "\n".join(rows)
 
 

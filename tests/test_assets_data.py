@@ -135,3 +135,109 @@ def test_synthetic_qa_budget_is_a_total_over_shard_partitions(tmp_path):
     for shard in sizes:
         positives = {q.extra["positive_id"] for q in iter_jsonl(data / "synthetic_qa" / f"{shard}.jsonl")}
         assert positives and positives <= {c for c in ids[shard] if plan.selects(everything[c])}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A bad shard in data/raw: rejected by name, the good shards ingested, only its own partition fails downstream
+# ----------------------------------------------------------------------------------------------------------
+
+THREE_SHARDS = ["shard-00000", "shard-00001", "shard-00002"]
+
+
+@pytest.fixture(scope="module")
+def sample_raw3(tmp_path_factory):
+    from nyx.data.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("sample3")
+    generate_sample(root / "raw", n_docs=12, seed=5, n_shards=3)
+    return root / "raw"
+
+
+def _raw_with_truncated_shard(tmp_path, sample_raw3, bad="shard-00001"):
+    """The three-shard sample in ``tmp_path/data/raw`` with ``bad``'s Parquet file cut to its first half (a partial
+    download or copy); returns the ids of every shard as read from the intact copy."""
+    from nyx.data.obelics import iter_obelics
+    from nyx.data.rejects import RejectLog
+
+    raw = tmp_path / "data" / "raw"
+    shutil.copytree(sample_raw3, raw)
+    ids = {k: [r.id for r in iter_obelics(sample_raw3 / f"{k}.parquet", RejectLog())] for k in THREE_SHARDS}
+    data = (raw / f"{bad}.parquet").read_bytes()
+    (raw / f"{bad}.parquet").write_bytes(data[: len(data) // 2])
+    return ids
+
+
+def _failure_messages(result) -> str:
+    return "\n".join(str(e.step_failure_data.error.message) + str(e.step_failure_data.user_failure_data or "")
+                     for e in result.get_step_failure_events())
+
+
+def test_truncated_parquet_shard_is_rejected_by_name_and_the_good_shards_ingested(tmp_path, sample_raw3):
+    import json
+
+    from nyx.data.records import iter_jsonl
+
+    ids = _raw_with_truncated_shard(tmp_path, sample_raw3)
+    instance = _instance_with_shards(tmp_path, THREE_SHARDS)
+    result = dg.materialize(DATA_ASSETS, selection=[raw_documents], instance=instance, resources=_resources(tmp_path),
+                            raise_on_error=False)
+    assert result.success, _failure_messages(result)
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"raw_documents_valid": True}
+    data = tmp_path / "data"
+    for good in ("shard-00000", "shard-00002"):  # every document of every good shard, including the one after
+        assert [r.id for r in iter_jsonl(data / "documents" / f"{good}.jsonl")] == ids[good] != []
+    assert not (data / "documents" / "shard-00001.jsonl").exists()
+    meta = result.asset_materializations_for_node("raw_documents")[0].metadata
+    assert meta["rejected_shard_count"].value == 1 and meta["shards"].value == 3
+    (rejected,) = meta["rejected_shards"].value
+    assert rejected["shard"] == "shard-00001" and rejected["file"] == "shard-00001.parquet"
+    assert "Parquet magic bytes not found in footer" in rejected["error"]  # the reader's own message
+    assert meta["documents"].value == len(ids["shard-00000"]) + len(ids["shard-00002"])
+    items = [json.loads(x) for x in (data / "rejects" / "raw_documents" / "shard-00001.jsonl").read_text().splitlines()]
+    assert [i["location"] for i in items] == ["shard-00001.parquet"]
+    assert "Parquet magic bytes not found in footer" in items[0]["reason"]
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("shard-00001.parquet" in m and "rejected" in m and "magic bytes" in m for m in logs)
+
+
+@pytest.mark.slow
+def test_rejected_shard_fails_only_its_own_downstream_partition(tmp_path, sample_raw3):
+    _raw_with_truncated_shard(tmp_path, sample_raw3)
+    instance = _instance_with_shards(tmp_path, THREE_SHARDS)
+    res = _resources(tmp_path)
+    assert dg.materialize([raw_documents], instance=instance, resources=res).success
+    bad = dg.materialize(DATA_ASSETS, selection=[corpus_chunks], partition_key="shard-00001", instance=instance,
+                         resources=res, run_config=_run_config("corpus_chunks"), raise_on_error=False)
+    assert not bad.success
+    message = _failure_messages(bad)
+    assert "shard 'shard-00001' was rejected at ingestion: shard-00001.parquet: " in message, message
+    assert "Parquet magic bytes not found in footer" in message
+    assert not (tmp_path / "data" / "chunks" / "shard-00001.jsonl").exists()
+    good = dg.materialize(DATA_ASSETS, selection=[corpus_chunks], partition_key="shard-00002", instance=instance,
+                          resources=res, run_config=_run_config("corpus_chunks"))
+    assert good.success and (tmp_path / "data" / "chunks" / "shard-00002.jsonl").read_text().strip()
+
+
+def test_truncated_jsonl_shard_keeps_its_complete_lines_and_rejects_the_cut_record(tmp_path, sample_raw3):
+    """A JSONL shard whose last line is cut mid-record is not rejected as a whole: its complete lines are documents,
+    the cut line one rejected record (``<file>:<line>``, malformed JSON, "truncated") like any bad record."""
+    import json
+
+    from nyx.data.records import iter_jsonl
+
+    raw = tmp_path / "data" / "raw"
+    shutil.copytree(sample_raw3, raw)
+    rows = pq.read_table(raw / "shard-00002.parquet").to_pylist()
+    (raw / "shard-00002.parquet").unlink()
+    text = "\n".join(json.dumps(r) for r in rows)
+    (raw / "shard-00002.jsonl").write_text(text[: len(text) - len(json.dumps(rows[-1])) // 2])
+    instance = _instance_with_shards(tmp_path, THREE_SHARDS)
+    result = dg.materialize([raw_documents], instance=instance, resources=_resources(tmp_path))
+    meta = result.asset_materializations_for_node("raw_documents")[0].metadata
+    assert meta["rejected_shard_count"].value == 0 and meta["rejected_shards"].value == []
+    kept = [r.id for r in iter_jsonl(tmp_path / "data" / "documents" / "shard-00002.jsonl")]
+    assert kept == [r["id"] for r in rows[:-1]]
+    (item,) = [json.loads(x) for x in
+               (tmp_path / "data" / "rejects" / "raw_documents" / "shard-00002.jsonl").read_text().splitlines()]
+    assert item["location"] == f"shard-00002.jsonl:{len(rows) - 1}"
+    assert item["reason"].startswith("malformed JSON") and "truncated" in item["reason"]

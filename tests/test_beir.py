@@ -126,3 +126,28 @@ def test_trec_run_round_trip_ranks_by_score(tmp_path):
     (tmp_path / "broken.trec").write_text("q1 Q0 x 1\n")
     with pytest.raises(RecordError, match="malformed run line"):
         read_trec_run(tmp_path / "broken.trec")
+
+
+def test_a_qrels_row_with_score_zero_is_not_relevant_and_never_counts_as_a_hit(tmp_path):
+    from math import log2
+
+    from nyx.eval.retrieval import evaluate_run
+
+    corpus = [Record.from_text(d, f"Document {d}.") for d in ("d0", "d1", "d2")]
+    queries = [Record.from_text("q1", "First question?"), Record.from_text("q2", "Second question?")]
+    folder = write_beir(tmp_path / "beir", corpus, queries, {})
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" "q1\td0\t0\n" "q1\td1\t1\n" "q2\td0\t0\n")
+    # Loading keeps a score-0 judgement as 0 (or drops it): it never becomes relevant.
+    assert read_qrels(folder / "qrels.tsv")["q1"] == {"d0": 0, "d1": 1}
+    ds = load_beir(folder)
+    assert ds.qrels["q1"].get("d0", 0) == 0 and ds.qrels["q1"]["d1"] == 1
+    assert all(score == 0 for score in ds.qrels.get("q2", {}).values())
+    # The score-0 document is retrieved at rank 1, the relevant one at rank 2.
+    run = {"q1": {"d0": 0.9, "d1": 0.8, "d2": 0.1}, "q2": {"d0": 0.9, "d2": 0.5}}
+    m = evaluate_run(run, ds.qrels)
+    assert set(m.per_query) == {"q1"} and m.n_queries == 1  # q2 has nothing relevant: not scored
+    q1 = m.per_query["q1"]
+    assert q1["recall@1"] == 0.0 and q1["recall@5"] == 1.0
+    assert q1["mrr@10"] == pytest.approx(1 / 2, abs=1e-12)
+    assert q1["ndcg@10"] == pytest.approx(1 / log2(3), abs=1e-12)  # one relevant doc at rank 2, ideal DCG 1
+    assert m.aggregate["recall@1"] == 0.0 and m.aggregate["mrr@10"] == pytest.approx(1 / 2, abs=1e-12)

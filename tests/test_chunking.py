@@ -161,3 +161,79 @@ def test_hf_token_counter_of_the_backbone_tokenizer_gives_exact_budgets():
     for c in chunks:
         assert c.extra["n_tokens"] == counter.count(c.text) <= 20
     assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")
+
+
+# -- the budget edge: exactly max_tokens fits, one more does not ------------------------------------------------
+
+
+def _words(prefix: str, n: int) -> str:
+    """One sentence of exactly ``n`` whitespace tokens ending in a full stop."""
+    return " ".join(f"{prefix}{i}" for i in range(n - 1)) + " end."
+
+
+def _parts(chunk):
+    return [(p.type, p.text if p.type == "text" else p.image) for p in chunk.content]
+
+
+def test_a_text_of_exactly_max_tokens_is_one_chunk_and_one_token_more_is_two():
+    one_sentence = _words("A", 12)
+    two_sentences = _words("A", 6) + " " + _words("B", 6)
+    assert len(split_sentences(two_sentences)) == 2
+    for text in (one_sentence, two_sentences):
+        chunks, stats = chunk_documents([Record.from_text("d", text)], _cfg(max_tokens=12), WS)
+        assert [c.extra["n_tokens"] for c in chunks] == [12], text
+        assert _parts(chunks[0]) == [("text", text)]  # one text part: the sentences were merged, not cut
+        assert stats["sentences_cut_by_tokens"] == 0 and stats["tokens_max"] == 12
+    # One token over: a single sentence is cut by tokens at the budget, two sentences split between them.
+    chunks, stats = chunk_documents([Record.from_text("d", _words("A", 13))], _cfg(max_tokens=12), WS)
+    assert [c.extra["n_tokens"] for c in chunks] == [12, 1] and stats["sentences_cut_by_tokens"] == 1
+    over = _words("A", 6) + " " + _words("B", 7)
+    chunks, stats = chunk_documents([Record.from_text("d", over)], _cfg(max_tokens=12), WS)
+    assert [c.text for c in chunks] == [_words("A", 6), _words("B", 7)] and stats["sentences_cut_by_tokens"] == 0
+
+
+def test_an_over_long_sentence_is_cut_into_pieces_of_exactly_max_tokens():
+    chunks, stats = chunk_documents([Record.from_text("d", _words("X", 30))], _cfg(max_tokens=8), WS)
+    assert [c.extra["n_tokens"] for c in chunks] == [8, 8, 8, 6]
+    assert stats["sentences_cut_by_tokens"] == 1
+    assert " ".join(c.text for c in chunks) == _words("X", 30)
+
+
+def test_text_and_image_of_exactly_max_tokens_are_one_chunk(images):
+    t, im = Part.of_text, Part.of_image
+    at_budget = [
+        [t(_words("A", 11)), im(images[0])],                      # text then image
+        [im(images[0]), t(_words("A", 11))],                      # image then text
+        [t(_words("A", 6)), im(images[0]), t(_words("B", 5))],    # image between two texts
+        [im(images[0]), t(_words("A", 5) + " " + _words("B", 5)), im(images[1])],  # merged text between images
+    ]
+    for content in at_budget:
+        doc = Record("d", content)
+        chunks, _ = chunk_documents([doc], _cfg(max_tokens=12), WS)
+        assert [c.extra["n_tokens"] for c in chunks] == [12], _parts(doc)
+        assert _parts(chunks[0]) == _parts(doc)
+    # One token over: the image (or the text) that does not fit opens the next chunk.
+    chunks, _ = chunk_documents([Record("d", [t(_words("A", 12)), im(images[0])])], _cfg(max_tokens=12), WS)
+    assert [c.extra["n_tokens"] for c in chunks] == [12, 1] and chunks[1].images == [images[0]]
+    chunks, _ = chunk_documents([Record("d", [im(images[0]), t(_words("A", 12))])], _cfg(max_tokens=12), WS)
+    assert [c.extra["n_tokens"] for c in chunks] == [1, 12] and chunks[0].images == [images[0]]
+
+
+def test_backbone_tokenizer_text_of_exactly_max_tokens_is_one_chunk(images):
+    counter = load_token_counter(None)
+    text = "The Golden Gate Bridge was painted international orange in 1937. It opened to traffic in May."
+    assert len(split_sentences(text)) == 2  # the chunker counts the merged sentences as stored, not the sum
+    n = counter.count(text)
+    assert n > 10
+    chunks, stats = chunk_documents([Record.from_text("d", text)], ChunkingConfig(max_tokens=n), counter)
+    assert len(chunks) == 1 and chunks[0].extra["n_tokens"] == n and _parts(chunks[0]) == [("text", text)]
+    assert stats["sentences_cut_by_tokens"] == 0
+    # With an image the same text needs one token more.
+    doc = Record("d", [Part.of_text(text), Part.of_image(images[0])])
+    chunks, _ = chunk_documents([doc], ChunkingConfig(max_tokens=n + 1), counter)
+    assert [c.extra["n_tokens"] for c in chunks] == [n + 1] and _parts(chunks[0]) == _parts(doc)
+    chunks, _ = chunk_documents([doc], ChunkingConfig(max_tokens=n), counter)
+    assert [c.extra["n_tokens"] for c in chunks] == [n, 1]
+    # One token under the text's count: it no longer fits in one chunk.
+    chunks, _ = chunk_documents([Record.from_text("d", text)], ChunkingConfig(max_tokens=n - 1), counter)
+    assert len(chunks) == 2 and all(c.extra["n_tokens"] <= n - 1 for c in chunks)

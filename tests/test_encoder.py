@@ -310,3 +310,53 @@ def test_encoding_restores_training_mode(encoder, docs):
         assert encoder.module.training
     finally:
         encoder.module.eval()
+
+
+# -- unit norm on every encoder path ---------------------------------------------------------------------
+
+
+_MODALITY_IDS = {"text": ["text-short", "text-long"], "mixed": ["one-image", "two-images"]}
+
+
+def _modality_records(docs, images, modality):
+    by_id = {d.id: d for d in docs}
+    if modality == "image":  # two image-only records of different sizes (a padded batch)
+        return [by_id["image-only"], Record("image-only-2", [Part.of_image(images[1])])]
+    return [by_id[i] for i in _MODALITY_IDS[modality]]
+
+
+def _via_shards(encoder, records, tmp_path, **kw):
+    encoder.encode_to_shards(records, tmp_path / "shards", shard_size=1, batch_size=2, **kw)
+    return np.concatenate([np.asarray(e) for _, e in read_shards(tmp_path / "shards")])
+
+
+_PATHS = {
+    "encode-batched": lambda enc, rs, tmp: enc.encode(rs, batch_size=len(rs)),
+    "encode-one-at-a-time": lambda enc, rs, tmp: np.concatenate([enc.encode([r]) for r in rs]),
+    "encode_documents-batched": lambda enc, rs, tmp: enc.encode_documents(rs, batch_size=len(rs)),
+    "encode_documents-one-at-a-time": lambda enc, rs, tmp: np.concatenate([enc.encode_documents([r]) for r in rs]),
+    "encode_queries-batched": lambda enc, rs, tmp: enc.encode_queries(rs, batch_size=len(rs)),
+    "encode_queries-one-at-a-time": lambda enc, rs, tmp: np.concatenate([enc.encode_queries([r]) for r in rs]),
+    "forward_embeddings-documents": lambda enc, rs, tmp: enc.forward_embeddings(rs).detach(),
+    "forward_embeddings-queries": lambda enc, rs, tmp: enc.forward_embeddings(rs, is_query=True).detach(),
+    "encode_to_shards": lambda enc, rs, tmp: _via_shards(enc, rs, tmp),
+    "encode_to_shards-dim=32": lambda enc, rs, tmp: _via_shards(enc, rs, tmp, dim=32),
+    "encode-dim=32": lambda enc, rs, tmp: enc.encode(rs, dim=32),
+    "encode_queries-dim=16": lambda enc, rs, tmp: enc.encode_queries(rs, dim=16),
+    "encode_documents-one-at-a-time-dim=64": lambda enc, rs, tmp: np.concatenate(
+        [enc.encode_documents([r], dim=64) for r in rs]),
+}
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "mixed"])
+@pytest.mark.parametrize("path", list(_PATHS))
+def test_every_encoder_path_returns_unit_norm_embeddings_for_text_image_and_mixed_inputs(
+        encoder, docs, images, tmp_path, path, modality):
+    records = _modality_records(docs, images, modality)
+    emb = _PATHS[path](encoder, records, tmp_path)
+    emb = emb.cpu().numpy() if isinstance(emb, torch.Tensor) else emb
+    dim = int(path.rsplit("dim=", 1)[1]) if "dim=" in path else encoder.dim
+    assert emb.shape == (len(records), dim) and emb.dtype == np.float32
+    # a float32 norm: a sum of `dim` squares
+    assert_within(f"unit norm: {path}", np.linalg.norm(emb.astype(np.float64), axis=1), np.ones(len(records)),
+                  rounding_tol(EPS32, dim))

@@ -161,3 +161,91 @@ def test_write_obelics_parquet_refuses_mismatched_lists(tmp_path):
     with pytest.raises(ValueError, match="2 texts but 1 images"):
         write_obelics_parquet([{"texts": ["a", "b"], "images": [None]}], tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A bad shard: an unreadable Parquet file is rejected as a whole, by name; a truncated JSONL loses one record
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _write_text_shard(path, n=4):
+    write_obelics_parquet([{"id": f"{path.stem}-d{i}", "texts": [f"doc {i}"], "images": [None]} for i in range(n)],
+                          path)
+
+
+def test_truncated_parquet_is_a_shard_error_naming_the_file_with_the_readers_message(tmp_path):
+    from nyx.data.rejects import ShardError
+
+    shard = tmp_path / "shard-00001.parquet"
+    _write_text_shard(shard)
+    _truncate(shard)
+    with pytest.raises(ShardError) as info:
+        list(iter_obelics(shard, RejectLog()))
+    assert info.value.shard == "shard-00001.parquet"
+    assert "shard-00001.parquet" in str(info.value)
+    assert "Parquet magic bytes not found in footer" in info.value.reason  # the reader's own words
+
+
+def test_corrupt_parquet_page_with_intact_footer_is_a_shard_error(tmp_path):
+    """Damage inside the data (the footer still readable) fails while reading batches, not on open: same error."""
+    from nyx.data.rejects import ShardError
+
+    shard = tmp_path / "mid.parquet"
+    _write_text_shard(shard, n=50)
+    data = bytearray(shard.read_bytes())
+    data[8:len(data) // 2] = bytes(len(data) // 2 - 8)  # zero the column pages, keep magic + footer
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"^shard mid\.parquet: unreadable Parquet file"):
+        list(iter_obelics(shard, RejectLog()))
+
+
+def test_truncated_jsonl_keeps_valid_lines_and_rejects_the_cut_record(tmp_path):
+    """A JSONL shard cut mid-record: every complete line is a document, the cut last line one rejected record
+    whose reason says the file looks truncated (records-level rejects, as for any malformed line)."""
+    shard = tmp_path / "web.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "texts": [f"document number {i}"], "images": [None]}) for i in range(3)]
+    text = "\n".join(lines)
+    shard.write_text(text[: len(text) - len(lines[-1]) // 2])  # the last line cut in half, no final newline
+    rejects = RejectLog()
+    assert [r.id for r in iter_obelics(shard, rejects)] == ["d0", "d1"]
+    assert rejects.count == 1
+    item = rejects.items[0]
+    assert item["location"] == "web.jsonl:2" and item["reason"].startswith("malformed JSON")
+    assert "truncated" in item["reason"] and item["raw"].startswith('{"id": "d2"')
+
+
+def test_ingest_rejects_a_truncated_shard_by_name_and_leaves_no_output_for_it(tmp_path):
+    """``ingest_raw``: the good shards are ingested; the bad one has no documents file (a stale one from an earlier
+    good version is removed), a shard-level reject carrying the reader's error, and a marker downstream reads."""
+    from nyx.data.ingest import ingest_raw, shard_rejection
+
+    raw, docs, rej = tmp_path / "raw", tmp_path / "documents", tmp_path / "rejects"
+    for s in range(3):
+        _write_text_shard(raw / f"shard-{s:05d}.parquet")
+    first = ingest_raw(raw, docs, rej)
+    assert [s.error for s in first] == [None, None, None] and (docs / "shard-00001.jsonl").exists()
+    assert shard_rejection(docs, "shard-00001") is None
+    _truncate(raw / "shard-00001.parquet")
+    stats = {s.shard: s for s in ingest_raw(raw, docs, rej)}
+    assert list(stats) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert stats["shard-00000"].documents == stats["shard-00002"].documents == 4
+    bad = stats["shard-00001"]
+    assert bad.documents == 0 and "Parquet magic bytes not found" in bad.error
+    assert not (docs / "shard-00001.jsonl").exists()  # no output downstream could take for an empty shard
+    items = [json.loads(x) for x in (rej / "shard-00001.jsonl").read_text().splitlines()]
+    assert len(items) == 1 and items[0]["location"] == "shard-00001.parquet"
+    assert items[0]["stage"] == "raw_documents" and "Parquet magic bytes not found" in items[0]["reason"]
+    message = shard_rejection(docs, "shard-00001")
+    assert message.startswith("shard 'shard-00001' was rejected at ingestion: shard-00001.parquet: ")
+    assert "Parquet magic bytes not found" in message
+    # unchanged and still bad: rejected again (never skipped as "unchanged"); repaired: ingested, marker gone
+    assert ingest_raw(raw, docs, rej)[1].error == bad.error
+    _write_text_shard(raw / "shard-00001.parquet")
+    assert ingest_raw(raw, docs, rej)[1].error is None
+    assert shard_rejection(docs, "shard-00001") is None and (docs / "shard-00001.jsonl").exists()
+    assert (rej / "shard-00001.jsonl").read_text() == ""

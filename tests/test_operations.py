@@ -378,6 +378,11 @@ def test_launcher_builds_python_and_single_node_torchrun_commands():
 
     cmd = TrainingLauncher(kind="torchrun", nproc_per_node=8).command("nyx.train.tracked", ["--config", "c.json"])
     args = _torchrun_args(cmd)
+    # one node: a free port per launch, so two pipelines on one machine do not collide (EADDRINUSE)
+    other = _torchrun_args(TrainingLauncher(kind="torchrun", nproc_per_node=8).command("m", []))
+    assert any(a.startswith("--master_port=") for a in cmd) and int(args.master_port) >= 1024
+    assert int(other.master_port) >= 1024
+    assert _torchrun_args(TrainingLauncher(kind="torchrun", master_port=29511).command("m", [])).master_port == 29511
     assert args.nproc_per_node == "8" and args.nnodes == "1"
     assert args.module and args.training_script == "nyx.train.tracked"
     assert args.training_script_args == ["--config", "c.json"]
@@ -392,6 +397,9 @@ def test_launcher_builds_multi_node_torchrun_with_rendezvous():
     assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("4", "8", 2)
     assert args.rdzv_backend == "c10d" and args.rdzv_endpoint == "trainer-0.nyx:29400"
     assert args.training_script == "nyx.train.tracked" and args.training_script_args == ["--config", "c.json"]
+    # several nodes without an endpoint or a fixed port: refused (a port picked here means nothing to other nodes)
+    with pytest.raises(dg.Failure, match="fixed master_port"):
+        TrainingLauncher(kind="torchrun", nnodes=2).command("m", [])
     # without an explicit endpoint the master address/port is the rendezvous point
     args = _torchrun_args(TrainingLauncher(kind="torchrun", nnodes=2, master_addr="10.0.0.1", master_port=29500)
                           .command("m", []))

@@ -88,3 +88,16 @@ def test_matryoshka_sweep_rows_hold_every_metric_and_latency():
     assert len(rows) == 1 and rows[0]["dim"] is None
     assert rows[0]["recall@1"] == 1.0 and rows[0]["mrr@10"] == 1.0
     assert set(metric_names()) <= set(rows[0]) and rows[0]["search_ms_per_query"] >= 0
+
+
+def test_a_score_zero_judgement_at_rank_one_is_not_a_hit_on_any_metric():
+    qrels = {"q": {"zero": 0, "rel": 1}, "only-zero": {"zero": 0}}
+    run = {"q": {"zero": 0.9, "rel": 0.8}, "only-zero": {"zero": 0.9}}
+    m = evaluate_run(run, qrels)
+    assert set(m.per_query) == {"q"} and (m.n_queries, m.n_unjudged) == (1, 1)
+    expected = {"recall@1": 0.0, "recall@5": 1.0, "recall@10": 1.0, "recall@20": 1.0,
+                "ndcg@10": 1 / log2(3), "mrr@10": 0.5}
+    for name, value in expected.items():
+        assert m.per_query["q"][name] == pytest.approx(value, abs=1e-9), name
+    # The same run without the score-0 judgement scores the same: a 0 judgement is no judgement at all.
+    assert evaluate_run(run, {"q": {"rel": 1}}).per_query == m.per_query

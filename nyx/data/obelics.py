@@ -20,6 +20,11 @@ Shards are Parquet (``*.parquet``, read in row batches with pyarrow) or JSONL (`
 stable: the row's ``id`` when present, otherwise ``<shard stem>-<row index>``. Following the paper,
 documents with any image that cannot be resolved (or, with ``verify_images=True``, fully decoded) are
 dropped and logged to the :class:`~nyx.data.rejects.RejectLog` with the reason.
+
+A shard that cannot be read at all (a truncated or corrupt Parquet file, an I/O error) raises
+:class:`~nyx.data.rejects.ShardError` with the file's name and the reader's message, whether or not a reject
+log is given: it is not a bad record, the caller rejects the whole shard (``nyx.data.ingest`` does). A JSONL
+shard cut mid-record is not unreadable: its complete lines are read, the cut last line is one rejected record.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from nyx.data.images import ImageConfig, bytes_to_data_url, sniff_mime, verify_image
 from nyx.data.records import Part, Record
-from nyx.data.rejects import RecordError, RejectLog
+from nyx.data.rejects import RecordError, RejectLog, ShardError
 from nyx.utils.io import atomic_write
 
 SHARD_SUFFIXES = (".parquet", ".jsonl")
@@ -240,34 +245,70 @@ def row_to_record(row: Mapping[str, Any], default_id: str, base_dir: Path, resol
     return Record(id=rid, content=parts, extra=extra)
 
 
+def _unreadable(path: Path, kind: str, error: BaseException) -> ShardError:
+    """The reader's error on a whole shard, named by file (its message on one line)."""
+    message = " ".join(str(error).split()) or "no message"
+    return ShardError(path.name, f"unreadable {kind} file ({type(error).__name__}): {message}")
+
+
 def _iter_parquet_rows(path: Path, batch_size: int) -> Iterator[tuple[int, Any, str | None]]:
+    """(row index, row, None) of a Parquet shard; :class:`ShardError` when the file cannot be read (no footer,
+    a damaged page): a Parquet file is checked as a whole, so it is rejected as a whole, not row by row."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    read_errors = (pa.ArrowException, OSError, ValueError, EOFError)  # thrift/page errors surface as OSError
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+    except read_errors as e:
+        raise _unreadable(path, "Parquet", e) from e
     idx = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except read_errors as e:
+            raise _unreadable(path, "Parquet", e) from e
+        for row in rows:
             yield idx, row, None
             idx += 1
 
 
 def _iter_jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(row index, decoded object or RecordError, raw line); the index counts non-blank lines."""
-    with open(path, "rb") as f:
+    """(row index, decoded object or RecordError, raw line); the index counts non-blank lines.
+
+    A bad line is a bad record (the other lines go on); a last line cut mid-record (no final newline, not valid
+    JSON) is one, with "the file looks truncated" in its reason. A file that cannot be read at all (I/O error)
+    raises :class:`ShardError`."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise _unreadable(path, "JSONL", e) from e
+    with f:
         idx = 0
-        for raw in f:
+        lines = iter(f)
+        while True:
+            try:
+                raw = next(lines, None)
+            except OSError as e:
+                raise _unreadable(path, "JSONL", e) from e
+            if raw is None:
+                return
             if not raw.strip():
                 continue
             text = raw.decode("utf-8", errors="replace").rstrip("\n")
+            cut = "" if raw.endswith(b"\n") else " (last line has no newline: the file looks truncated)"
             try:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise RecordError(f"line is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+                    raise RecordError(f"line is not valid UTF-8 ({e.reason} at byte {e.start}){cut}") from None
                 try:
                     obj: Any = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise RecordError(f"malformed JSON: {e.msg} at column {e.colno}") from None
+                    raise RecordError(f"malformed JSON: {e.msg} at column {e.colno}{cut}") from None
             except RecordError as e:
                 obj = e
             yield idx, obj, text
@@ -292,7 +333,9 @@ def iter_obelics(path: str | os.PathLike, rejects: RejectLog | None = None,
 
     Bad rows (malformed, empty, duplicate id, unresolvable image, or with ``verify_images`` an image that
     does not decode fully) are added to ``rejects`` with the reason and ``<shard>:<row>``; with
-    ``rejects=None`` the first one raises instead.
+    ``rejects=None`` the first one raises instead. A shard that cannot be read raises
+    :class:`~nyx.data.rejects.ShardError` naming it (possibly after its first rows for a Parquet file damaged
+    past its first row batch: a caller that must not keep part of a shard collects before using).
     """
     path = Path(path)
     if path.is_dir():

@@ -29,6 +29,16 @@ class RecordError(ValueError):
         return f"{' '.join(who)}: {self.reason}" if who else self.reason
 
 
+class ShardError(ValueError):
+    """A whole input file (a shard) that cannot be read (truncated, corrupt, unreadable): the file's name and the
+    reader's own error. Not a bad record: the caller rejects the shard as a whole and goes on with the others."""
+
+    def __init__(self, shard: str, reason: str):
+        self.shard = shard
+        self.reason = reason
+        super().__init__(f"shard {shard}: {reason}")
+
+
 @dataclass
 class RejectLog:
     """Collects rejected records; ``write`` saves them as JSONL (one reason per line)."""
