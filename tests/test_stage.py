@@ -22,6 +22,7 @@ from nyx.train.stage import (
     stage_train_config,
 )
 from nyx.train.trainer import ContrastiveTrainer, TrainConfig, train
+from nyx.utils.integrity import write_manifest
 
 TOPICS = ["apples grow on trees in the orchard", "the train leaves the station at noon", "cats sleep most of the day",
           "rivers flow into the sea", "the moon orbits the earth", "bread is baked in an oven",
@@ -157,7 +158,11 @@ def test_plan_skips_a_finished_match_resumes_a_running_one_and_starts_fresh_on_c
     state.save(out)
     assert plan_stage("stage1", spec, run_exists=lambda rid: True).action == "resume"
     assert plan_stage("stage1", spec, run_exists=lambda rid: False).action == "fresh"  # its MLflow run is gone
-    state.model_copy(update={"status": "finished"}).save(out)
+    final = out / "final"
+    final.mkdir()
+    (final / "adapter_model.safetensors").write_bytes(b"weights")
+    write_manifest(final)
+    state.model_copy(update={"status": "finished", "final_dir": str(final)}).save(out)
     assert plan_stage("stage1", spec, run_exists=lambda rid: True).action == "skip"
     assert plan_stage("stage1", spec, run_exists=lambda rid: True, force=True).action == "fresh"
     (tmp_path / "a.txt").write_text("two")  # an input changed

@@ -240,7 +240,7 @@ def plan_stage(stage: str, spec: StageInputs, *, force: bool = False, run_exists
     same = state is not None and state.fingerprint == fp and not force
     note = ""
     if same and state.finished:
-        ok, reason = is_verified(state.final_dir)
+        ok, reason = is_verified(state.final_dir) if state.final_dir else (False, "no final model recorded")
         if ok:
             action = "skip"
         else:
