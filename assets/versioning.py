@@ -27,13 +27,16 @@ def data_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
     rel = target.relative_to(root) if target.is_relative_to(root) else None
     if rel is None:
         raise dg.Failure(f"data folder {target} is outside the DVC repository {root}")
-    md5 = repo.add(str(rel))
-    repo.push(str(rel))
+    snap = repo.snapshot(str(rel))  # also completes a push that was killed, and removes its partial files
+    md5 = snap["md5"]
+    for path in snap["removed_temps"]:
+        context.log.warning(f"removed a partial file left by a killed dvc command: {path}")
     status = repo.status(str(rel))
-    context.log.info(f"DVC snapshot {md5} of {rel} pushed to {dvc.remote_url}")
+    context.log.info(f"DVC snapshot {md5} of {rel} pushed to {dvc.remote_url}; the remote holds all of it")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(md5),
         metadata={"dvc_md5": md5, "dvc_file": f"{rel}.dvc", "remote": dvc.remote_url,
-                  "status_clean": not status,
+                  "status_clean": not status, "remote_clean": snap["remote_clean"],
+                  "removed_partial_files": len(snap["removed_temps"]),
                   "restore": dg.MetadataValue.md(f"`git checkout REV -- {rel}.dvc && dvc checkout {rel}.dvc`")},
     )

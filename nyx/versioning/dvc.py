@@ -88,6 +88,60 @@ class Dvc:
         out = self.run("status", "--json", f"{target}.dvc").stdout.strip()
         return json.loads(out) if out else {}
 
+    def cloud_status(self, target: str = "data") -> dict:
+        """``dvc status -c`` as JSON: what the remote lacks of ``<target>.dvc`` (empty: the remote has it all)."""
+        import json
+
+        out = self.run("status", "-c", "--json", f"{target}.dvc").stdout.strip()
+        return json.loads(out) if out else {}
+
+    def _local_stores(self) -> list[Path]:
+        """The cache and, when it is a folder, the remote: where a killed ``dvc add``/``push`` leaves temp files."""
+        stores = [self.repo_dir / ".dvc" / "cache"]
+        if self.remote_url and "://" not in self.remote_url:
+            url = Path(self.remote_url)
+            stores.append(url if url.is_absolute() else self.repo_dir / url)
+        return [s for s in stores if s.is_dir()]
+
+    def remove_dead_temps(self) -> list[Path]:
+        """Remove the partial files (``.<token>.tmp``) that a killed ``dvc push``/``add`` left in the cache and a
+        local remote. Only when no ``dvc`` command holds this repository's lock (a live one may be writing them);
+        returns what was removed."""
+        import fcntl
+        import re
+
+        lock_path = self.repo_dir / ".dvc" / "tmp" / "lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = re.compile(r"^\.[A-Za-z0-9_-]{16,}\.tmp$")
+        removed: list[Path] = []
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return removed  # a dvc command is running in this repository: its temp files are alive
+            try:
+                for store in self._local_stores():
+                    for p in store.rglob(".*.tmp"):
+                        if p.is_file() and partial.match(p.name):
+                            p.unlink()
+                            removed.append(p)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        return removed
+
+    def snapshot(self, target: str = "data") -> dict:
+        """Version ``target`` and make sure the remote holds all of it: remove what a killed push left, ``add``,
+        ``push`` (which sends whatever the remote lacks, also from an earlier interrupted push), then check with
+        ``status -c``. Raises :class:`DvcError` naming what the remote still lacks."""
+        removed = self.remove_dead_temps()
+        md5 = self.add(target)
+        self.push(target)
+        missing = self.cloud_status(target)
+        if missing:
+            raise DvcError(f"after `dvc push` the remote still lacks {len(missing)} output(s) of {target}.dvc: "
+                           f"{sorted(missing)[:10]}")
+        return {"md5": md5, "removed_temps": [str(p) for p in removed], "remote_clean": True}
+
     def tracked_md5(self, target: str = "data") -> str:
         """The md5 recorded in ``<target>.dvc`` (what git versions)."""
         dvc_file = self.repo_dir / f"{target}.dvc"
