@@ -21,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE :=
 # DeepSpeed builds no C++ ops at install time.
 export DS_BUILD_OPS := 0
 
-.PHONY: venv run test ui bench lock clean-state
+.PHONY: venv run test ui bench faults lock clean-state
 
 venv: $(STAMP)
 
@@ -57,6 +57,10 @@ ui: venv
 ## make bench: speed and memory benchmarks (print tables, write JSON under benchmarks/results/).
 bench: venv
 	$(BIN)/python benchmarks/encode_search.py
+
+## make faults: inject operator faults into a scratch copy of the sample pipeline and print how each recovered.
+faults: venv
+	$(BIN)/python -m benchmarks.faults
 
 ## make lock: re-resolve requirements.lock from pyproject.toml's direct dependencies.
 lock:
