@@ -15,6 +15,12 @@ concurrency:
   pools:
     # Training assets run in pool `gpu`, DVC calls in pool `dvc`: one at a time each.
     default_limit: 1
+# With the daemon (`make ui` / `dagster dev`): runs whose worker died are marked failed, and pool slots still held
+# by a run that has ended are freed after a minute. `make run` has no daemon: it cleans up explicitly before
+# starting (orchestration/stale_runs.py).
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 60
 """
 
 OFFLINE_ENV = {
