@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -218,7 +218,6 @@ class StagePlan:
     input_md5s: dict[str, str]
     code_version: str
     state: StageState | None = None
-    tags: dict[str, str] = field(default_factory=dict)
     #: why the plan is not the obvious one (a finished model that failed verification)
     note: str = ""
 
