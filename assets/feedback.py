@@ -102,7 +102,9 @@ def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     cfg = profile.feedback
     data = load_beir(paths.nyxqa / split)
     triples = read_triples(paths.feedback / "triples.jsonl")
-    training = _read_training_triples(paths.feedback / "train_triples.jsonl")
+    from nyx.feedback.preferences import read_training_triple_ids
+
+    training = read_training_triple_ids(paths.feedback / "train_triples.jsonl")
     rows = []
     for i in range(max(len(triples), len(training))):
         t = triples[i] if i < len(triples) else None
@@ -146,25 +148,6 @@ def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     ], "feedback", extra_metadata={"split": split, "triples": len(triples), "training_records": len(training),
                                    "top_k": cfg.top_k,
                                    **{f"{c}_lines": int(df[c].notna().sum()) for c in problems}})
-
-
-def _read_training_triples(path) -> list[dict]:
-    """The record ids of each line of ``train_triples.jsonl``: ``{"query", "positive", "negatives"}``."""
-    from nyx.data.rejects import RecordError
-
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                out.append({"query": obj["query"]["id"], "positive": obj["positive"]["id"],
-                            "negatives": [n["id"] for n in obj["negatives"]]})
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise RecordError(f"malformed training triple: {type(e).__name__}: {e}",
-                                  location=f"{path.name}:{lineno}") from None
-    return out
 
 
 @dg.asset_check(asset=feedback_preferences, blocking=False, description="share of questions kept (warn under 20%)")

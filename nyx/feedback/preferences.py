@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -386,15 +386,38 @@ def write_triples(triples: Iterable[FeedbackTriple], path: str | os.PathLike) ->
     return Path(path)
 
 
-def read_triples(path: str | os.PathLike) -> list[FeedbackTriple]:
-    """Read triples written by :func:`write_triples`."""
-    out = []
+def _jsonl_objects(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed object)`` of each non-blank line; a malformed line is a RecordError naming it."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                out.append(FeedbackTriple(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as e:
-                raise RecordError(f"malformed feedback triple: {e}", location=f"{Path(path).name}:{lineno}") from None
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"malformed {what}: {e}", location=f"{Path(path).name}:{lineno}") from None
+
+
+def read_triples(path: str | os.PathLike) -> list[FeedbackTriple]:
+    """Read triples written by :func:`write_triples`."""
+    out = []
+    for lineno, obj in _jsonl_objects(path, "feedback triple"):
+        try:
+            out.append(FeedbackTriple(**obj))
+        except TypeError as e:
+            raise RecordError(f"malformed feedback triple: {e}", location=f"{Path(path).name}:{lineno}") from None
+    return out
+
+
+def read_training_triple_ids(path: str | os.PathLike) -> list[dict]:
+    """The record ids of each line of ``train_triples.jsonl`` (full records): ``{"query", "positive",
+    "negatives"}``."""
+    out = []
+    for lineno, obj in _jsonl_objects(path, "training triple"):
+        try:
+            out.append({"query": obj["query"]["id"], "positive": obj["positive"]["id"],
+                        "negatives": [n["id"] for n in obj["negatives"]]})
+        except (KeyError, TypeError) as e:
+            raise RecordError(f"malformed training triple: {type(e).__name__}: {e}",
+                              location=f"{Path(path).name}:{lineno}") from None
     return out
