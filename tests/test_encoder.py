@@ -130,14 +130,17 @@ def test_truncation_cuts_text_and_never_image_placeholders(encoder, images):
     assert emb.shape == (1, enc.dim) and np.isfinite(emb).all()
 
 
-def test_images_that_cannot_fit_are_dropped_whole_from_the_end(encoder, images):
+def test_images_that_do_not_fit_are_shrunk_not_dropped(encoder, images):
+    # was: the third image dropped whole; now all three are scaled down to fit (tests/test_encoder_image_fit.py
+    # covers the rule and the drop of images that do not fit even at the pixel floor)
     r = Record("many", [Part.of_text("caption"), Part.of_image(images[2]), Part.of_image(images[2]),
                         Part.of_image(images[2])])
     one = encoder.prepare(Record("x", [Part.of_image(images[2])]), is_query=False).image_tokens[0]
     enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
                      replace(encoder.config, max_length=2 * (one + 2) + 10))
     p = enc.prepare(r, is_query=False)
-    assert p.n_images == 2 and p.dropped_images == 1 and p.length <= enc.config.max_length
+    assert p.n_images == 3 and p.dropped_images == 0 and p.shrunk_images == 3
+    assert max(p.image_tokens) < one and p.length <= enc.config.max_length and not p.truncated
     assert enc.encode([r]).shape == (1, enc.dim)
 
 

@@ -9,9 +9,16 @@ The flow for one batch, shared by inference and training::
 * Each image part becomes ``<|vision_start|><|image_pad|><|vision_end|>`` in reading order; the processor expands
   the pad token into ``grid_thw.prod() // merge_size**2`` copies.
 * Queries are wrapped in an instruction (:class:`QueryTemplate`, per task); documents carry none.
-* Truncation to ``max_length`` cuts text parts only, before tokenisation and expansion, with image tokens
-  budgeted from each image's grid. An image is never cut; when the images alone do not fit, whole trailing
-  images are dropped (with a warning), so "Image features and image tokens do not match" cannot happen.
+* Fitting a record into its token limit (:meth:`NyxEncoder.prepare`): a record that fits is left as it is.
+  Otherwise images are first shrunk (aspect ratio kept, never below ``min_pixels``) just enough that the text
+  keeps ``min(its length, min_text_share`` of the budget``)``; then text parts are cut, before tokenisation and
+  expansion, with image tokens budgeted from each image's grid. An image's tokens are never cut; only trailing
+  images that do not fit even at the pixel floor are dropped (counted, and logged with the record id), so
+  "Image features and image tokens do not match" cannot happen.
+* Token limits: training (:meth:`NyxEncoder.collate`) cuts at ``EncoderConfig.max_length``, the length the
+  model is (or was) trained with; inference (:meth:`NyxEncoder.encode`, :meth:`NyxEncoder.prepare`) cuts at
+  :attr:`NyxEncoder.inference_max_length`, which :meth:`NyxEncoder.from_pretrained` sets to the model's own
+  context limit unless ``max_length`` is given.
 * Positions (Qwen's 3-D mRoPE) are computed from the attention mask, so left and right padding give the
   same embedding, and a record gives the same embedding alone or in any batch.
 """
@@ -19,8 +26,10 @@ The flow for one batch, shared by inference and training::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
@@ -54,6 +63,11 @@ log = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 PAPER_INSTRUCTION = "Please retrieve the most relevant document to answer the question."
+#: The counters of :attr:`NyxEncoder.input_stats`.
+INPUT_STAT_KEYS = ("records", "text_truncated", "images_shrunk", "images_dropped", "records_with_shrunk_images",
+                   "records_with_dropped_images")
+#: Tokenizers without a limit report ``model_max_length`` as a huge sentinel (transformers' 1e30).
+_NO_TOKENIZER_LIMIT = 10**9
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -111,6 +125,10 @@ class EncoderConfig:
     turn followed by an assistant prompt, then ``eos_token``. The embedding is the final hidden state of the
     last token (the paper's <EOS>). ``query_templates`` maps a task (``record.extra["task"]``) to its
     template; ``"default"`` serves every other query. ``dim`` truncates outputs to a Matryoshka prefix.
+
+    ``max_length`` is the training token limit (what :meth:`NyxEncoder.collate` cuts at and a trained folder
+    records); inference uses :attr:`NyxEncoder.inference_max_length`. ``min_text_share``: the share of a
+    record's token budget (after the instruction frame) kept for its text when images must be shrunk to fit.
     """
 
     max_length: int = 3072
@@ -123,6 +141,7 @@ class EncoderConfig:
     batch_size: int = 8
     sort_window_batches: int = 32
     dim: int | None = None
+    min_text_share: float = 0.25
     show_progress: bool = True
     #: batches prepared (images loaded, tokenised, collated) ahead of the model in a background thread;
     #: 0 prepares each batch in the calling thread just before it runs
@@ -135,9 +154,12 @@ class EncoderConfig:
             raise ValueError("batch_size and sort_window_batches must be positive")
         if self.prefetch_batches < 0:
             raise ValueError("prefetch_batches must be >= 0")
+        if not 0.0 <= self.min_text_share <= 1.0:
+            raise ValueError("min_text_share must lie within 0..1")
 
     @classmethod
     def from_profile(cls, profile: ModelProfile, **overrides: Any) -> "EncoderConfig":
+        """The profile's input settings (its ``max_length`` is the training length), then ``overrides``."""
         base = cls(max_length=profile.max_length, min_pixels=profile.min_pixels, max_pixels=profile.max_pixels)
         return replace(base, **overrides)
 
@@ -154,8 +176,9 @@ class PreparedInput:
     images: list[Any]
     image_tokens: list[int]
     length: int  # exact number of tokens after the processor's expansion
-    truncated: bool = False
-    dropped_images: int = 0
+    truncated: bool = False  # text cut or images dropped
+    dropped_images: int = 0  # trailing images left out: they do not fit even at the pixel floor
+    shrunk_images: int = 0  # kept images scaled down (below the pixel budget) to fit
     #: token ids of ``text`` (one ``<|image_pad|>`` per image, not yet expanded); lets collation skip
     #: re-tokenising. ``None``: the processor tokenises ``text``.
     input_ids: list[int] | None = None
@@ -317,13 +340,26 @@ class NyxEncoder:
     """Embeds queries and documents (:class:`~nyx.data.records.Record`) into one space.
 
     Build it with :meth:`from_pretrained` (``"tiny"``, ``"paper"``, a local folder or a hub id, plus an
-    optional LoRA adapter folder), or directly from a loaded backbone and processor (the trainer does).
+    optional LoRA adapter folder), or directly from a loaded backbone and processor.
+
+    ``inference_max_length`` is the token limit of :meth:`prepare` and :meth:`encode` (default
+    ``config.max_length``; :meth:`from_pretrained` sets the model's :attr:`context_length` unless told a
+    ``max_length``); :meth:`collate`, the trainer's path, cuts at ``config.max_length``.
+
+    :attr:`input_stats` counts, cumulatively over every :meth:`prepare` (encoding and collation alike) since
+    construction or :meth:`reset_input_stats`: ``records`` prepared, ``text_truncated`` (records whose text was
+    cut), ``images_shrunk`` / ``images_dropped`` (images scaled down to fit / left out, as they do not fit even
+    at the pixel floor) and ``records_with_shrunk_images`` / ``records_with_dropped_images``.
     """
 
     def __init__(self, backbone: torch.nn.Module, processor: NyxQwenProcessor, profile: ModelProfile,
-                 config: EncoderConfig | None = None, adapter_path: str | None = None):
+                 config: EncoderConfig | None = None, adapter_path: str | None = None,
+                 inference_max_length: int | None = None):
         self.profile = profile
         self.config = config or EncoderConfig.from_profile(profile)
+        self.inference_max_length = int(inference_max_length or self.config.max_length)
+        self._stats_lock = threading.Lock()
+        self._input_stats = dict.fromkeys(INPUT_STAT_KEYS, 0)
         self.processor = processor
         self.module = EmbeddingModel(backbone)
         self.adapter_path = adapter_path
@@ -364,7 +400,15 @@ class NyxEncoder:
         (``batch_size=16``, ``padding_side="left"``, ``dim=256``, ...). An adapter folder's own
         ``nyx_profile.json`` (written by the trainer) supplies the input settings it was trained with
         (``max_length``, ``max_pixels``, ``min_pixels``) unless overridden here.
+
+        The pixel budget carries over to inference (a model property); the training ``max_length`` does not:
+        :attr:`inference_max_length` is the model's :attr:`context_length` unless ``max_length`` is given
+        here, which then sets both. ``config.max_length`` keeps the training length, so training from the
+        loaded encoder (:meth:`collate`) still cuts where it did.
         """
+        if config_overrides.get("max_length", 0) is None:
+            del config_overrides["max_length"]
+        explicit_max_length = config_overrides.get("max_length")
         trained_with: dict[str, Any] = {}
         for folder in (adapter_path, name_or_path):
             if folder is not None and not isinstance(folder, ModelProfile):
@@ -386,8 +430,12 @@ class NyxEncoder:
             backbone = backbone.to(dev).eval()
         processor = load_profile_processor(profile)
         config = EncoderConfig.from_profile(profile, **{**trained_with, **config_overrides})
-        return cls(backbone, processor, profile, config,
-                   adapter_path=os.fspath(adapter_path) if adapter_path is not None else None)
+        encoder = cls(backbone, processor, profile, config,
+                      adapter_path=os.fspath(adapter_path) if adapter_path is not None else None,
+                      inference_max_length=explicit_max_length)
+        if explicit_max_length is None:
+            encoder.inference_max_length = encoder.context_length
+        return encoder
 
     # -- identity -----------------------------------------------------------------------------------------
 
@@ -409,6 +457,37 @@ class NyxEncoder:
         return self.config.dim or self.hidden_size
 
     @property
+    def context_length(self) -> int:
+        """The longest input the model takes: its text backbone's ``max_position_embeddings``, or the
+        tokenizer's ``model_max_length`` when that is set and smaller."""
+        limit = int(self.module.vl_model().config.text_config.max_position_embeddings)
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _NO_TOKENIZER_LIMIT:
+            limit = min(limit, tokenizer_limit)
+        return limit
+
+    @property
+    def input_stats(self) -> dict[str, int]:
+        """A copy of the cumulative input counters (see the class docstring), e.g. for an index manifest."""
+        with self._stats_lock:
+            return dict(self._input_stats)
+
+    def reset_input_stats(self) -> None:
+        """Set every :attr:`input_stats` counter back to 0."""
+        with self._stats_lock:
+            self._input_stats = dict.fromkeys(INPUT_STAT_KEYS, 0)
+
+    def _count_input(self, prepared: PreparedInput, text_truncated: bool) -> None:
+        with self._stats_lock:
+            st = self._input_stats
+            st["records"] += 1
+            st["text_truncated"] += int(text_truncated)
+            st["images_shrunk"] += prepared.shrunk_images
+            st["images_dropped"] += prepared.dropped_images
+            st["records_with_shrunk_images"] += int(prepared.shrunk_images > 0)
+            st["records_with_dropped_images"] += int(prepared.dropped_images > 0)
+
+    @property
     def model_id(self) -> str:
         return self.profile.name_or_path
 
@@ -426,7 +505,9 @@ class NyxEncoder:
             "adapter_path": self.adapter_path,
             "dim": self.dim,
             "hidden_size": self.hidden_size,
-            "max_length": self.config.max_length,
+            "max_length": self.inference_max_length,
+            "min_text_share": self.config.min_text_share,
+            "image_fit": "shrink",  # oversize images are scaled down, not dropped (embeddings differ from "drop")
             "min_pixels": self.config.min_pixels,
             "max_pixels": self.config.max_pixels,
             "input_style": self.config.input_style,
@@ -461,10 +542,24 @@ class NyxEncoder:
             self._frame_lengths[text] = len(self._token_ids([text])[0]) if text else 0
         return self._frame_lengths[text]
 
-    def prepare(self, record: Record, is_query: bool) -> PreparedInput:
-        """Load the record's images and build its text within ``max_length`` (text cut, images never cut).
+    def prepare(self, record: Record, is_query: bool, max_length: int | None = None) -> PreparedInput:
+        """Load the record's images and build its text within ``max_length`` tokens (default
+        :attr:`inference_max_length`).
 
-        Raises :class:`RecordError` naming the record when an image cannot be loaded.
+        The fitting rule, where ``budget`` is ``max_length`` less the instruction frame (template, chat wrapper,
+        EOS) and ``keep = min(the record's text tokens, ceil(config.min_text_share * budget))``:
+
+        1. a record that fits is left exactly as it is;
+        2. when the images leave less than ``keep`` tokens for the text, they are shrunk (aspect ratio kept,
+           the largest first, to one common per-image token cap, never below ``min_pixels``) just enough to
+           leave ``keep``; only trailing images that do not fit ``budget`` even at the pixel floor are dropped
+           (logged with the record id);
+        3. then the text is cut to what the images leave (its end first); an image's tokens are never cut.
+
+        So a page image with a long text layer always reaches the model as an image, and a short caption is
+        never cut to make room for a picture. :attr:`input_stats` counts what was cut, shrunk and dropped.
+        Raises :class:`RecordError` naming the record when an image cannot be loaded, or when the frame alone
+        does not fit.
         """
         before, after = self._frame(record, is_query)
         pieces: list[tuple[str, Any]] = []  # ("text", str) or ("image", index into images)
@@ -483,18 +578,19 @@ class NyxEncoder:
                     pieces.append(("text", text))
         piece_ids = iter(self._token_ids([v for k, v in pieces if k == "text"]))
         text_ids = [next(piece_ids) if k == "text" else None for k, _ in pieces]
-        max_len = self.config.max_length
+        max_len = self.inference_max_length if max_length is None else int(max_length)
         frame_len = self._n_tokens(before) + self._n_tokens(after)
-
-        n_keep = len(images)
-        while n_keep > 0 and frame_len + sum(t + 2 for t in image_tokens[:n_keep]) > max_len:
-            n_keep -= 1
-        dropped = len(images) - n_keep
-        if dropped:
-            log.warning("record %r: %d image(s) dropped, they do not fit max_length=%d", record.id, dropped, max_len)
-
         total_text = sum(len(ids) for ids in text_ids if ids is not None)
-        budget = max_len - frame_len - sum(t + 2 for t in image_tokens[:n_keep])
+
+        images, image_tokens, shrunk = self._fit_images(record.id, images, image_tokens, max_len - frame_len,
+                                                        total_text)
+        n_keep = len(images)
+        dropped = sum(1 for kind, _ in pieces if kind == "image") - n_keep
+        if dropped:
+            log.warning("record %r: %d image(s) dropped, they do not fit max_length=%d even at min_pixels=%d",
+                        record.id, dropped, max_len, self.config.min_pixels)
+
+        budget = max_len - frame_len - sum(t + 2 for t in image_tokens)
         for _ in range(8):
             text, kept_text = self._assemble(before, after, pieces, text_ids, n_keep, budget)
             ids = self._token_ids([text])[0]
@@ -505,10 +601,62 @@ class NyxEncoder:
         if length > max_len:
             raise RecordError(f"cannot fit max_length={max_len}: instruction and images need {length} tokens",
                               record_id=record.id)
-        return PreparedInput(record_id=record.id, text=text, images=images[:n_keep],
-                             image_tokens=image_tokens[:n_keep], length=length,
-                             truncated=kept_text < total_text or dropped > 0, dropped_images=dropped,
-                             input_ids=ids)
+        prepared = PreparedInput(record_id=record.id, text=text, images=images, image_tokens=image_tokens,
+                                 length=length, truncated=kept_text < total_text or dropped > 0,
+                                 dropped_images=dropped, shrunk_images=shrunk, input_ids=ids)
+        self._count_input(prepared, kept_text < total_text)
+        return prepared
+
+    def _fit_images(self, record_id: str, images: list[Any], image_tokens: list[int], budget: int,
+                    text_tokens: int) -> tuple[list[Any], list[int], int]:
+        """Step 2 of :meth:`prepare`'s rule: ``(kept images, their token counts, how many were shrunk)`` for a
+        record with ``budget`` tokens beside its frame and ``text_tokens`` of text. Unchanged when the images
+        leave the text its share; trailing images that do not fit ``budget`` at the pixel floor are left out."""
+        cost = sum(t + 2 for t in image_tokens)  # + <|vision_start|> and <|vision_end|>
+        keep_text = min(text_tokens, math.ceil(self.config.min_text_share * max(budget, 0)))
+        if cost <= budget - keep_text:
+            return images, image_tokens, 0
+        proc = self.processor
+        floor_tokens = max(1, self.config.min_pixels // proc.factor**2)
+
+        def tokens_at(cap: int) -> list[tuple[int, int, int]]:
+            """``(height, width, tokens)`` of each image under a per-image cap of ``cap`` tokens."""
+            out = []
+            for img, t in zip(images, image_tokens):
+                if t <= cap:
+                    out.append((img.height, img.width, t))
+                else:
+                    h, w = proc.shrunk_size(img.height, img.width, cap)
+                    out.append((h, w, min(t, proc.num_image_tokens(h, w))))
+            return out
+
+        floors = tokens_at(floor_tokens)
+        n_keep = len(images)
+        while n_keep > 0 and sum(t + 2 for *_, t in floors[:n_keep]) > budget:
+            n_keep -= 1
+        images, image_tokens = images[:n_keep], image_tokens[:n_keep]
+        target = max(budget - keep_text, sum(t + 2 for *_, t in floors[:n_keep]))
+        if sum(t + 2 for t in image_tokens) <= target:
+            return images, image_tokens, 0
+        # the largest common per-image cap whose total fits (the floor fits by construction)
+        low, high = floor_tokens, max(image_tokens)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if sum(t + 2 for *_, t in tokens_at(mid)) <= target:
+                low = mid
+            else:
+                high = mid - 1
+        sized, shrunk = tokens_at(low), 0
+        fitted, fitted_tokens = [], []
+        for img, t, (h, w, new_t) in zip(images, image_tokens, sized):
+            if new_t < t:
+                img = img.resize((w, h), resample=self.image_config.resample)
+                shrunk += 1
+            fitted.append(img)
+            fitted_tokens.append(new_t)
+        if shrunk:
+            log.debug("record %r: %d image(s) shrunk to fit %d tokens", record_id, shrunk, budget)
+        return fitted, fitted_tokens, shrunk
 
     def _assemble(self, before: str, after: str, pieces: list[tuple[str, Any]], text_ids: list[list[int] | None],
                   n_images: int, budget: int) -> tuple[str, int]:
@@ -584,8 +732,8 @@ class NyxEncoder:
                 "mm_token_type_ids": (ids_t == img_id).to(torch.int64), **out}
 
     def collate(self, records: Sequence[Record], is_query: bool) -> dict[str, torch.Tensor]:
-        """Records -> model inputs (the trainer's collator uses this)."""
-        return self.collate_prepared([self.prepare(r, is_query) for r in records])
+        """Records -> model inputs (the trainer's collator uses this), cut at the training ``config.max_length``."""
+        return self.collate_prepared([self.prepare(r, is_query, self.config.max_length) for r in records])
 
     # -- embedding ----------------------------------------------------------------------------------------
 

@@ -73,6 +73,31 @@ class NyxQwenProcessor(Qwen2_5_VLProcessor):
         patches = self.image_processor.get_number_of_image_patches(height, width, {})
         return int(patches) // (self.merge_size**2)
 
+    @property
+    def factor(self) -> int:
+        """The side in pixels of one merged image token (patch size x merge size: 28 for Qwen2.5-VL)."""
+        return int(self.image_processor.patch_size) * self.merge_size
+
+    def shrunk_size(self, height: int, width: int, max_tokens: int) -> tuple[int, int]:
+        """``(height, width)`` of an image scaled down to cost at most ``max_tokens`` image tokens.
+
+        The aspect ratio is kept (both sides multiples of :attr:`factor`) and the size is one the processor
+        leaves as it is (:meth:`is_resized`). Never below the pixel floor (``min_pixels``): where
+        ``max_tokens`` is under the floor, the floor's size is returned and costs more than ``max_tokens``,
+        so read the cost with :meth:`num_image_tokens`. An image already within ``max_tokens`` keeps its size.
+        """
+        ip = self.image_processor
+        f, low, high = self.factor, int(ip.size["shortest_edge"]), int(ip.size["longest_edge"])
+        cap = min(max(int(max_tokens) * f * f, low), high)
+        h, w = smart_resize(height, width, factor=f, min_pixels=low, max_pixels=cap)
+        while h * w > cap and max(h, w) > f:  # a very thin image: smart-resize clamps its short side up to f
+            if h >= w:
+                h -= f
+            else:
+                w -= f
+        # below the floor the processor would scale it up again: return that size, so it is left alone
+        return smart_resize(h, w, factor=f, min_pixels=low, max_pixels=high)
+
 
 def load_processor(
     name_or_path: str | os.PathLike,
