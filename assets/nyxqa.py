@@ -23,8 +23,19 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
 
     Images stay with the chunk in which they stand; chunks with too many images, or with an image that does not
     decode, are dropped and kept in ``data/rejects/corpus_chunks``. Ids are ``<document id>#c<ordinal>``.
+
+    One run may handle several shards (a backfill under ``BackfillPolicy.single_run``): each shard is chunked on its
+    own and each partition's materialisation carries only its own shard's ``chunks``, ``documents``, ``rejected``,
+    ``reject_reasons`` and ``stats``; the run's totals are in the step log. A shard that cannot be chunked (rejected
+    at ingestion, documents missing, an error while chunking) does not stop the others. When one does, the good
+    shards are reported as one ``AssetMaterialization`` per partition and the step then fails with a ``Failure``
+    naming every failed shard and why (``failed_shards`` in its metadata, an error line per shard in the log): in
+    Dagster the good partitions show as materialised and only the bad ones as failed (Dagster counts a partition
+    failed when a failed run planned it and did not materialise it). This was chosen over returning one result for
+    the whole run, which marks every partition of the run failed or every one materialised; the price is that the
+    steps after this one in that run (``synthetic_qa``) do not run, and run for the good shards on the next
+    materialisation (eager automation does that).
     """
-    from nyx.data.ingest import shard_rejection
     from nyx.data.records import read_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
     from nyx.synth.chunking import chunk_documents, load_token_counter
@@ -32,24 +43,83 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
     profile = profile_for(settings, config)
     paths = settings.paths
     counter = load_token_counter(profile.chunking.tokenizer or backbone_path(profile))
-    totals: dict = {"chunks": 0, "documents": 0, "rejected": 0}
+    per_shard: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     for shard in context.partition_keys:
-        src = paths.documents / f"{shard}.jsonl"
-        if (rejection := shard_rejection(paths.documents, shard)) is not None:
-            raise dg.Failure(rejection)  # a truncated/corrupt raw file: this partition fails, not the others
-        if not src.exists():
-            raise dg.Failure(f"shard {shard!r}: {src} is missing; materialise raw_documents first")
-        rejects = RejectLog(stage="corpus_chunks")
-        chunks, stats = chunk_documents(read_jsonl(src), profile.chunking, counter, rejects)
-        write_jsonl(chunks, paths.chunks / f"{shard}.jsonl")
-        rejects.write(paths.rejects / "corpus_chunks" / f"{shard}.jsonl")
-        totals["chunks"] += len(chunks)
-        totals["documents"] += stats.get("documents", 0)
-        totals["rejected"] += rejects.count
-        context.log.info(f"{shard}: {stats}")
-    return dg.MaterializeResult(metadata={**totals, "max_tokens": profile.chunking.max_tokens,
-                                          "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
-                                          "stats": dg.MetadataValue.json(_jsonable(stats))})
+        try:
+            src = _shard_source(context, paths, shard, paths.documents / f"{shard}.jsonl", "raw_documents")
+            rejects = RejectLog(stage="corpus_chunks")
+            chunks, stats = chunk_documents(read_jsonl(src), profile.chunking, counter, rejects)
+            write_jsonl(chunks, paths.chunks / f"{shard}.jsonl")
+            rejects.write(paths.rejects / "corpus_chunks" / f"{shard}.jsonl")
+        except Exception as e:  # noqa: BLE001 - one shard's failure is reported by name; the others go on
+            failed[shard] = _shard_failure(context, shard, e)
+            continue
+        per_shard[shard] = {"chunks": len(chunks), "documents": stats.get("documents", 0),
+                            "rejected": rejects.count,
+                            "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
+                            "stats": dg.MetadataValue.json(_jsonable(stats))}
+        context.log.info(f"{shard}: {len(chunks)} chunks, {stats}")
+    return _report_partitions(context, per_shard, failed, shared={"max_tokens": profile.chunking.max_tokens},
+                              totals=("chunks", "documents", "rejected"))
+
+
+class _ShardUnavailable(Exception):
+    """A shard's input is not there (rejected at ingestion, or not made yet): the message says why."""
+
+
+def _shard_source(context: dg.AssetExecutionContext, paths, shard: str, src, upstream: str):
+    """``src``, the shard's input file, or :class:`_ShardUnavailable` saying why it is not there. A shard rejected
+    at ingestion also has anything left of an earlier version of it withdrawn (``raw_documents`` normally has done
+    so already), so that nothing downstream reads it."""
+    from nyx.data.ingest import shard_rejection, withdraw_shard_outputs
+
+    if (rejection := shard_rejection(paths.documents, shard)) is not None:
+        for f in withdraw_shard_outputs(shard, [paths.chunks, paths.synthetic_qa]):
+            context.log.warning(f"shard {shard}: withdrew {f}, made from an earlier version of the shard")
+        raise _ShardUnavailable(rejection)  # a truncated/corrupt raw file: this partition fails, not the others
+    if not src.exists():
+        raise _ShardUnavailable(f"shard {shard!r}: {src} is missing; materialise {upstream} first")
+    return src
+
+
+def _shard_failure(context: dg.AssetExecutionContext, shard: str, e: Exception) -> str:
+    """Log why ``shard`` failed (with the traceback for an unexpected error) and return the reason."""
+    import traceback
+
+    if isinstance(e, (_ShardUnavailable, dg.Failure)):
+        reason = str(e.description if isinstance(e, dg.Failure) else e)
+        context.log.error(f"shard {shard} failed: {reason}")
+    else:
+        reason = f"shard {shard!r}: {type(e).__name__}: {e}"
+        context.log.error(f"shard {shard} failed: {reason}\n{traceback.format_exc()}")
+    return reason
+
+
+def _report_partitions(context: dg.AssetExecutionContext, per_shard: dict[str, dict], failed: dict[str, str],
+                       shared: dict, totals: tuple[str, ...]) -> dg.MaterializeResult:
+    """Each partition of the run gets its own shard's metadata (``per_shard``) plus ``shared``; the totals over
+    the run's shards go to the step log. All shards good: one ``MaterializeResult`` with partition-scoped metadata
+    (the steps after this one run). Any shard in ``failed``: the good ones are logged as materialisations of their
+    own partitions, then a ``Failure`` names each failed shard and why, so that only those partitions fail."""
+    if len(context.partition_keys) > 1:
+        context.log.info(f"{len(per_shard)} of {len(context.partition_keys)} shards done; totals: "
+                         + ", ".join(f"{k}={sum(m.get(k, 0) for m in per_shard.values())}" for k in totals))
+    if not failed:
+        for shard, meta in per_shard.items():
+            context.add_asset_metadata(meta, partition_key=shard)
+        return dg.MaterializeResult(metadata=shared)
+    code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
+    for shard, meta in per_shard.items():
+        context.log_event(dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=shard, metadata={**shared, **meta},
+            tags={"dagster/code_version": code_version} if code_version else None))
+    raise dg.Failure(
+        description=(f"{len(failed)} of {len(context.partition_keys)} shards failed: "
+                     + "; ".join(failed.values())
+                     + (f" (materialised: {', '.join(per_shard)})" if per_shard else "")),
+        metadata={"failed_shards": dg.MetadataValue.json(failed),
+                  "materialized_shards": dg.MetadataValue.json(list(per_shard))})
 
 
 @dg.asset_check(asset=corpus_chunks, blocking=True,
@@ -141,6 +211,12 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
     ``openai`` (any OpenAI-compatible endpoint; responses cached under ``data/cache``, so a re-run pays for no call
     twice), ``local`` (transformers) or ``cloze`` (no model: an offline stand-in for a VLM, used by the sample).
     Output that does not parse is counted and dropped.
+
+    Several shards in one run (a backfill): each partition's materialisation carries its own shard's ``qa_pairs``,
+    ``sampled_chunks``, ``rejected``, ``reject_reasons`` and ``stats`` (the sample plan and generator, the same for
+    all, beside them);
+    a shard without chunks (rejected at ingestion, or not chunked yet) or whose generation fails does not stop
+    the others, and only its partition fails, as for ``corpus_chunks``.
     """
     from nyx.data.records import iter_jsonl, read_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
@@ -149,36 +225,46 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
 
     profile = profile_for(settings, config)
     paths = settings.paths
+    per_shard: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    sources = {}
     for shard in context.partition_keys:
-        if not (paths.chunks / f"{shard}.jsonl").exists():
-            raise dg.Failure(f"shard {shard!r}: {paths.chunks / f'{shard}.jsonl'} is missing; "
-                             "materialise corpus_chunks first")
+        try:
+            sources[shard] = _shard_source(context, paths, shard, paths.chunks / f"{shard}.jsonl", "corpus_chunks")
+        except _ShardUnavailable as e:
+            failed[shard] = _shard_failure(context, shard, e)
+    if not sources:  # no shard to sample: fail naming each, before any plan or generator (a model to load)
+        return _report_partitions(context, per_shard, failed, {}, totals=())
     chunk_files = sorted(paths.chunks.glob("*.jsonl"))
     plan = plan_sample(((c.id, c.modality) for f in chunk_files for c in iter_jsonl(f)),
                        profile.qa.sample_size, seed=profile.qa.seed, stratify=profile.qa.stratify)
     gen_cfg = generator_config(profile, paths)
     generator = make_generator(gen_cfg)
-    n_qa, n_sampled, all_stats = 0, 0, {}
     try:
-        for shard in context.partition_keys:
-            chunks = read_jsonl(paths.chunks / f"{shard}.jsonl")
-            rejects = RejectLog(stage="synthetic_qa")
-            qa, stats = synthesize_qa(chunks, generator, plan=plan, rejects=rejects)
-            write_jsonl(qa, paths.synthetic_qa / f"{shard}.jsonl")
-            rejects.write(paths.rejects / "synthetic_qa" / f"{shard}.jsonl")
-            n_qa += len(qa)
-            n_sampled += stats["sampled"]
-            stats.pop("sample_plan", None)  # the same for every shard: reported once below
-            all_stats[shard] = _jsonable(stats)
+        for shard, src in sources.items():
+            try:
+                rejects = RejectLog(stage="synthetic_qa")
+                qa, stats = synthesize_qa(read_jsonl(src), generator, plan=plan, rejects=rejects)
+                write_jsonl(qa, paths.synthetic_qa / f"{shard}.jsonl")
+                rejects.write(paths.rejects / "synthetic_qa" / f"{shard}.jsonl")
+            except Exception as e:  # noqa: BLE001 - one shard's failure is reported by name; the others go on
+                failed[shard] = _shard_failure(context, shard, e)
+                continue
+            stats.pop("sample_plan", None)  # the same for every shard: in the shared metadata
+            per_shard[shard] = {"qa_pairs": len(qa), "sampled_chunks": stats["sampled"], "rejected": rejects.count,
+                                "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
+                                "stats": dg.MetadataValue.json(_jsonable(stats))}
+            context.log.info(f"{shard}: {len(qa)} QA pairs from {stats['sampled']} sampled chunks")
+        generator_info = _jsonable(generator.describe())
     finally:
         generator.close()
-    return dg.MaterializeResult(metadata={"qa_pairs": n_qa, "generator": gen_cfg.kind,
-                                          "sample_size": profile.qa.sample_size if profile.qa.sample_size else "all",
-                                          "total_chunks": plan.population, "sampled_chunks": n_sampled,
-                                          "shards_counted": dg.MetadataValue.json([f.stem for f in chunk_files]),
-                                          "sample_plan": dg.MetadataValue.json(_jsonable(plan.describe())),
-                                          "generator_info": dg.MetadataValue.json(_jsonable(generator.describe())),
-                                          "stats": dg.MetadataValue.json(all_stats)})
+    shared = {"generator": gen_cfg.kind,
+              "sample_size": profile.qa.sample_size if profile.qa.sample_size else "all",
+              "total_chunks": plan.population,
+              "shards_counted": dg.MetadataValue.json([f.stem for f in chunk_files]),
+              "sample_plan": dg.MetadataValue.json(_jsonable(plan.describe())),
+              "generator_info": dg.MetadataValue.json(generator_info)}
+    return _report_partitions(context, per_shard, failed, shared, totals=("qa_pairs", "sampled_chunks", "rejected"))
 
 
 @dg.asset_check(asset=synthetic_qa, blocking=True, description="every QA pair has a question, an answer and a positive")

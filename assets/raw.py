@@ -23,6 +23,11 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
     error (a warning, ``rejected_shards`` in the metadata, ``data/rejects/raw_documents/<shard>.jsonl``), and gets
     no documents file: the other shards are ingested, and that shard's downstream partitions fail saying why. The
     run fails only when no shard could be read. The data version is the md5 DVC gives ``data/raw``.
+
+    A shard that was good once and is rejected now has what was made from its earlier version withdrawn: its
+    ``data/documents``, ``data/chunks`` and ``data/synthetic_qa`` files are removed (a warning per file, the list
+    in ``withdrawn_files``, in its ``rejected_shards`` entry and in its reject record), so ``nyxqa`` and everything
+    else that reads those folders no longer sees that shard's records.
     """
     from nyx.data.images import ImageConfig
     from nyx.data.ingest import ingest_raw
@@ -33,16 +38,23 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
         raise dg.Failure(f"no raw data folder at {paths.raw}: run `python -m nyx.data.sample --out {paths.raw}` "
                          "for the bundled sample, or put OBELICS shards there")
     stats = ingest_raw(paths.raw, paths.documents, paths.rejects / "raw_documents",
-                       ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels))
+                       ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels),
+                       derived_dirs=[paths.chunks, paths.synthetic_qa])
     if not stats:
         raise dg.Failure(f"no OBELICS shards (*.parquet, *.jsonl) in {paths.raw}")
-    bad_shards = [{"shard": s.shard, "file": s.file, "error": s.error} for s in stats if s.error is not None]
+    bad_shards = [{"shard": s.shard, "file": s.file, "error": s.error, "withdrawn": s.withdrawn}
+                  for s in stats if s.error is not None]
     for b in bad_shards:
         context.log.warning(f"shard {b['shard']} ({b['file']}) rejected, not ingested: {b['error']}")
+        for f in b["withdrawn"]:
+            context.log.warning(f"shard {b['shard']}: withdrew {f}, made from an earlier version of the shard "
+                                "that was good (nothing downstream reads it any more)")
+    withdrawn = [f for b in bad_shards for f in b["withdrawn"]]
     if len(bad_shards) == len(stats):
         raise dg.Failure(f"every shard in {paths.raw} was rejected: "
                          + "; ".join(f"{b['file']}: {b['error']}" for b in bad_shards),
-                         metadata={"rejected_shards": dg.MetadataValue.json(bad_shards)})
+                         metadata={"rejected_shards": dg.MetadataValue.json(bad_shards),
+                                   "withdrawn_files": dg.MetadataValue.json(withdrawn)})
     md5 = dvc.md5(paths.raw)
     rejected = sum(s.rejected for s in stats)
     context.log.info(f"{len(stats)} shards ({len(bad_shards)} rejected), {sum(s.documents for s in stats)} documents, "
@@ -54,6 +66,7 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
             "shards": len(stats),
             "rejected_shard_count": len(bad_shards),
             "rejected_shards": dg.MetadataValue.json(bad_shards),
+            "withdrawn_files": dg.MetadataValue.json(withdrawn),
             "documents": sum(s.documents for s in stats),
             "images": sum(s.images for s in stats),
             "text_only_documents": sum(s.text_only for s in stats),

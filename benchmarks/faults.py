@@ -6,6 +6,11 @@ folder with its own data, Dagster home, MLflow store and DVC remote, on a small 
 steps). Faults: ``make run`` killed with SIGKILL while Stage 1 trains (then run again: the dead run is cleaned and
 training resumes, each step logged once), two ``make run`` at once, a rerun with nothing changed, the Stage-1
 weights zeroed, a truncated Parquet shard, a ``dvc push`` killed mid-way. Takes about 10 minutes on 2 cores.
+
+``--only KEY`` (repeatable) runs only the named faults (``--list`` shows the keys). ``--pipeline data`` runs them
+against the data assets alone (``raw_documents``, then ``corpus_chunks`` and ``synthetic_qa`` over every shard in
+one run, as a backfill launched from the UI does) instead of the whole of ``make run``: a check of the data faults
+in well under a minute (``--only truncated-shard --pipeline data``).
 """
 
 from __future__ import annotations
@@ -35,11 +40,24 @@ LONG = json.loads(json.dumps(OVERRIDES))
 LONG["stage1"]["train"].update(max_steps=30, save_steps=2, epochs=20)
 
 
+#: what each scratch pipeline runs: ``full`` is ``make run``; ``data`` the data assets alone (:func:`drive_data`)
+PIPELINES = {"full": ["-m", "orchestration.run_sample"], "data": ["-m", "benchmarks.faults", "--drive-data"]}
+
+
 class Scratch:
-    def __init__(self, root: Path, log_dir: Path | None = None):
+    """A scratch copy of the pipeline under ``root``. ``in_process`` (``data`` pipeline only) runs the pipeline in
+    this process, in the scratch's environment, instead of a child process: the same assets and output, without
+    paying the imports (torch, Great Expectations) on every run; what the test of this benchmark uses."""
+
+    def __init__(self, root: Path, log_dir: Path | None = None, pipeline: str = "full", in_process: bool = False):
+        if in_process and pipeline != "data":
+            raise ValueError("only the data pipeline runs in-process")
         self.root = root
         self.log_dir = log_dir
+        self.pipeline = pipeline
+        self.in_process = in_process
         self.n_runs = 0
+        self.first_run_s = 0.0
 
     def env(self, overrides: dict[str, Any] = OVERRIDES) -> dict[str, str]:
         r = self.root
@@ -49,18 +67,43 @@ class Scratch:
                 "NYX_PROFILE_OVERRIDES": json.dumps(overrides), "OMP_NUM_THREADS": "1"}
 
     def start(self, overrides: dict[str, Any] = OVERRIDES) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "orchestration.run_sample"], cwd=REPO, env=self.env(overrides),
+        return subprocess.Popen([sys.executable, *PIPELINES[self.pipeline]], cwd=REPO, env=self.env(overrides),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def run(self, overrides: dict[str, Any] = OVERRIDES) -> tuple[int, str, float]:
         t0 = time.time()
-        proc = self.start(overrides)
-        out, _ = proc.communicate(timeout=1800)
+        if self.in_process:
+            rc, out = self._run_in_process(overrides)
+        else:
+            proc = self.start(overrides)
+            out, _ = proc.communicate(timeout=1800)
+            rc = proc.returncode
         self.n_runs += 1
         if self.log_dir is not None:  # every run's output, to read when a fault does not recover
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / f"run-{self.n_runs:02d}.log").write_text(out)
-        return proc.returncode, out, time.time() - t0
+        return rc, out, time.time() - t0
+
+    def _run_in_process(self, overrides: dict[str, Any]) -> tuple[int, str]:
+        import contextlib
+        import io
+        import traceback
+
+        saved = dict(os.environ)
+        buf = io.StringIO()
+        try:
+            os.environ.clear()
+            os.environ.update(self.env(overrides))
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                try:
+                    rc = drive_data()
+                except Exception:  # what a child process would print before exiting 1
+                    traceback.print_exc()
+                    rc = 1
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return rc, buf.getvalue()
 
     @property
     def stage1(self) -> Path:
@@ -145,18 +188,29 @@ def fault_zeroed_weights(s: Scratch) -> dict[str, Any]:
 
 
 def fault_truncated_shard(s: Scratch) -> dict[str, Any]:
-    shard = s.root / "data" / "raw" / "shard-00001.parquet"
+    data = s.root / "data"
+    shard = data / "raw" / "shard-00001.parquet"
     backup = s.root / "shard-00001.parquet.bak"
     shutil.copy2(shard, backup)
+    # what the good version of the shard left: the cut copy must withdraw it, so nothing downstream reads it
+    derived = [data / d / "shard-00001.jsonl" for d in ("documents", "chunks", "synthetic_qa")]
+    stale = [f for f in derived if f.is_file()]
     shard.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])
     rc, out, _ = s.run(LONG)
     saw = _lines(out, "rejected, not ingested") or _lines(out, "was rejected at ingestion") or out[-160:]
-    good = (s.root / "data" / "documents" / "shard-00000.jsonl").is_file()
+    good = (data / "documents" / "shard-00000.jsonl").is_file() and (data / "chunks" / "shard-00000.jsonl").is_file()
+    left = [f.name for f in stale if f.is_file()]
+    partitions = _lines(out, "corpus_chunks partitions:")  # the data pipeline's per-partition outcome
     shutil.copy2(backup, shard)  # what the operator does: put a good copy back, run again
     rc2, _, secs = s.run(LONG)
-    return {"saw": saw, "recovered": rc2 == 0 and good,
-            "lost": "none (the other shards were ingested; the bad one named in rejects/)" if good else "good shards",
-            "seconds": secs, "detail": f"run with the bad shard: exit {rc} (only its partition failed)"}
+    back = all(f.is_file() for f in derived)
+    ok = rc2 == 0 and good and not left and back
+    lost = ("none (the other shards were ingested; the bad one named in rejects/)" if good and back
+            else "good shards" if not good else "the repaired shard's outputs")
+    return {"saw": saw, "recovered": ok, "lost": lost, "seconds": secs,
+            "detail": f"run with the bad shard: exit {rc} ({partitions or 'only its partition failed'}); "
+                      + (f"{len(stale)} stale file(s) of its good version withdrawn" if not left
+                         else f"stale files left: {', '.join(left)}")}
 
 
 def fault_killed_dvc_push(s: Scratch) -> dict[str, Any]:
@@ -186,52 +240,145 @@ def fault_killed_dvc_push(s: Scratch) -> dict[str, Any]:
             "lost": "none" if clean else "objects missing on the remote", "seconds": secs, "detail": how}
 
 
+#: key -> (what the table calls it, the fault, the pipelines it can be injected into); in the order they run
+FAULTS: dict[str, tuple[str, Any, frozenset[str]]] = {
+    "killed-run": ("make run killed (SIGKILL) while Stage 1 trains, run again", fault_killed_run,
+                   frozenset({"full"})),
+    "second-run": ("two make run at once", fault_second_make_run, frozenset({"full"})),
+    "rerun-unchanged": ("make run again, nothing changed", lambda sc: fault_rerun_unchanged(sc, sc.first_run_s),
+                        frozenset({"full"})),
+    "zeroed-weights": ("Stage-1 weights zeroed (same size)", fault_zeroed_weights, frozenset({"full"})),
+    "truncated-shard": ("one truncated Parquet shard in data/raw", fault_truncated_shard,
+                        frozenset({"full", "data"})),
+    "killed-dvc-push": ("dvc push killed mid-way", fault_killed_dvc_push, frozenset({"full"})),
+}
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of ``rows`` (``fault``, ``saw``, optional ``detail``, ``recovered``, ``lost``,
+    ``seconds``), as printed and as kept in docs/operations.md; a ``|`` in a cell is written ``/``."""
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "/").replace("\n", " ")
+
+    lines = ["| fault | what the operator saw | recovered | data lost | time to recover |", "|---|---|---|---|---|"]
+    for r in rows:
+        saw = r["saw"] + (f" ({r['detail']})" if r.get("detail") else "")
+        lines.append(f"| {cell(r['fault'])} | {cell(saw)} | {'yes' if r['recovered'] else 'no'} | {cell(r['lost'])} "
+                     f"| {r['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def run_faults(s: Scratch, keys: list[str]) -> list[dict[str, Any]]:
+    """Inject each fault of ``keys`` in turn into the scratch pipeline ``s`` (already run once); one row each. A
+    fault that breaks the benchmark itself is a row that did not recover, not a crash."""
+    rows: list[dict[str, Any]] = []
+    for key in keys:
+        name, fn, _ = FAULTS[key]
+        t0 = time.time()
+        try:
+            row = fn(s)
+        except Exception as e:  # a fault that breaks the benchmark is a finding, not a crash
+            row = {"saw": f"{type(e).__name__}: {e}"[:160], "recovered": False, "lost": "?",
+                   "seconds": time.time() - t0}
+        rows.append({"fault": name, **row})
+        print(f"{name}: recovered={row['recovered']} ({row['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def drive_data() -> int:
+    """The ``data`` scratch pipeline (run as ``python -m benchmarks.faults --drive-data`` in a scratch's
+    environment): ``raw_documents``, then ``corpus_chunks`` and ``synthetic_qa`` over every shard in one run (a
+    single-run backfill), with their checks, on this environment's Dagster instance. Exit 1 if a run failed."""
+    from orchestration.instance_setup import ensure_instance
+
+    ensure_instance()
+    import dagster as dg
+
+    import assets.nyxqa
+    import assets.raw
+    from assets.nyxqa import corpus_chunks, synthetic_qa
+    from assets.raw import raw_documents
+    from orchestration.partitions import sync_shard_partitions
+    from orchestration.resources import DvcResource, NyxSettings
+
+    settings = NyxSettings()
+    resources = {"settings": settings, "dvc": DvcResource()}
+    defs = [raw_documents, corpus_chunks, synthetic_qa,
+            *dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])]
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    with dg.DagsterInstance.get() as instance:
+        raw = dg.materialize(defs, selection=[raw_documents], instance=instance, resources=resources,
+                             run_config=run_config, raise_on_error=False)
+        if not raw.success:
+            return 1
+        keys = sync_shard_partitions(instance, settings.paths)
+        shards = dg.materialize(defs, selection=[corpus_chunks, synthetic_qa], instance=instance,
+                                resources=resources, run_config=run_config, raise_on_error=False,
+                                tags={"dagster/asset_partition_range_start": keys[0],
+                                      "dagster/asset_partition_range_end": keys[-1]})
+        status = instance.get_status_by_partition(corpus_chunks.key, keys, corpus_chunks.partitions_def)
+    print("corpus_chunks partitions: " + ", ".join(f"{k}={v.value if v else 'missing'}" for k, v in status.items()))
+    return 0 if shards.success else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks.faults", description=__doc__)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.json"))
+    parser = argparse.ArgumentParser(prog="benchmarks.faults", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="the JSON report (default benchmarks/results/faults.json for every fault on "
+                                      "the full pipeline, faults-partial.json otherwise)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    parser.add_argument("--logs", default=str(REPO / "benchmarks" / "results" / "faults-logs"),
-                        help="where each run's output goes")
+    parser.add_argument("--logs", help="where each run's output goes (default benchmarks/results/faults-logs, "
+                                       "faults-partial-logs for a partial run)")
+    parser.add_argument("--only", action="append", choices=list(FAULTS), metavar="KEY",
+                        help="run only this fault (repeatable; --list shows the keys)")
+    parser.add_argument("--pipeline", choices=list(PIPELINES), default="full",
+                        help="what the scratch runs: full (make run) or data (the data assets alone, fast)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="with --pipeline data: run the scratch pipeline in this process (faster: the imports "
+                             "are paid once)")
+    parser.add_argument("--list", action="store_true", help="list the faults and the pipelines they run in")
+    parser.add_argument("--drive-data", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.drive_data:
+        return drive_data()
+    if args.list:
+        for key, (name, _, pipelines) in FAULTS.items():
+            print(f"{key:16s} {name} [{', '.join(sorted(pipelines))}]")
+        return 0
+    keys = [k for k in FAULTS if k in args.only] if args.only else list(FAULTS)
+    if args.only is None and args.pipeline != "full":
+        keys = [k for k in keys if args.pipeline in FAULTS[k][2]]
+    wrong = [k for k in keys if args.pipeline not in FAULTS[k][2]]
+    if args.in_process and args.pipeline != "data":
+        parser.error("--in-process runs only the data pipeline (--pipeline data)")
+    if wrong:
+        parser.error(f"--pipeline {args.pipeline} cannot run {', '.join(wrong)} (it needs "
+                     + "; ".join(f"{k}: {', '.join(sorted(FAULTS[k][2]))}" for k in wrong) + ")")
+    results = REPO / "benchmarks" / "results"
+    stem = "faults" if keys == list(FAULTS) and args.pipeline == "full" else "faults-partial"  # keep the full table
+    args.out = args.out or str(results / f"{stem}.json")
+    args.logs = args.logs or str(results / f"{stem}-logs")
     from nyx.data.sample import generate_sample
 
     root = Path(tempfile.mkdtemp(prefix="nyx-faults-"))
     shutil.rmtree(args.logs, ignore_errors=True)
-    s = Scratch(root, Path(args.logs))
+    s = Scratch(root, Path(args.logs), pipeline=args.pipeline, in_process=args.in_process)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     generate_sample(root / "data" / "raw", n_docs=24, seed=7, n_shards=2)
-    rows: list[dict[str, Any]] = []
     try:
-        rc, out, first = s.run(LONG)
+        rc, out, s.first_run_s = s.run(LONG)
         if rc != 0:
             print(out[-4000:])
             raise SystemExit("the baseline run failed")
-        for name, fn in (("make run killed (SIGKILL) while Stage 1 trains, run again", fault_killed_run),
-                         ("two make run at once", fault_second_make_run),
-                         ("make run again, nothing changed", lambda sc: fault_rerun_unchanged(sc, first)),
-                         ("Stage-1 weights zeroed (same size)", fault_zeroed_weights),
-                         ("one truncated Parquet shard in data/raw", fault_truncated_shard),
-                         ("dvc push killed mid-way", fault_killed_dvc_push)):
-            t0 = time.time()
-            try:
-                row = fn(s)
-            except Exception as e:  # a fault that breaks the benchmark is a finding, not a crash
-                row = {"saw": f"{type(e).__name__}: {e}"[:160], "recovered": False, "lost": "?",
-                       "seconds": time.time() - t0}
-            rows.append({"fault": name, **row})
-            print(f"{name}: recovered={row['recovered']} ({row['seconds']:.0f} s)", flush=True)
+        rows = run_faults(s, keys)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    report = {"first_run_seconds": first, "faults": rows, "scratch": str(root)}
+    report = {"first_run_seconds": s.first_run_s, "pipeline": args.pipeline, "faults": rows, "scratch": str(root)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"\nfirst run: {first:.0f} s\n")
-    print("| fault | what the operator saw | recovered | data lost | time to recover |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        saw = r["saw"].replace("|", "/") + (f" ({r['detail']})" if r.get("detail") else "")
-        print(f"| {r['fault']} | {saw} | {'yes' if r['recovered'] else 'no'} | {r['lost']} | {r['seconds']:.0f} s |")
+    print(f"\nfirst run: {s.first_run_s:.0f} s ({args.pipeline} pipeline)\n")
+    print(render_table(rows))
     return 0 if all(r["recovered"] for r in rows) else 1
 
 
