@@ -39,3 +39,11 @@ def generator_config(profile, paths):
     if cfg.kind == "local" and not cfg.local.model_path:
         cfg = cfg.model_copy(update={"local": cfg.local.model_copy(update={"model_path": backbone_path(profile)})})
     return cfg
+
+
+def embedding_store(settings: NyxSettings, profile):
+    """The embedding store every asset of a run shares (``work/embeddings``, one folder per model), storing vectors
+    as the profile's index settings say."""
+    from nyx.index.store import EmbeddingStore
+
+    return EmbeddingStore(settings.paths.embeddings, dtype=profile.index.config.store_dtype)

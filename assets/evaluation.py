@@ -7,7 +7,7 @@ import json
 
 import dagster as dg
 
-from assets.common import ProfileConfig, profile_for
+from assets.common import ProfileConfig, embedding_store, profile_for
 from assets.feedback import make_reader
 from nyx.train.stage import load_stage
 from orchestration.resources import MlflowResource, NyxSettings
@@ -19,7 +19,7 @@ READER_NOTE = ("RAG answers come from the profile's reader; in the sample profil
 @dg.asset(
     group_name="evaluation",
     kinds={"python", "mlflow", "markdown"},
-    deps=["stage1_checkpoint", "stage2_checkpoint", "nyxqa"],
+    deps=["stage1_index", "stage2_index", "nyxqa"],
     code_version="eval-v1",
 )
 def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource,
@@ -34,22 +34,34 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     from nyx.data.beir import load_beir
     from nyx.eval.report import evaluate_retrievers, write_report
     from nyx.registry import record_metrics
-    from nyx.retrieval import create_retriever, NyxRetriever
+    from nyx.index import IndexMismatchError
+    from nyx.index.corpus import open_corpus_index
+    from nyx.retrieval import DenseRetriever, NyxRetriever, create_retriever
 
     profile = profile_for(settings, config)
     paths = settings.paths
     ds = load_beir(paths.nyxqa / profile.eval.split)
-    retrievers, versions = {}, {}
+    corpus = list(ds.corpus.values())
+    store = embedding_store(settings, profile)
+    retrievers, versions, encodes = {}, {}, {}
     for name in profile.eval.baselines:
         retrievers[name] = (NyxRetriever(model=profile.model, encoder_overrides=profile.encoder_overrides())
                             if name == "untrained" else create_retriever(name))
+        if isinstance(retrievers[name], DenseRetriever):  # embeddings shared with dev evaluation via the store
+            retrievers[name].index(corpus, store=store, source=f"eval-{name}", progress=context.log.info)
+            encodes[name] = retrievers[name].last_encode.to_dict()
     for stage in ("stage1", "stage2"):
         state = load_stage(paths, stage)
         if state is not None and state.finished:
-            retrievers[stage] = NyxRetriever(model=state.final_dir, mlflow_model_version=state.model_version)
+            try:  # the stage's corpus index (stage{1,2}_index): no corpus encode here
+                retrievers[stage] = open_corpus_index(paths.indexes / stage, model_version=state.model_version,
+                                                      corpus=corpus)
+            except (IndexMismatchError, FileNotFoundError) as e:
+                raise dg.Failure(f"eval_report needs the {stage} corpus index: {e}") from None
             versions[stage] = state.model_version
+    context.log.info(f"corpus embeddings of the baselines: {encodes}")
     dims = {n: profile.eval.dims for n in retrievers if n in ("untrained", "stage1", "stage2")} if profile.eval.dims else None
-    report = evaluate_retrievers(retrievers, list(ds.queries.values()), ds.qrels, ds.corpus, dims_by_name=dims,
+    report = evaluate_retrievers(retrievers, list(ds.queries.values()), ds.qrels, corpus, dims_by_name=dims,
                                  reader=make_reader(profile, paths), top_n=profile.eval.top_n,
                                  cache_dir=paths.cache / "rag", notes=[READER_NOTE],
                                  meta={"split": profile.eval.split, "profile": settings.profile,

@@ -29,7 +29,7 @@ def make_reader(profile, paths):
 @dg.asset(
     group_name="data",
     kinds={"python", "jsonl"},
-    deps=["stage1_checkpoint", "nyxqa"],
+    deps=["stage1_index", "nyxqa"],
     code_version="feedback-v1",
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -39,19 +39,25 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
     retrieved documents; the document of the first window reaching the best score becomes the positive, other
     retrieved documents (not answering correctly) the negatives. Queries with no correct window are dropped and
     counted. Reader answers are cached under ``data/cache/feedback``, so collection is incremental and resumable:
-    re-materialising after new questions arrive only pays for the new ones."""
+    re-materialising after new questions arrive only pays for the new ones. Retrieval searches the Stage-1 corpus
+    index (``stage1_index``), which must belong to the finished Stage-1 version and the current corpus."""
     from nyx.data.beir import load_beir
     from nyx.data.rejects import RejectLog
     from nyx.feedback.preferences import collect_feedback, write_triples
-    from nyx.retrieval import NyxRetriever
+    from nyx.index import IndexMismatchError
+    from nyx.index.corpus import open_corpus_index
     from nyx.utils.io import atomic_write
     from assets.training import finished_stage
-    from nyx.train.stage import model_spec
 
     profile = profile_for(settings, config)
     paths = settings.paths
     train = load_beir(paths.nyxqa / profile.stage2.feedback_split)
-    retriever = NyxRetriever(model=model_spec(finished_stage(settings, "stage1")))
+    state = finished_stage(settings, "stage1")
+    try:  # the Stage-1 corpus index (stage1_index): the corpus is not encoded again here
+        retriever = open_corpus_index(paths.indexes / "stage1", model_version=state.model_version,
+                                      corpus=list(train.corpus.values()))
+    except (IndexMismatchError, FileNotFoundError) as e:
+        raise dg.Failure(f"feedback needs the Stage-1 corpus index: {e}") from None
     rejects = RejectLog(stage="feedback_preferences")
     triples, stats = collect_feedback(list(train.queries.values()), list(train.corpus.values()), retriever,
                                       make_reader(profile, paths), profile.feedback,

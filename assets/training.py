@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import ProfileConfig, profile_for
+from assets.common import ProfileConfig, embedding_store, profile_for
 from nyx.train.stage import CODE_VERSIONS
 from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
@@ -84,7 +84,8 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
         raise dg.Failure(f"{stage} trained with {got} process(es) but {expected} were launched (profile launch "
                          "settings and launcher resource): check the machine's devices and the launcher")
     state = finish_stage(plan, state, dev_folder=paths.nyxqa / "dev", client=client,
-                         tags={"dagster.run_id": context.run_id}, info=context.log.info)
+                         tags={"dagster.run_id": context.run_id}, info=context.log.info,
+                         store=embedding_store(settings, profile))
     meta = _metadata(state, mlflow, skipped=False)
     meta.update({k: v for k, v in pipes_meta.items() if k not in meta})
     return dg.MaterializeResult(metadata=meta)

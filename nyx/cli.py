@@ -53,6 +53,12 @@ class IndexType(str, Enum):
     flat = "flat"
     hnsw = "hnsw"
     ivf = "ivf"
+    ivfpq = "ivfpq"
+
+
+class StoreDtypeName(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -159,8 +165,15 @@ def index_cmd(
     dim: Annotated[Optional[int], typer.Option(
         min=1, help="Dense only: store this Matryoshka prefix instead of the full embedding.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per encoder forward pass (dense).")] = 16,
-    index_type: Annotated[IndexType, typer.Option(help="FAISS index: exact flat, or hnsw/ivf for large corpora.")]
-    = IndexType.flat,
+    index_type: Annotated[IndexType, typer.Option(
+        help="FAISS index: exact flat, or hnsw/ivf/ivfpq for large corpora (recall@10 against flat is measured "
+             "on build and kept in the manifest).")] = IndexType.flat,
+    approximate_from: Annotated[Optional[int], typer.Option(
+        min=1, help="Use --index-type only from this many documents; flat below.")] = None,
+    store_dtype: Annotated[StoreDtypeName, typer.Option(
+        help="Dense: keep vectors as float32, or float16 (half the memory; scores change by ~1e-3).")]
+    = StoreDtypeName.float32,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (dense).")] = True,
 ) -> None:
     """Index CORPUS into a retriever folder (OUT) that `nyx search` and `nyx evaluate` read.
 
@@ -179,7 +192,11 @@ def index_cmd(
     if adapter is not None and not adapter.is_dir():
         raise fail(f"adapter folder not found: {adapter}")
 
-    dense = DenseConfig(batch_size=batch_size, index_dim=dim, index=IndexConfig(index_type=index_type.value))
+    if approximate_from is not None and index_type is IndexType.flat:
+        raise typer.BadParameter("--approximate-from needs an approximate --index-type (hnsw, ivf, ivfpq)",
+                                 param_hint="--approximate-from")
+    dense = DenseConfig(batch_size=batch_size, index_dim=dim, index=IndexConfig(
+        index_type=index_type.value, approximate_from=approximate_from, store_dtype=store_dtype.value))
     if retriever is RetrieverName.bm25:
         r = BM25Retriever()
     elif retriever is RetrieverName.minilm:
@@ -190,15 +207,21 @@ def index_cmd(
     rejects = RejectLog(stage="index")
     t0 = time.perf_counter()
     with user_errors():
-        n = r.index(iter_jsonl(path, rejects), rejects=rejects)
+        n = (r.index(iter_jsonl(path, rejects), rejects=rejects) if retriever is RetrieverName.bm25
+             else r.index(iter_jsonl(path, rejects), rejects=rejects, progress=progress))
         if n == 0:
             report_rejects(rejects, out.with_name(f"{out.name}.rejects.jsonl"))
             raise fail(f"no usable documents in {path}")
         r.save(out)
     rejects_file = report_rejects(rejects, out / "rejects.jsonl")
     seconds = time.perf_counter() - t0
-    echo_err(f"indexed {n} documents with {r.name} into {out} in {seconds:.1f} s")
-    print_json({"out": str(out), **r.describe(), "rejected": rejects.count,
+    inputs = dict(r.last_encode.inputs) if getattr(r, "last_encode", None) is not None else {}
+    fitted = ""
+    if inputs.get("records_with_shrunk_images") or inputs.get("records_with_dropped_images"):
+        fitted = (f"; {inputs.get('records_with_shrunk_images', 0)} record(s) had images shrunk to fit the model's "
+                  f"context, {inputs.get('records_with_dropped_images', 0)} had images dropped")
+    echo_err(f"indexed {n} documents with {r.name} into {out} in {seconds:.1f} s{fitted}")
+    print_json({"out": str(out), **r.describe(), "rejected": rejects.count, "inputs": inputs,
                 "rejects_file": str(rejects_file) if rejects_file else None, "seconds": round(seconds, 3)})
 
 
@@ -364,6 +387,65 @@ def report_cmd(
         rejects.write(out / "rejects.jsonl")
         echo_err(f"{rejects.count} rejected records written to {out / 'rejects.jsonl'}")
     print_json({k: str(v) for k, v in files.items()})
+
+
+@app.command("serve")
+def serve_cmd(
+    source: Annotated[str, typer.Argument(
+        help="A folder written by `nyx index`, or a registry URI: models:/NAME@ALIAS (followed when it moves) or "
+             "models:/NAME/VERSION.", show_default=False)],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1 exposes the API to the "
+                                           "network (set NYX_API_KEY).")] = "127.0.0.1",
+    batch_window_ms: Annotated[float, typer.Option(
+        min=0, help="Collect concurrent queries this long into one encoder call (0: no batching).")] = 5.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most queries per encoder call.")] = 32,
+    poll_seconds: Annotated[float, typer.Option(
+        min=0, help="Registry alias sources: check the alias this often and swap in a new version (0: never).")]
+    = 30.0,
+    corpus: Annotated[Optional[Path], typer.Option(
+        help="Corpus JSONL or BEIR folder the index was built from, for return_documents (registry sources: "
+             "used when the version has no nyx.corpus_path tag).")] = None,
+    max_request_bytes: Annotated[int, typer.Option(min=1, help="Largest request body.")] = 16 * 1024 * 1024,
+    max_image_bytes: Annotated[int, typer.Option(min=1, help="Largest decoded query image.")] = 10 * 1024 * 1024,
+    max_image_pixels: Annotated[int, typer.Option(min=1, help="Most pixels in a query image.")] = 16_000_000,
+    max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = 1000,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        envvar="MLFLOW_TRACKING_URI", help="MLflow registry for models:/ sources (default: sqlite under mlflow/).")]
+    = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve a search API over HTTP (POST /search, POST /embed, GET /health, docs at /docs) for a model and its
+    index. With the environment variable NYX_API_KEY set, every endpoint but /health needs
+    'Authorization: Bearer <key>'. See docs/serving.md."""
+    import logging
+
+    import uvicorn
+
+    from nyx.paths import REPO_ROOT
+    from nyx.serving.server import API_KEY_ENV, REGISTRY_PREFIX, ServeError, ServeSettings, create_app
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nyx").setLevel(level)  # model loads, alias moves and swaps; other libraries stay quiet
+    if corpus is not None and not corpus.exists():
+        raise fail(f"corpus not found: {corpus}")
+    if source.startswith(REGISTRY_PREFIX) and tracking_uri is None:
+        tracking_uri = f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+    settings = ServeSettings(batch_window_ms=batch_window_ms, max_batch=max_batch, poll_seconds=poll_seconds,
+                             max_request_bytes=max_request_bytes, max_image_bytes=max_image_bytes,
+                             max_image_pixels=max_image_pixels, max_k=max_k)
+    try:
+        server_app = create_app(source, corpus=corpus, settings=settings, tracking_uri=tracking_uri)
+    except (ServeError, OSError, ValueError) as e:
+        if os.environ.get("NYX_DEBUG"):
+            raise
+        raise fail(str(e) or type(e).__name__) from None
+    if not os.environ.get(API_KEY_ENV) and host not in ("127.0.0.1", "localhost", "::1"):
+        echo_err(f"warning: serving on {host} without {API_KEY_ENV}: anyone who can reach port {port} can query")
+    uvicorn.run(server_app, host=host, port=port, log_level=log_level.lower(), access_log=level == "DEBUG")
 
 
 # ------------------------------------------------------------------------------------------------ command groups

@@ -68,6 +68,11 @@ class DataPaths:
         return self.work / "checkpoints"
 
     @property
+    def embeddings(self) -> Path:
+        """Document embeddings per model (:class:`nyx.index.store.EmbeddingStore`): derived, re-creatable."""
+        return self.work / "embeddings"
+
+    @property
     def indexes(self) -> Path:
         return self.work / "indexes"
 

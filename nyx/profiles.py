@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nyx.feedback.preferences import FeedbackConfig
+from nyx.index.manifest import IndexConfig
+from nyx.retrieval.dense import DenseConfig
 from nyx.synth.chunking import ChunkingConfig
 from nyx.synth.generators.config import GeneratorConfig, OpenAISettings
 from nyx.synth.mining import MiningConfig
@@ -93,6 +95,23 @@ class Stage2Settings(StageSettings):
     feedback_split: str = "train"
 
 
+class IndexSettings(BaseModel):
+    """Each model's corpus embeddings (stored per model and encoded once: dev evaluation, feedback, the report and
+    the corpus index assets share them, :mod:`nyx.index.store`) and the index built from them. ``config`` says
+    which FAISS index and how vectors are stored (float32 or float16: one setting for the stored embeddings and
+    the index)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(16, ge=1, description="records per encoder forward pass")
+    shard_size: int = Field(1024, ge=1, description="records per stored segment: a killed encode keeps the finished ones")
+    config: IndexConfig = Field(default_factory=IndexConfig)
+
+    def dense_config(self) -> DenseConfig:
+        """The settings a dense retriever builds the corpus index with."""
+        return DenseConfig(batch_size=self.batch_size, shard_size=self.shard_size, index=self.config)
+
+
 class EvalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     split: str = "test"
@@ -128,6 +147,7 @@ class PipelineProfile(BaseModel):
     reader: ReaderSettings = Field(default_factory=ReaderSettings)
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
     stage2: Stage2Settings = Field(default_factory=Stage2Settings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
 

@@ -16,6 +16,10 @@ PREVIOUS_TAG = "nyx.previous_champion"
 METRIC_TAG_PREFIX = "eval."
 #: The only split a model may be chosen on.
 SELECTION_SPLIT = "dev"
+#: model-version tags naming the version's corpus index (a folder ``nyx.retrieval.load_retriever`` opens) and the
+#: corpus it was built from (a BEIR folder): what ``nyx serve models:/<name>@<alias>`` searches
+INDEX_DIR_TAG = "nyx.index_dir"
+CORPUS_PATH_TAG = "nyx.corpus_path"
 
 
 @dataclass

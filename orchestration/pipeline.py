@@ -35,7 +35,10 @@ def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
 def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
                       run_config: dict[str, Any] | None = None,
                       resources: dict[str, Any] | None = None) -> list[dg.ExecuteInProcessResult]:
-    """Materialise every asset of ``defs``: unpartitioned roots, each shard partition, then the rest.
+    """Materialise every asset of ``defs`` in dependency order, in layers: every unpartitioned asset whose parents
+    are done runs in one run; then every shard-partitioned asset whose parents are done runs once per shard
+    partition; and so on (raw_documents, then chunks and QA per shard, then NyxQA to Stage 1, then Stage 1's
+    embeddings per shard, then its index, ...).
 
     Raises if any run fails (a failing blocking check stops downstream assets and fails the run).
     """
@@ -47,10 +50,6 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     res.update(resources or {})
     settings: NyxSettings = res.get("settings") or NyxSettings()
     keys = list(graph.get_all_asset_keys())
-    partitioned = {k for k in keys if graph.get(k).partitions_def is not None}
-    # unpartitioned assets that feed partitioned ones (such as raw_documents) run first
-    first = {k for k in keys if k not in partitioned and k in _ancestors(graph, partitioned)}
-    rest = [k for k in keys if k not in partitioned and k not in first]
 
     # INFO on the console (Dagster's in-process default is DEBUG: every engine event); the UI keeps everything
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
@@ -65,20 +64,43 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
                                tags={"nyx/profile": settings.profile, **run_tags()})
         results.append(r)
 
-    run(first)
-    if partitioned:
-        for key in sync_shard_partitions(instance, settings.paths):
-            run(partitioned, partition_key=key)
-    run(rest)
+    shards: list[str] | None = None
+    for partitioned, layer in graph_layers(graph, keys):
+        if not partitioned:
+            run(layer)
+            continue
+        if shards is None:  # registered once, after the unpartitioned roots (raw_documents) ran
+            shards = sync_shard_partitions(instance, settings.paths)
+        for key in shards:
+            run(layer, partition_key=key)
     return results
 
 
-def _ancestors(graph, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
-    seen: set[dg.AssetKey] = set()
-    stack = list(keys)
-    while stack:
-        for p in graph.get(stack.pop()).parent_keys:
-            if p not in seen:
-                seen.add(p)
-                stack.append(p)
-    return seen
+def graph_layers(graph, keys: list[dg.AssetKey]) -> list[tuple[bool, set[dg.AssetKey]]]:
+    """``keys`` in dependency order as alternating layers ``(partitioned, assets)``: each layer is every asset of
+    one kind (partitioned or not) whose parents within ``keys`` are in earlier layers or, for its own kind, in the
+    same layer. Unpartitioned layers come first when both kinds are ready."""
+    todo = set(keys)
+    done: set[dg.AssetKey] = set()
+    layers: list[tuple[bool, set[dg.AssetKey]]] = []
+    kind, empty = False, 0
+    while todo:
+        layer: set[dg.AssetKey] = set()
+        grew = True
+        while grew:  # close the layer over same-kind descendants whose other parents are done
+            grew = False
+            for k in todo - layer:
+                node = graph.get(k)
+                if (node.partitions_def is not None) == kind and all(
+                        p in done or p in layer or p not in todo for p in node.parent_keys):
+                    layer.add(k)
+                    grew = True
+        if layer:
+            layers.append((kind, layer))
+            done |= layer
+            todo -= layer
+            empty = 0
+        elif (empty := empty + 1) == 2:  # neither kind can go on: a cycle
+            raise RuntimeError(f"cannot order assets {sorted(a.to_user_string() for a in todo)}")
+        kind = not kind
+    return layers

@@ -35,13 +35,18 @@ def run_whole_graph(root: Path, profile: str, overrides: dict[str, Any], *, n_do
         from orchestration.definitions import defs as lazy
         from orchestration.pipeline import materialize_graph
 
+        from nyx.retrieval.dense import DOCUMENTS_ENCODED
+
         defs = lazy() if callable(lazy) else lazy
         instance = dg.DagsterInstance.from_config(str(root / "dh"))
+        before = DOCUMENTS_ENCODED.copy()
         results = materialize_graph(defs, instance)
+        encoded = DOCUMENTS_ENCODED - before
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return {"root": root, "results": results, "defs": defs, "instance": instance}
+    return {"root": root, "results": results, "defs": defs, "instance": instance,
+            "documents_encoded": dict(encoded)}  # per (model id, revision), by dense retrievers in this process

@@ -42,3 +42,39 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
         assert_within(f"encode_search: flat search scores at dim {row['dim']}", check["max_abs_score_diff"], 0.0,
                       check["tolerance"])
     assert "target: 5x vs the research code's way" in proc.stdout
+
+
+def _run_quick(script: str, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_index_scale_quick_measures_every_type_and_its_memory_formula(tmp_path):
+    report = _run_quick("index_scale.py", tmp_path / "index_scale.json")
+    rows = {(r["type"], r["dim"]): r for r in report["rows"]}
+    assert set(rows) == {(t, d) for t in report["types"] for d in report["dims"]}
+    for (kind, dim), r in rows.items():
+        assert r["n"] == report["n"] and r["index_bytes"] > 0
+        # the per-vector formula predicts the serialised size (fixed parts aside) within 1%
+        assert abs(r["formula_vs_measured"] - 1) < 0.01, (kind, dim, r["formula_vs_measured"])
+        assert r["per_million"]["index_bytes"] > 0
+        if kind == "flat":
+            assert r["recall_at_10_vs_flat"] == 1.0 and r["index_bytes_per_doc"] >= 4 * dim
+        else:  # measured against flat on stored vectors used as queries
+            assert r["recall_queries"] > 0 and 0.0 <= r["recall_at_10_vs_flat"] <= 1.0
+    assert rows[("ivfpq", report["dims"][0])]["index_bytes"] < rows[("flat", report["dims"][0])]["index_bytes"]
+
+
+@pytest.mark.slow
+def test_serve_load_quick_answers_every_request_with_and_without_batching(tmp_path):
+    report = _run_quick("serve_load.py", tmp_path / "serve_load.json")
+    assert report["errors"] == 0
+    off, on = (next(r for r in report["rows"] if r["batching"] == b) for b in ("off", "on"))
+    for row in (off, on):
+        assert row["ok"] == row["requests"] == report["requests"] and row["qps"] > 0
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["same_topk_as_first"] == 1.0  # batching never changes a query's results
+    assert off["encoder_batches"] == off["requests"] and on["encoder_batches"] < on["requests"]

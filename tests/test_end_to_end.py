@@ -53,12 +53,39 @@ def test_every_asset_materialises_and_every_blocking_check_passes(pipeline):
         mats |= {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
         checks.update({e.check_name: e.passed for e in r.get_asset_check_evaluations()})
     expected = {"raw_documents", "corpus_chunks", "synthetic_qa", "nyxqa", "hard_negatives", "data_snapshot",
-                "stage1_checkpoint", "feedback_preferences", "stage2_checkpoint", "eval_report", "champion_model"}
+                "stage1_checkpoint", "feedback_preferences", "stage2_checkpoint", "eval_report", "champion_model",
+                "stage1_embeddings", "stage1_index", "stage2_embeddings", "stage2_index"}
     assert expected <= mats
     for name in ["raw_documents_valid", "corpus_chunks_valid", "nyxqa_valid", "hard_negatives_valid",
                  "stage1_loss_decreasing", "stage1_model_loads", "stage2_model_loads", "feedback_preferences_valid",
-                 "champion_gate"]:
+                 "champion_gate", "stage1_index_consistent", "stage2_index_consistent"]:
         assert checks.get(name) is True, (name, checks)
+
+
+def test_each_model_encodes_the_corpus_once_and_its_index_is_named_on_its_version(pipeline):
+    """Dev evaluation (in both trainings), the per-shard embedding assets, the index assets, feedback and the report
+    all need corpus embeddings: the untrained backbone, Stage 1 and Stage 2 each encode every chunk exactly once."""
+    from nyx.index.store import EmbeddingStore
+
+    root = pipeline["root"]
+    corpus_ids = [json.loads(line)["id"] for line in (root / "data" / "nyxqa" / "dev" / "corpus.jsonl").open()]
+    models = EmbeddingStore(root / "work" / "embeddings").models()
+    encoded = {m["key"]: sum(e["count"] for e in m["encodes"]) for m in models}
+    assert len(models) == 3, [m["identity"]["model_id"] for m in models]  # untrained, stage1, stage2 (bm25 is sparse)
+    # counted where documents are encoded (store or not): three models, each the whole corpus once
+    assert sorted(pipeline["documents_encoded"].values()) == [len(corpus_ids)] * 3, pipeline["documents_encoded"]
+    for m in models:
+        assert m["duplicates"] == 0, m["encodes"]
+        assert m["records"] == len(corpus_ids) == encoded[m["key"]], (m["identity"]["model_id"], m["encodes"])
+    c = _client(root)
+    for stage in ("stage1", "stage2"):
+        state = json.loads((root / "work" / "checkpoints" / stage / "nyx_state.json").read_text())
+        version = c.get_model_version("nyx-retriever", state["model_version"])
+        index_dir = Path(version.tags["nyx.index_dir"])
+        assert index_dir == (root / "work" / "indexes" / stage).resolve()
+        manifest = json.loads((index_dir / "index" / "manifest.json").read_text())
+        assert manifest["mlflow_model_version"] == state["model_version"]
+        assert sorted(manifest["doc_ids"]) == sorted(corpus_ids)
 
 
 def test_champion_is_the_stage_better_on_dev_with_lineage_tags_and_test_metrics_only_reported(pipeline):

@@ -1,12 +1,13 @@
 """FAISS inner-product indexes over Matryoshka embeddings, with a manifest that guards compatibility."""
 
-from nyx.index.faiss_index import EmbeddingIndex, SearchResult, normalize_rows, prefix
+from nyx.index.faiss_index import EmbeddingIndex, SearchResult, index_bytes, normalize_rows, prefix, recall_at_k
 from nyx.index.manifest import (
     CorpusHasher,
     IndexConfig,
     IndexManifest,
     IndexMismatchError,
     IndexType,
+    StoreDtype,
     corpus_hash,
     nyx_version,
 )
@@ -19,8 +20,11 @@ __all__ = [
     "IndexMismatchError",
     "IndexType",
     "SearchResult",
+    "StoreDtype",
     "corpus_hash",
+    "index_bytes",
     "normalize_rows",
     "nyx_version",
     "prefix",
+    "recall_at_k",
 ]

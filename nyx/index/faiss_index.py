@@ -5,27 +5,52 @@ from their re-normalised prefixes on first use and cached. Documents arrive shar
 :meth:`EmbeddingIndex.add`, and every shard, query and loaded folder is checked against the
 :class:`~nyx.index.manifest.IndexManifest` (model, revision, dimension).
 
+Which FAISS index is built depends on :class:`~nyx.index.manifest.IndexConfig` and the corpus size (flat
+below ``approximate_from`` documents, else ``index_type``). Every build is recorded in
+``manifest.build_stats[dim]`` (type, build time, serialised bytes and, for approximate indexes, recall@10
+against exact search measured on a seeded sample of the stored vectors): :meth:`EmbeddingIndex.build_report`.
+
 Folder layout written by :meth:`EmbeddingIndex.save`::
 
-    manifest.json            model, dims, index type, document ids, corpus hash, created-with version
-    vectors.npy              float32 [n, dim], L2-normalised, row i = manifest.doc_ids[i]
-    faiss-hnsw-256.index     approximate indexes already built (flat ones are rebuilt on load: it is a copy)
+    manifest.json            model, dims, index config, document ids, corpus hash, build stats, version
+    vectors.npy              float32 or float16 (config.store_dtype) [n, dim], L2-normalised, row i = doc_ids[i]
+    faiss-hnsw-256.index     approximate indexes already built, as faiss-<type>-<dim>.index: a reload does not
+                             rebuild or retrain them (flat ones are rebuilt on load: they are a copy)
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import faiss
 import numpy as np
 
-from nyx.index.manifest import MANIFEST_NAME, IndexConfig, IndexManifest, IndexMismatchError
+from nyx.index.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    IndexConfig,
+    IndexManifest,
+    IndexMismatchError,
+    IndexType,
+)
 from nyx.utils.io import atomic_dir, read_json, write_json
 
+log = logging.getLogger(__name__)
+
 VECTORS_NAME = "vectors.npy"
+#: recall@K against exact search is what the build measures
+RECALL_K = 10
+#: FAISS k-means wants at least this many training points per centroid
+POINTS_PER_CENTROID = 39
+#: automatic IVF cluster count: 4·sqrt(n), at most this
+MAX_AUTO_NLIST = 65536
 
 
 @dataclass
@@ -59,6 +84,43 @@ def prefix(x: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(mrl_truncate(np.asarray(x, dtype=np.float32), dim), dtype=np.float32)
 
 
+def index_bytes(index: faiss.Index) -> int:
+    """The size of ``faiss.serialize_index(index)``, counted while streaming (no copy of the index is held)."""
+    total = 0
+
+    def count(chunk: bytes) -> int:
+        nonlocal total
+        total += len(chunk)
+        return len(chunk)
+
+    writer = faiss.PyCallbackIOWriter(count)
+    faiss.write_index(index, writer)
+    del writer  # flushes
+    return total
+
+
+def pq_subquantizers(dim: int, requested: int | None) -> int:
+    """PQ sub-quantisers at ``dim``: ``requested`` (default ``dim // 8``), lowered to the largest divisor of ``dim``."""
+    target = max(1, min(dim, requested if requested is not None else dim // 8))
+    return max(m for m in range(1, target + 1) if dim % m == 0)
+
+
+def ivf_nlist(n: int, train_points: int, requested: int | None) -> int:
+    """IVF clusters for ``n`` documents: ``requested`` or 4·sqrt(n) (at most :data:`MAX_AUTO_NLIST`), capped at
+    ``train_points / 39`` so that FAISS's k-means has enough points per centroid."""
+    want = requested if requested is not None else min(MAX_AUTO_NLIST, round(4 * math.sqrt(n)))
+    return max(1, min(want, train_points // POINTS_PER_CENTROID))
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |approximate top-k ∩ exact top-k| / k (``-1`` padding counts as a miss)."""
+    if len(exact) == 0:
+        return 1.0
+    k = exact.shape[1]
+    hits = [len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
+    return float(np.mean(hits) / k)
+
+
 class EmbeddingIndex:
     """Inner-product nearest-neighbour search over document embeddings of one model.
 
@@ -79,7 +141,7 @@ class EmbeddingIndex:
                     f"vectors of shape {vectors.shape} do not match the manifest "
                     f"({len(manifest.doc_ids)} documents x {manifest.dim} dims)"
                 )
-            self._chunks.append(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._chunks.append(np.ascontiguousarray(vectors, dtype=self.store_dtype))
         elif manifest.doc_ids:
             raise ValueError("the manifest lists documents but no vectors were given")
 
@@ -122,12 +184,22 @@ class EmbeddingIndex:
         return len(self.manifest.doc_ids)
 
     @property
-    def vectors(self) -> np.ndarray:
-        """All stored vectors, float32 [n, dim] (consolidated into one array on first access)."""
+    def store_dtype(self) -> np.dtype:
+        """The dtype vectors are kept in, in memory and in ``vectors.npy`` (``config.store_dtype``)."""
+        return np.dtype(self.manifest.config.store_dtype)
+
+    @property
+    def stored_vectors(self) -> np.ndarray:
+        """All stored vectors as kept, ``store_dtype`` [n, dim] (consolidated into one array on first access)."""
         if len(self._chunks) != 1:
-            joined = np.concatenate(self._chunks) if self._chunks else np.zeros((0, self.dim), np.float32)
+            joined = np.concatenate(self._chunks) if self._chunks else np.zeros((0, self.dim), self.store_dtype)
             self._chunks = [joined]
         return self._chunks[0]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All stored vectors, float32 [n, dim] (with float16 storage: a new float32 copy on every access)."""
+        return self.stored_vectors.astype(np.float32, copy=False)
 
     def add(
         self,
@@ -158,15 +230,13 @@ class EmbeddingIndex:
             raise ValueError(f"duplicate document ids: {sorted(set(dup))[:5]}")
         if not ids:
             return
-        vecs = normalize_rows(embeddings)
-        self._chunks.append(vecs)
+        self._chunks.append(normalize_rows(embeddings).astype(self.store_dtype, copy=False))
         self.manifest.doc_ids.extend(ids)
         self._id_set.update(ids)
-        for d, index in list(self._indexes.items()):
-            if self.manifest.index_type == "ivf":
-                del self._indexes[d]  # clusters were trained on the old data: rebuild lazily
-            else:
-                index.add(vecs if d == self.dim else prefix(vecs, d))
+        # Built indexes and their stats describe the old corpus (clusters, codebooks, measured recall, and the
+        # type itself when the size crosses approximate_from): drop them, they are rebuilt on next use.
+        self._indexes.clear()
+        self.manifest.build_stats.clear()
 
     def merge_from(self, other: "EmbeddingIndex") -> None:
         """Append all documents of another index built with the same model and dimension."""
@@ -192,35 +262,147 @@ class EmbeddingIndex:
         return self._indexes[dim]
 
     def build(self, dims: Sequence[int]) -> None:
-        """Build the indexes for ``dims`` now (e.g. before saving HNSW indexes)."""
+        """Build the indexes for ``dims`` now (e.g. before saving approximate indexes)."""
         for d in dims:
             self.faiss_index(d)
 
-    def _build(self, dim: int) -> faiss.Index:
+    def resolve_type(self, n: int | None = None) -> IndexType:
+        """The index type for ``n`` documents (default: the current size): ``config.resolve_type``."""
+        return self.manifest.config.resolve_type(len(self) if n is None else n)
+
+    def build_report(self) -> dict[str, Any]:
+        """What was built, JSON-able (for asset metadata): corpus size, storage, and per built dimension
+        (keys are strings) the entry of ``manifest.build_stats``:
+
+        ``type`` (flat / hnsw / ivf / ivfpq as built), ``requested_type``, ``fallback`` (why an approximate type
+        was replaced by flat, else None), ``documents``, ``dim``, ``build_seconds`` (wall clock, training
+        included), ``build_cpu_seconds`` (CPU time of the process, all threads: the work, less sensitive to the
+        machine's load), ``train_seconds``, ``train_cpu_seconds``, ``train_points``, ``bytes`` (serialised FAISS
+        index), ``bytes_per_document``, ``params`` (nlist, nprobe, m, nbits, M, ef...), ``recall_at_10_vs_flat``
+        (mean over ``queries`` stored vectors used as queries of |approximate top-10 ∩ exact top-10| / 10; 1.0
+        for flat, exact by construction, with ``queries`` 0; None when ``recall_queries`` is 0), ``queries``,
+        ``recall_k`` (10, or n when smaller), ``recall_seconds``, ``search_ms_per_query`` (the approximate index,
+        batched over the recall queries; None when not measured), ``built_at``.
+        Entries are kept by :meth:`save` / :meth:`load` and dropped by :meth:`add` (the index is rebuilt).
+        """
         cfg = self.manifest.config
-        vecs = self.vectors if dim == self.dim else prefix(self.vectors, dim)
-        if cfg.index_type == "flat":
+        stored = self.stored_vectors
+        return {
+            "documents": len(self),
+            "stored_dim": self.dim,
+            "store_dtype": cfg.store_dtype,
+            "vectors_bytes": int(stored.nbytes),
+            "index_type": cfg.index_type,
+            "approximate_from": cfg.approximate_from,
+            "dims": {str(d): dict(st) for d, st in sorted(self.manifest.build_stats.items(), reverse=True)},
+        }
+
+    def _prefix_vectors(self, dim: int) -> np.ndarray:
+        """Float32 [n, dim] unit rows: the stored vectors (converted from float16 if so stored) or their prefix."""
+        stored = self.stored_vectors
+        if dim == self.dim:
+            return np.ascontiguousarray(stored, dtype=np.float32)
+        return prefix(stored[:, :dim], dim)
+
+    def _train_sample(self, vecs: np.ndarray, size: int) -> np.ndarray:
+        """``size`` rows of ``vecs`` drawn with ``config.seed`` (all of them, in order, when ``size >= n``)."""
+        if size >= len(vecs):
+            return vecs
+        rows = np.sort(np.random.default_rng(self.manifest.config.seed).choice(len(vecs), size, replace=False))
+        return np.ascontiguousarray(vecs[rows])
+
+    def _build(self, dim: int) -> faiss.Index:
+        index, stats = self._build_with_stats(dim)
+        self.manifest.build_stats[dim] = stats
+        return index
+
+    def _build_with_stats(self, dim: int) -> tuple[faiss.Index, dict[str, Any]]:
+        cfg = self.manifest.config
+        n = len(self)
+        t0, c0 = time.perf_counter(), time.process_time()
+        vecs = self._prefix_vectors(dim)
+        kind = cfg.resolve_type(n)
+        fallback = None
+        if kind in ("ivf", "ivfpq") and n == 0:
+            kind, fallback = "flat", "empty index: nothing to train on"
+        if kind == "ivfpq" and n < cfg.pq_min_train():
+            fallback = (f"{n} documents are too few to train IVF-PQ codebooks (FAISS needs "
+                        f"{cfg.pq_min_train()} = 39 x 2**{cfg.pq_nbits} points): exact flat search instead")
+            kind = "flat"
+        if fallback is not None and n > 0:
+            log.warning("index at dim %d: %s", dim, fallback)
+        params: dict[str, Any] = {}
+        train_points, train_s, train_cpu_s = 0, 0.0, 0.0
+        if kind == "flat":
             index = faiss.IndexFlatIP(dim)
-        elif cfg.index_type == "hnsw":
+        elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = cfg.hnsw_ef_construction
-        elif cfg.index_type == "ivf":
-            nlist = max(1, min(cfg.ivf_nlist, len(vecs) // 39))  # FAISS wants >= 39 points per centroid
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            if len(vecs):
-                index.train(vecs)
+            params = {"M": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction, "ef_search": cfg.hnsw_ef_search}
+        elif kind in ("ivf", "ivfpq"):
+            size = min(n, max(cfg.train_sample, cfg.pq_min_train() if kind == "ivfpq" else 1))
+            train = self._train_sample(vecs, size)
+            nlist = ivf_nlist(n, len(train), cfg.ivf_nlist)
+            quantizer = faiss.IndexFlatIP(dim)
+            if kind == "ivf":
+                index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                params = {"nlist": nlist, "nprobe": cfg.ivf_nprobe}
+            else:
+                m = pq_subquantizers(dim, cfg.pq_m)
+                index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+                params = {"nlist": nlist, "nprobe": cfg.ivf_nprobe, "m": m, "nbits": cfg.pq_nbits}
+            t_train, c_train = time.perf_counter(), time.process_time()
+            index.train(train)
+            train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train
+            train_points = len(train)
+            del train
         else:  # pragma: no cover - pydantic rejects other values
-            raise ValueError(f"unknown index type {cfg.index_type!r}")
-        if len(vecs) and (cfg.index_type != "ivf" or index.is_trained):
+            raise ValueError(f"unknown index type {kind!r}")
+        if n:
             index.add(vecs)
         self._configure(index)
-        return index
+        build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        nbytes = index_bytes(index)
+        stats: dict[str, Any] = {
+            "type": kind, "requested_type": cfg.index_type, "fallback": fallback,
+            "documents": n, "dim": dim,
+            "build_seconds": round(build_s, 4), "build_cpu_seconds": round(build_cpu_s, 4),
+            "train_seconds": round(train_s, 4), "train_cpu_seconds": round(train_cpu_s, 4),
+            "train_points": train_points,
+            "bytes": nbytes, "bytes_per_document": round(nbytes / n, 2) if n else None,
+            "params": params,
+            "recall_at_10_vs_flat": 1.0, "queries": 0, "recall_k": min(RECALL_K, n),
+            "recall_seconds": 0.0, "search_ms_per_query": None,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if kind != "flat":
+            stats.update(self._measure_recall(index, vecs))
+        return index, stats
+
+    def _measure_recall(self, index: faiss.Index, vecs: np.ndarray) -> dict[str, Any]:
+        """Recall@10 of ``index`` against exact inner-product search over ``vecs``, with a seeded sample of
+        ``config.recall_queries`` stored vectors as queries (a query's own document counts as a neighbour)."""
+        cfg = self.manifest.config
+        n = len(vecs)
+        q = min(cfg.recall_queries, n)
+        if q == 0:
+            return {"recall_at_10_vs_flat": None, "queries": 0}
+        t0 = time.perf_counter()
+        rows = np.sort(np.random.default_rng(cfg.seed + 1).choice(n, q, replace=False))
+        xq = np.ascontiguousarray(vecs[rows])
+        k = min(RECALL_K, n)
+        t_search = time.perf_counter()
+        _, approx = index.search(xq, k)
+        search_ms = (time.perf_counter() - t_search) * 1000 / q
+        _, exact = faiss.knn(xq, vecs, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return {"recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4), "queries": q, "recall_k": k,
+                "recall_seconds": round(time.perf_counter() - t0, 4), "search_ms_per_query": round(search_ms, 4)}
 
     def _configure(self, index: faiss.Index) -> None:
         cfg = self.manifest.config
-        if cfg.index_type == "hnsw":
+        if isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = cfg.hnsw_ef_search
-        elif cfg.index_type == "ivf":
+        elif isinstance(index, faiss.IndexIVF):
             index.nprobe = cfg.ivf_nprobe
 
     # ------------------------------------------------------------------ search
@@ -268,15 +450,23 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the folder atomically (a crash leaves any previous version intact)."""
+        """Write the folder atomically (a crash leaves any previous version intact). Approximate indexes already
+        built are written as ``faiss-<type>-<dim>.index`` so that :meth:`load` reuses them without retraining."""
         path = Path(path)
+        self.manifest.format = MANIFEST_FORMAT
         with atomic_dir(path) as tmp:
-            np.save(tmp / VECTORS_NAME, self.vectors)
-            if self.manifest.index_type != "flat":
-                for d, index in self._indexes.items():
-                    faiss.write_index(index, str(tmp / f"faiss-{self.manifest.index_type}-{d}.index"))
+            np.save(tmp / VECTORS_NAME, self.stored_vectors)
+            for d, index in self._indexes.items():
+                kind = self._built_type(d)
+                if kind != "flat":
+                    faiss.write_index(index, str(tmp / f"faiss-{kind}-{d}.index"))
             write_json(self.manifest.model_dump(mode="json"), tmp / MANIFEST_NAME)
         return path
+
+    def _built_type(self, dim: int) -> IndexType:
+        """The type the index at ``dim`` was (or will be) built as: its build stats, else the configured one."""
+        stats = self.manifest.build_stats.get(dim)
+        return stats["type"] if stats and "type" in stats else self.resolve_type()
 
     @classmethod
     def read_manifest(cls, path: str | os.PathLike) -> IndexManifest:
@@ -295,17 +485,28 @@ class EmbeddingIndex:
         model_revision: str | None = None,
         dim: int | None = None,
     ) -> "EmbeddingIndex":
-        """Load a saved folder; if ``model_id``/``model_revision``/``dim`` are given they must match it."""
+        """Load a saved folder; if ``model_id``/``model_revision``/``dim`` are given they must match it.
+
+        Saved approximate indexes of the right type and size are reused as they are (no rebuild, no training)
+        and keep their build stats; the stats of one that is missing or does not match are dropped (it is
+        rebuilt, and re-measured, on first use)."""
         path = Path(path)
         manifest = cls.read_manifest(path)
         manifest.check_model(model_id, model_revision, dim)
         vectors = np.load(path / VECTORS_NAME)
         self = cls(manifest, vectors)
-        if manifest.index_type != "flat":
-            for f in sorted(path.glob(f"faiss-{manifest.index_type}-*.index")):
-                d = int(f.stem.rsplit("-", 1)[1])
-                index = faiss.read_index(str(f))
-                if index.ntotal == len(self) and index.d == d:
-                    self._configure(index)
-                    self._indexes[d] = index
+        for f in sorted(path.glob("faiss-*-*.index")):
+            kind, _, d_str = f.stem.removeprefix("faiss-").rpartition("-")
+            if not d_str.isdigit():
+                continue
+            d = int(d_str)
+            if kind == "flat" or kind != self._built_type(d):
+                continue
+            index = faiss.read_index(str(f))
+            if index.ntotal == len(self) and index.d == d:
+                self._configure(index)
+                self._indexes[d] = index
+        for d, stats in list(manifest.build_stats.items()):
+            if stats.get("type") != "flat" and d not in self._indexes:
+                del manifest.build_stats[d]
         return self

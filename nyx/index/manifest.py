@@ -11,16 +11,19 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 from datetime import datetime, timezone
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nyx.data.records import Record, is_data_url
 from nyx.utils.io import file_sha256
 
-IndexType = Literal["flat", "hnsw", "ivf"]
+IndexType = Literal["flat", "hnsw", "ivf", "ivfpq"]
+StoreDtype = Literal["float32", "float16"]
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+#: 2: ``build_stats`` and the IndexConfig fields ``approximate_from``, ``ivfpq``/``pq_*``, ``train_sample``,
+#: ``recall_queries``, ``seed``, ``store_dtype`` (all defaulted: format-1 manifests load unchanged).
+MANIFEST_FORMAT = 2
 
 
 class IndexMismatchError(ValueError):
@@ -36,18 +39,81 @@ def nyx_version() -> str:
 
 
 class IndexConfig(BaseModel):
-    """How to build the FAISS index: exact ``flat`` (default), or approximate ``hnsw`` / ``ivf`` for
-    large corpora. All use inner product over L2-normalised vectors (= cosine similarity)."""
+    """How to build the FAISS index. All types use inner product over L2-normalised vectors (= cosine).
+
+    * ``flat`` (default): exact search.
+    * ``hnsw``: a graph (``faiss.IndexHNSWFlat``); no training, keeps full float32 vectors plus ~``8·hnsw_m``
+      bytes of links per document.
+    * ``ivf``: inverted lists of full vectors (``faiss.IndexIVFFlat``), clusters trained on a sample.
+    * ``ivfpq``: inverted lists of product-quantised codes (``faiss.IndexIVFPQ``): ``pq_m`` bytes per document
+      (``pq_nbits = 8``), clusters and codebooks trained on a sample. FAISS needs ``39 · 2**pq_nbits`` training
+      points (9,984) for the codebooks: a smaller corpus falls back to ``flat``, with a warning and
+      ``fallback`` in the build stats.
+
+    **Size switch.** With ``approximate_from = N`` an approximate ``index_type`` is used only from ``N``
+    documents on; a smaller corpus gets ``flat``. A profile says "flat below 100k documents, else HNSW" with
+    ``IndexConfig(index_type="hnsw", approximate_from=100_000)``; :meth:`resolve_type` gives the type for a size.
+
+    **Recall on build.** Every approximate index is checked when built: ``recall_queries`` stored vectors,
+    sampled with ``seed``, are searched in it and exactly, and recall@10 is recorded in the manifest's
+    ``build_stats`` (see ``EmbeddingIndex.build_report``).
+
+    **Float16 storage.** ``store_dtype="float16"`` keeps ``vectors.npy`` (on disk and in memory) at half the
+    size; FAISS still searches float32 copies. Float16 has an 11-bit significand (~3 decimal digits; unit
+    roundoff u = 2**-11 ≈ 4.9e-4): each stored coordinate moves by at most u relative, so a cosine score moves
+    by at most u·Σ|q_i·x_i| <= u at the full dimension (Cauchy–Schwarz) and ~2u ≈ 1e-3 at a re-normalised
+    Matryoshka prefix, against float32 storage. Rankings change only where two documents' scores are closer
+    than that.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    index_type: IndexType = "flat"
+    index_type: IndexType = Field("flat", description="flat (exact), or hnsw / ivf / ivfpq (approximate)")
+    approximate_from: int | None = Field(
+        None, ge=1, description="with an approximate index_type: flat below this many documents, index_type "
+                                "from it on (None: index_type at any size)")
     hnsw_m: int = Field(32, ge=4, description="HNSW: neighbours per node")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW: candidate list size while building")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW: candidate list size while searching")
-    ivf_nlist: int = Field(1024, ge=1, description="IVF: number of clusters (capped at n/39 for small corpora)")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF: clusters visited per query")
+    ivf_nlist: int | None = Field(
+        None, ge=1, description="IVF / IVF-PQ: number of clusters; None: 4·sqrt(n), at most 65536. Always capped "
+                                "at (training points)/39, what FAISS needs per centroid")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF / IVF-PQ: clusters visited per query")
+    pq_m: int | None = Field(
+        None, ge=1, description="IVF-PQ: sub-quantisers (bytes per document at 8 bits); None: dim/8. Lowered to "
+                                "the largest divisor of each indexed dimension")
+    pq_nbits: int = Field(8, ge=4, le=12, description="IVF-PQ: bits per sub-quantiser code")
+    train_sample: int = Field(
+        100_000, ge=1, description="IVF / IVF-PQ: documents sampled (seeded) to train clusters and codebooks; "
+                                   "raised to what FAISS needs when the corpus has enough")
+    recall_queries: int = Field(
+        200, ge=0, description="stored vectors sampled as queries to measure recall@10 against flat search when an "
+                               "approximate index is built (0: do not measure)")
+    seed: int = Field(0, description="seed of the training and recall samples")
+    store_dtype: StoreDtype = Field("float32", description="dtype of the stored vectors (vectors.npy)")
     search_batch_size: int = Field(1024, ge=1, description="queries per FAISS call")
+
+    @model_validator(mode="after")
+    def _check_switch(self) -> "IndexConfig":
+        if self.approximate_from is not None and self.index_type == "flat":
+            raise ValueError("approximate_from needs an approximate index_type (hnsw, ivf or ivfpq) to switch to")
+        return self
+
+    @property
+    def approximate(self) -> bool:
+        """Whether ``index_type`` is approximate (it may still resolve to flat for a small corpus)."""
+        return self.index_type != "flat"
+
+    def resolve_type(self, n: int) -> IndexType:
+        """The index type for a corpus of ``n`` documents: ``flat`` below ``approximate_from``, else
+        ``index_type``. (IVF-PQ may still fall back to flat at build time when ``n`` is too small to train.)"""
+        if self.approximate_from is not None and n < self.approximate_from:
+            return "flat"
+        return self.index_type
+
+    def pq_min_train(self) -> int:
+        """Training points FAISS needs for the PQ codebooks: 39 per code (``2**pq_nbits`` codes)."""
+        return 39 * 2**self.pq_nbits
 
 
 class IndexManifest(BaseModel):
@@ -65,6 +131,13 @@ class IndexManifest(BaseModel):
     config: IndexConfig = Field(default_factory=IndexConfig)
     doc_ids: list[str] = Field(default_factory=list)
     corpus_hash: str | None = None
+    inputs: dict[str, int] = Field(
+        default_factory=dict,
+        description="what the encoder did to the indexed records' inputs: records whose images were shrunk or "
+                    "dropped to fit its context, texts cut (NyxEncoder.input_stats)")
+    build_stats: dict[int, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per indexed dimension: what was built and how well it does (EmbeddingIndex.build_report)")
     created_with: str = Field(default_factory=nyx_version)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -77,7 +150,12 @@ class IndexManifest(BaseModel):
 
     @property
     def index_type(self) -> IndexType:
+        """The configured type (see :meth:`IndexConfig.resolve_type` for the type used at a given size)."""
         return self.config.index_type
+
+    @property
+    def store_dtype(self) -> StoreDtype:
+        return self.config.store_dtype
 
     def check_compatible(self, other: "IndexManifest") -> None:
         """Raise :class:`IndexMismatchError` unless ``other`` holds vectors of the same model and dimension."""

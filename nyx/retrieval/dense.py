@@ -13,9 +13,11 @@ Folder layout::
 from __future__ import annotations
 
 import os
+import time
 from abc import abstractmethod
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,9 +30,16 @@ from nyx.utils.io import atomic_dir
 
 INDEX_DIR = "index"
 
+if TYPE_CHECKING:
+    from nyx.index.store import EmbeddingStore, EncodeStats
+
 # Errors that mean "this record cannot be encoded" (missing or undecodable image, bad content), as opposed to
 # bugs or resource exhaustion, which must surface.
 RECORD_FAILURES = (RecordError, OSError, ValueError)
+
+#: Documents encoded in this process, per ``(model id, revision)``: what an audit of "each model encodes the corpus
+#: once" reads (``tests/test_end_to_end.py`` compares it before and after a whole-graph run). Queries are not counted.
+DOCUMENTS_ENCODED: Counter[tuple[str, str | None]] = Counter()
 
 
 @runtime_checkable
@@ -66,6 +75,7 @@ class DenseRetriever(Retriever):
         self.config = config or DenseConfig()
         self._encoder = encoder
         self._index: EmbeddingIndex | None = None
+        self.last_encode = None  # EncodeStats of the last index() call
 
     # ------------------------------------------------------------------ encoder
     @abstractmethod
@@ -123,7 +133,34 @@ class DenseRetriever(Retriever):
     def dims(self) -> list[int]:
         return [] if self._index is None else list(self._index.manifest.mrl_dims)
 
-    def index(self, corpus: Iterable[Record], *, rejects: RejectLog | None = None, progress: bool = False) -> int:
+    def embedding_identity(self) -> dict[str, Any]:
+        """Everything that changes a document's embedding, for :class:`~nyx.index.store.EmbeddingStore` keys: the
+        retriever kind, the encoder's identity and input settings (``info()`` where the encoder has one), the
+        weights of local model and adapter folders, dtype and device type."""
+        from nyx.index.store import folder_weights_id
+
+        enc = self.encoder
+        model_id, revision = self.model_identity(enc)
+        info = dict(enc.info()) if callable(getattr(enc, "info", None)) else {}
+        ident: dict[str, Any] = {"retriever": self.name, "model_id": model_id, "revision": revision,
+                                 "dim": enc.dim, "encoder": info}
+        for k, folder in (("model", info.get("model_id", model_id)), ("adapter", info.get("adapter_path"))):
+            if (w := folder_weights_id(folder)) is not None:
+                ident[f"{k}_weights"] = w
+        module = getattr(enc, "module", None)
+        if module is not None:
+            p = next(module.parameters(), None)
+            if p is not None:
+                ident.update(dtype=str(p.dtype), device=p.device.type)
+        return ident
+
+    def index(self, corpus: Iterable[Record], *, rejects: RejectLog | None = None,
+              progress: "bool | Callable[[str], None]" = False, store: "EmbeddingStore | None" = None,
+              source: str = "corpus") -> int:
+        """Encode ``corpus`` shard by shard into a new index. With a ``store``, embeddings this model already
+        computed for the same records are read from it and only the others are encoded (and added to it, one
+        segment per shard, named after ``source``); :attr:`last_encode` tells how many were reused and encoded.
+        ``progress``: ``True`` for a progress bar, or a function receiving progress lines (a step log)."""
         enc = self.encoder
         dim = self.config.index_dim or enc.dim
         if dim > enc.dim:
@@ -139,20 +176,53 @@ class DenseRetriever(Retriever):
             config=self.config.index,
         )
         hasher = CorpusHasher()
-        bar = _progress(progress, f"indexing ({self.name})")
-        for shard in chunked(unique_records(corpus, rejects), self.config.shard_size):
-            ids, emb = self._encode_isolating_failures(shard, rejects)
+        for shard, ids, emb in self._encode_corpus(corpus, rejects, store, source, True, progress, "indexing"):
             if ids:
                 index.add(ids, emb[:, :dim] if dim < emb.shape[1] else emb, model_id=model_id)
                 kept = set(ids)
                 hasher.update(r for r in shard if r.id in kept)
-            if bar is not None:
-                bar.update(len(shard))
-        if bar is not None:
-            bar.close()
         index.manifest.corpus_hash = hasher.hexdigest()
+        index.manifest.inputs = dict(self.last_encode.inputs)
         self._index = index
         return len(index)
+
+    def embed_into(self, corpus: Iterable[Record], store: "EmbeddingStore", *, source: str,
+                   rejects: RejectLog | None = None, progress: "bool | Callable[[str], None]" = False) -> "EncodeStats":
+        """Make sure ``store`` holds this model's embeddings of ``corpus`` (encoding only what it lacks, one segment
+        per ``shard_size`` records named after ``source``), without building an index. Returns the counts."""
+        for _ in self._encode_corpus(corpus, rejects, store, source, False, progress, "embedding"):
+            pass
+        return self.last_encode
+
+    def _encode_corpus(self, corpus: Iterable[Record], rejects: RejectLog | None, store: "EmbeddingStore | None",
+                       source: str, read: bool, progress: "bool | Callable[[str], None]",
+                       verb: str) -> Iterator[tuple[list[Record], list[str], np.ndarray]]:
+        """``(shard, ids, embeddings)`` per ``shard_size`` records: from the store where it has them (when given),
+        encoded otherwise; counts accumulate in :attr:`last_encode` and are reported to ``progress``."""
+        from nyx.index.store import EncodeStats, encode_counted, lookup_or_encode
+
+        stored = store.model(self.embedding_identity()) if store is not None else None
+        stats = self.last_encode = EncodeStats()
+        counters = self._input_stats_fn()
+        reporter = _Progress(progress, f"{verb} ({self.name})")
+
+        def encode(records: list[Record]) -> tuple[list[str], np.ndarray]:
+            return self._encode_isolating_failures(records, rejects)
+
+        for shard in chunked(unique_records(corpus, rejects), self.config.shard_size):
+            if stored is None:
+                ids, emb, s = encode_counted(shard, encode, counters)
+            else:
+                ids, emb, s = lookup_or_encode(stored, shard, encode, source=source, read=read, input_stats=counters)
+            stats += s
+            reporter.update(len(shard), stats)
+            yield shard, ids, emb
+        reporter.close(stats)
+
+    def _input_stats_fn(self) -> "Callable[[], dict[str, int]] | None":
+        """The encoder's cumulative input counters (``NyxEncoder.input_stats``), if it keeps any."""
+        enc = self.encoder
+        return (lambda: enc.input_stats) if hasattr(enc, "input_stats") else None
 
     def _encode_isolating_failures(
         self, records: list[Record], rejects: RejectLog | None, is_query: bool = False
@@ -180,6 +250,8 @@ class DenseRetriever(Retriever):
                 err.record_id = err.record_id or group[0].id
                 rejects.add(err)
         emb = np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32)
+        if not is_query:
+            DOCUMENTS_ENCODED[self.model_identity(enc)] += len(ids)
         return ids, emb
 
     # ------------------------------------------------------------------ search
@@ -239,12 +311,40 @@ class DenseRetriever(Retriever):
         return out
 
 
-def _progress(enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class _Progress:
+    """A tqdm bar (``progress=True``), progress lines to a function at most every ``every`` seconds and at the end
+    (``progress=context.log.info``), or nothing."""
 
-    return tqdm(desc=desc, unit="doc")
+    def __init__(self, progress: "bool | Callable[[str], None]", desc: str, every: float = 30.0):
+        self.desc, self.every, self.done = desc, every, 0
+        self.t0 = self.last = time.perf_counter()
+        self.log = progress if callable(progress) else None
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc=desc, unit="doc")
+
+    def update(self, n: int, stats: "EncodeStats") -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        now = time.perf_counter()
+        if self.log is not None and now - self.last >= self.every:
+            self.last = now
+            self.log(self._line(stats))
+
+    def _line(self, stats: "EncodeStats") -> str:
+        secs = time.perf_counter() - self.t0
+        rate = stats.encoded / stats.seconds if stats.seconds else 0.0
+        return (f"{self.desc}: {self.done} records in {secs:.0f} s ({stats.encoded} encoded at {rate:.1f}/s, "
+                f"{stats.reused} from the store, {stats.rejected} rejected)")
+
+    def close(self, stats: "EncodeStats") -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            self.log(self._line(stats))
 
 
 __all__ = ["DenseConfig", "DenseRetriever", "Encoder", "IndexMismatchError", "RECORD_FAILURES"]

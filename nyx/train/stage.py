@@ -24,11 +24,12 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nyx.paths import DataPaths
+from nyx.registry import SELECTION_SPLIT  # the split every model choice is made on; test metrics are only reported
 from nyx.train.trainer import TrainConfig, find_latest_checkpoint
 from nyx.utils.integrity import is_verified, verify_manifest
 
@@ -41,8 +42,9 @@ STAGES = ("stage1", "stage2")
 CODE_VERSIONS = {"stage1": "stage1-v2", "stage2": "stage2-v2"}
 #: Model-version tag holding the digest of the weights' manifest (nyx.utils.integrity)
 WEIGHTS_TAG = "nyx.weights_sha256"
-#: The split every model choice is made on (checkpoints, stages, the champion). Test metrics are only reported.
-SELECTION_SPLIT = "dev"
+
+if TYPE_CHECKING:
+    from nyx.index.store import EmbeddingStore
 
 Stage = Literal["stage1", "stage2"]
 
@@ -297,16 +299,20 @@ def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[
 
 def evaluate_dev(model: str, dev_folder: Path, label: str = "trained model",
                  info: Callable[[str], None] = log.info,
-                 encoder_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                 encoder_overrides: dict[str, Any] | None = None,
+                 store: "EmbeddingStore | None" = None) -> list[dict[str, Any]]:
     """Retrieval metrics of ``model`` (a folder, an adapter folder, a profile name) on the dev split at every
-    Matryoshka dimension."""
+    Matryoshka dimension. With a ``store``, corpus embeddings the model already has are reused and new ones kept
+    (:mod:`nyx.index.store`): the same model never encodes the same corpus twice."""
     from nyx.data.beir import load_beir
     from nyx.eval.retrieval import matryoshka_sweep
     from nyx.retrieval import NyxRetriever
 
     ds = load_beir(dev_folder)
     retriever = NyxRetriever(model=str(model), encoder_overrides=encoder_overrides)
-    retriever.index(list(ds.corpus.values()))
+    retriever.index(list(ds.corpus.values()), store=store, source=f"dev-{label.replace(' ', '_')}", progress=info)
+    if store is not None:
+        info(f"{SELECTION_SPLIT} corpus, {label}: {retriever.last_encode.to_dict()}")
     rows = matryoshka_sweep(retriever, list(ds.queries.values()), ds.qrels)
     info(f"{SELECTION_SPLIT} retrieval, {label}: " + "; ".join(
         f"dim {r['dim']}: R@10={r.get('recall@10', 0):.3f} nDCG@10={r.get('ndcg@10', 0):.3f}" for r in rows))
@@ -318,7 +324,8 @@ def _metric_name(prefix: str, key: str, dim: Any) -> str:
 
 
 def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client,
-                 tags: dict[str, str] | None = None, info: Callable[[str], None] = log.info) -> StageState:
+                 tags: dict[str, str] | None = None, info: Callable[[str], None] = log.info,
+                 store: "EmbeddingStore | None" = None) -> StageState:
     """After training: dev metrics (trained and start model) in the MLflow run, the model registered with its dev
     metrics on the version, and the finished state saved. ``client`` is an ``MlflowClient`` whose tracking URI is
     also the active one (``mlflow.set_tracking_uri``)."""
@@ -334,8 +341,8 @@ def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client
     # the trained model carries its pixel budget in its folder; the start model gets the one it trained with
     budget = {k: v for k, v in (("max_pixels", plan.spec.config.max_pixels),
                                 ("min_pixels", plan.spec.config.min_pixels)) if v is not None}
-    dev = evaluate_dev(str(final_dir), dev_folder, "trained model", info)
-    dev_start = evaluate_dev(state.start_model, dev_folder, "start model", info, encoder_overrides=budget)
+    dev = evaluate_dev(str(final_dir), dev_folder, "trained model", info, store=store)
+    dev_start = evaluate_dev(state.start_model, dev_folder, "start model", info, encoder_overrides=budget, store=store)
     name = state.registered_model
     with mlflow.start_run(run_id=state.mlflow_run_id):
         for prefix, rows in ((SELECTION_SPLIT, dev), (f"{SELECTION_SPLIT}_start", dev_start)):
