@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dagster as dg
@@ -9,6 +10,8 @@ import dagster as dg
 from nyx.paths import DataPaths
 from orchestration.partitions import sync_shard_partitions
 from orchestration.stale_runs import PoolWatcher, run_tags
+
+log = logging.getLogger(__name__)
 
 
 def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
@@ -40,7 +43,9 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     partition; and so on (raw_documents, then chunks and QA per shard, then NyxQA to Stage 1, then Stage 1's
     embeddings per shard, then its index, ...).
 
-    Raises if any run fails (a failing blocking check stops downstream assets and fails the run).
+    An unpartitioned run that fails raises at once (a failing blocking check stops downstream assets and fails the
+    run). A shard partition that fails (a bad shard) does not stop the others: its later partitions are skipped,
+    everything else goes on, and :class:`PartitionsFailed` is raised at the end, naming the shards and runs.
     """
     from orchestration.resources import NyxSettings
 
@@ -55,16 +60,17 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     results = []
 
-    def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None):
-        if not selection:
-            return
+    def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None) -> bool:
         with PoolWatcher(instance):  # a step waiting for a pool slot says who holds it, every 30 s
             r = dg.materialize(all_assets, selection=list(selection), instance=instance, resources=res,
                                partition_key=partition_key, run_config=run_config,
-                               tags={"nyx/profile": settings.profile, **run_tags()})
+                               tags={"nyx/profile": settings.profile, **run_tags()},
+                               raise_on_error=partition_key is None)
         results.append(r)
+        return r.success
 
     shards: list[str] | None = None
+    failed: dict[str, str] = {}  # shard -> the run that failed it
     for partitioned, layer in graph_layers(graph, keys):
         if not partitioned:
             run(layer)
@@ -72,8 +78,26 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
         if shards is None:  # registered once, after the unpartitioned roots (raw_documents) ran
             shards = sync_shard_partitions(instance, settings.paths)
         for key in shards:
-            run(layer, partition_key=key)
+            if key in failed:  # its earlier partition failed: its files are missing or withdrawn
+                continue
+            if not run(layer, partition_key=key):
+                failed[key] = results[-1].run_id
+                log.error("shard %s failed (run %s); the other shards go on, and the run ends with an error",
+                          key, failed[key])
+    if failed:
+        raise PartitionsFailed(failed, results)
     return results
+
+
+class PartitionsFailed(RuntimeError):
+    """Some shard partitions failed; every other shard and everything downstream was materialised."""
+
+    def __init__(self, failed: dict[str, str], results: list[dg.ExecuteInProcessResult]):
+        self.failed, self.results = failed, results
+        super().__init__(f"{len(failed)} shard partition(s) failed: "
+                         + ", ".join(f"{k} (run {r})" for k, r in sorted(failed.items()))
+                         + ". The other shards and the downstream assets were materialised without them; see each "
+                           "run's step log in the Dagster UI, fix the shard and materialise its partitions again.")
 
 
 def graph_layers(graph, keys: list[dg.AssetKey]) -> list[tuple[bool, set[dg.AssetKey]]]:

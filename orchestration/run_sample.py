@@ -32,7 +32,7 @@ def _run(paths) -> int:
     import dagster as dg
 
     from orchestration.definitions import defs as lazy_defs
-    from orchestration.pipeline import materialize_graph, prepare_sample
+    from orchestration.pipeline import PartitionsFailed, materialize_graph, prepare_sample
 
     from orchestration.stale_runs import clean_stale_runs
 
@@ -42,19 +42,27 @@ def _run(paths) -> int:
     for cleaned in clean_stale_runs(instance):  # runs of killed processes would hold their pool slots for ever
         print(f"cleaned: {cleaned.line()}")
     defs = lazy_defs() if callable(lazy_defs) else lazy_defs
-    results = materialize_graph(defs, instance)
+    failed = None
+    try:
+        results = materialize_graph(defs, instance)
+    except PartitionsFailed as e:
+        failed, results = e, e.results
     elapsed = time.time() - t0
     print("\n" + "=" * 78)
     import os
 
     profile = os.environ.get("NYX_PROFILE", "sample")
-    print(f"Nyx pipeline, profile {profile!r}: {len(results)} runs succeeded in {elapsed/60:.1f} min")
+    ok = sum(r.success for r in results)
+    print(f"Nyx pipeline, profile {profile!r}: {ok} of {len(results)} runs succeeded in {elapsed/60:.1f} min")
     for line in summarize(results):
         print("  " + line)
     print("\nLook at it:")
     print("  make ui    -> Dagster UI http://127.0.0.1:3000 (runs, lineage, checks) and MLflow UI http://127.0.0.1:5000")
     print(f"  data:      {paths.root}  (DVC-tracked: `dvc status data.dvc`)")
     print(f"  reports:   {paths.reports}")
+    if failed is not None:
+        print(f"\nerror: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

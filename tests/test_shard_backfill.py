@@ -267,3 +267,30 @@ def test_a_shard_rejected_after_a_good_version_has_its_stale_outputs_withdrawn(t
     corpus = {doc_of(c.id) for split in ("train", "dev", "test")
               for c in iter_jsonl(data / "nyxqa" / split / "corpus.jsonl")}
     assert corpus and not corpus & bad_docs
+
+
+@pytest.mark.slow
+def test_make_run_driver_goes_on_past_a_bad_shard_and_names_it_at_the_end(tmp_path, raw3, monkeypatch):
+    """``materialize_graph`` (what ``make run`` drives): the bad shard's partitions fail, the good shards and the
+    unpartitioned asset downstream (nyxqa) is materialised, and the error names the shard."""
+    from orchestration.pipeline import PartitionsFailed, materialize_graph
+
+    shutil.copytree(raw3, tmp_path / "data" / "raw")
+    _truncate(tmp_path / "data" / "raw" / "shard-00001.parquet")
+    monkeypatch.setenv("NYX_PROFILE_OVERRIDES", json.dumps(FAST["overrides"]))
+    keep = {a.key for a in (raw_documents, corpus_chunks, synthetic_qa, nyxqa)}
+    checks = [c for c in CHECKS if {k.asset_key for k in c.check_keys} <= keep]
+    defs = dg.Definitions(assets=[raw_documents, corpus_chunks, synthetic_qa, nyxqa], asset_checks=checks,
+                          resources=_resources(tmp_path))
+    instance = dg.DagsterInstance.ephemeral()
+    with pytest.raises(PartitionsFailed, match=r"1 shard partition\(s\) failed: shard-00001 \(run ") as err:
+        materialize_graph(defs, instance)
+    assert list(err.value.failed) == ["shard-00001"]
+    done = {(e.asset_key.to_user_string(), e.partition) for r in err.value.results if r.success
+            for e in r.get_asset_materialization_events()}
+    for shard in ("shard-00000", "shard-00002"):
+        assert {("corpus_chunks", shard), ("synthetic_qa", shard)} <= done
+    assert ("nyxqa", None) in done
+    status = instance.get_status_by_partition(corpus_chunks.key, ["shard-00000", "shard-00001", "shard-00002"],
+                                              SHARDS)
+    assert status["shard-00001"] == dg.AssetPartitionStatus.FAILED
