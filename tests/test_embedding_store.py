@@ -13,7 +13,7 @@ from nyx.data.records import Part, Record
 from nyx.index import IndexMismatchError
 from nyx.index.corpus import build_corpus_index, open_corpus_index
 from nyx.index.store import EmbeddingStore, folder_weights_id, record_key
-from tests.tolerances import assert_within, rounding_tol
+from tests.tolerances import F32_OUTPUT_TOL, assert_within, rounding_tol
 
 EPS16 = float(np.finfo(np.float16).eps)
 
@@ -220,3 +220,25 @@ def test_index_report_counts_records_whose_images_were_shrunk_to_fit(tmp_path, t
     again = build_corpus_index(_retriever(tiny_dir, encoder_overrides={"max_length": 320}), docs, tmp_path / "idx",
                                store=store)
     assert again["encoded"] == 0 and again["inputs"]["images_shrunk"] == 1
+
+
+def test_a_record_that_cannot_be_encoded_is_rejected_by_name_and_its_neighbours_are_stored(tmp_path, tiny_dir,
+                                                                                           tiny_encoder):
+    from nyx.data.rejects import RejectLog
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    docs = _corpus(5)
+    records = docs[:3] + [Record(id="bad", content=[Part.of_image(str(bad))])] + docs[3:]
+    store = EmbeddingStore(tmp_path / "emb")
+    rejects = RejectLog(stage="embed")
+    r = _retriever(tiny_dir, tiny_encoder)
+    stats = r.embed_into(records, store, source="shard-00000", rejects=rejects)
+    assert (stats.encoded, stats.rejected) == (5, 1)
+    assert len(rejects) == 1 and rejects.items[0]["record_id"] == "bad"
+    stored = store.model(r.embedding_identity())
+    assert len(stored) == 5 and record_key(records[3]) not in stored
+    # the stored rows are the encoder's embeddings of those records
+    want = tiny_encoder.encode_documents(docs)
+    assert_within("stored vs direct encode", stored.get([record_key(d) for d in docs]).astype(np.float64),
+                  want.astype(np.float64), F32_OUTPUT_TOL)
