@@ -3,14 +3,16 @@
 Reported only: the models were already chosen on dev (:mod:`nyx.train.stage`); the test metrics recorded on the model
 versions (``eval.test.*`` tags) never enter the promotion gate."""
 
-import json
+from pathlib import Path
+from typing import Any, Mapping
 
 import dagster as dg
 
-from assets.common import ProfileConfig, embedding_store, profile_for
+from assets.common import (ProfileConfig, data_snapshot_md5, embedding_store, md_image, profile_for, readable,
+                           readable_metadata, table_metadata)
 from assets.feedback import make_reader
 from nyx.train.stage import load_stage
-from orchestration.resources import MlflowResource, NyxSettings
+from orchestration.resources import DvcResource, MlflowResource, NyxSettings
 
 READER_NOTE = ("RAG answers come from the profile's reader; in the sample profile that is the offline MiniLM option "
                "reader, a text-only stand-in for a VLM generator (it ignores images).")
@@ -23,7 +25,7 @@ READER_NOTE = ("RAG answers come from the profile's reader; in the sample profil
     code_version="eval-v1",
 )
 def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource,
-                config: ProfileConfig) -> dg.MaterializeResult:
+                dvc: DvcResource, config: ProfileConfig) -> dg.MaterializeResult:
     """Retrieval metrics at every Matryoshka dimension, RAG answer metrics (with oracle and no-retrieval bounds),
     a breakdown by the positive's modality (text, one image, several images) and search latency, for BM25, MiniLM,
     the untrained backbone, Stage 1 and Stage 2; a Markdown report with a Matryoshka curve and a comparison plot,
@@ -72,7 +74,9 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     client = mlflow.client()
     with mlflow.start_run(run_name=f"eval-{context.run_id[:8]}", tags={
             "dagster.run_id": context.run_id, "dagster.asset_key": "eval_report", "nyx.stage": "evaluation",
-            "nyx.code_version": "eval-v1", **{f"nyx.{k}_model_version": v for k, v in versions.items()}}) as run:
+            "nyx.code_version": "eval-v1", "nyx.profile": settings.profile,
+            "dvc.data_md5": data_snapshot_md5(dvc) or "unversioned",
+            **{f"nyx.{k}_model_version": v for k, v in versions.items()}}) as run:
         for name, row in summary.items():
             mlflow_lib.log_metrics({f"{name}.{k.replace('@', '_at_')}": float(v) for k, v in row.items()
                                     if isinstance(v, (int, float)) and v is not None})
@@ -83,17 +87,32 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
         record_metrics(client, profile.promotion.registered_model, version,
                        {k: v for k, v in summary.get(stage, {}).items() if isinstance(v, (int, float)) and k != "dim"},
                        split=profile.eval.split)
-    table = report.full_dim()
     return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.md(files["markdown"].read_text()),
-        "summary": dg.MetadataValue.json(json.loads(json.dumps(summary, default=str))),
-        "retrievers": dg.MetadataValue.table(
-            records=[dg.TableRecord({k: (float(v) if isinstance(v, (int, float)) else str(v))
-                                     for k, v in r.items()}) for r in table.to_dict("records")]) if len(table) else 0,
-        "matryoshka_plot": dg.MetadataValue.path(str(files["matryoshka_plot"])),
-        "comparison_plot": dg.MetadataValue.path(str(files["comparison_plot"])),
+        **report_metadata(report, files),
         "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
         **{f"{k}_model_version": v for k, v in versions.items()},
+    })
+
+
+def report_metadata(report, files: Mapping[str, Path]) -> dict[str, Any]:
+    """``eval_report``'s metadata from the report and the files :func:`nyx.eval.report.write_report` wrote: the
+    Markdown report and both plots with their PNGs inlined (the Dagster UI renders ``data:`` images, not file
+    paths), the headline numbers per retriever, and the full-dimension table (BM25 has no dimension: an empty
+    cell, never NaN). Every number is rounded for reading and valid JSON."""
+    from nyx.eval.report import inline_markdown
+
+    markdown, _ = inline_markdown(report, files)
+    rows = report.full_dim().to_dict("records")
+    for r in rows:  # dims are integers; BM25's is missing
+        d = readable(r.get("dim"))
+        r["dim"] = int(d) if isinstance(d, (int, float)) else None
+    return readable_metadata({
+        "report": dg.MetadataValue.md(markdown),
+        "summary": dg.MetadataValue.json(readable(report.summary())),
+        "retrievers": table_metadata(rows),
+        "matryoshka_plot": md_image(files["matryoshka_plot"], "retrieval metrics vs embedding dimension"),
+        "comparison_plot": md_image(files["comparison_plot"], "retrievers at full dimension"),
+        "report_dir": dg.MetadataValue.path(str(Path(files["markdown"]).parent)),
     })
 
 
@@ -107,5 +126,5 @@ def eval_report_stage1_beats_untrained(settings: NyxSettings) -> dg.AssetCheckRe
     s1, base = s.get("stage1", {}).get("ndcg@10"), s.get("untrained", {}).get("ndcg@10")
     passed = s1 is not None and base is not None and s1 > base
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"stage1_ndcg@10": s1 or 0.0, "untrained_ndcg@10": base or 0.0,
-                                         "retrievers": list(s)})
+                               metadata=readable_metadata({"stage1_ndcg@10": s1, "untrained_ndcg@10": base,
+                                                           "retrievers": list(s)}))

@@ -18,10 +18,15 @@ def make_reader(profile, paths):
     from nyx.synth.generators import make_generator
 
     if reader.kind == "generator":
-        return as_reader(make_generator(generator_config(profile, paths)))
+        cfg = generator_config(profile, paths)
+        if cfg.kind == "openai" and not profile.generator.openai.cache_dir:
+            # a reader runs after data_snapshot (feedback, evaluation): its responses go to the reader cache, which
+            # is not versioned, rather than into the generator's versioned cache
+            cfg = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.reader_cache)})})
+        return as_reader(make_generator(cfg))
     openai = reader.openai
     if not openai.cache_dir:
-        openai = openai.model_copy(update={"cache_dir": str(paths.cache / "reader")})
+        openai = openai.model_copy(update={"cache_dir": str(paths.reader_cache)})
     cfg = generator_config(profile, paths).model_copy(update={"kind": "openai", "openai": openai})
     return as_reader(make_generator(cfg))
 
@@ -38,9 +43,9 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
     """For each train question, the Stage-1 model retrieves the top-K; a reader answers from each sliding window of
     retrieved documents; the document of the first window reaching the best score becomes the positive, other
     retrieved documents (not answering correctly) the negatives. Queries with no correct window are dropped and
-    counted. Reader answers are cached under ``data/cache/feedback``, so collection is incremental and resumable:
+    counted. Reader answers are cached under `data/cache/feedback`, so collection is incremental and resumable:
     re-materialising after new questions arrive only pays for the new ones. Retrieval searches the Stage-1 corpus
-    index (``stage1_index``), which must belong to the finished Stage-1 version and the current corpus."""
+    index (`stage1_index`), which must belong to the finished Stage-1 version and the current corpus."""
     from nyx.data.beir import load_beir
     from nyx.data.rejects import RejectLog
     from nyx.feedback.preferences import collect_feedback, write_triples
@@ -61,7 +66,7 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
     rejects = RejectLog(stage="feedback_preferences")
     triples, stats = collect_feedback(list(train.queries.values()), list(train.corpus.values()), retriever,
                                       make_reader(profile, paths), profile.feedback,
-                                      cache_dir=paths.cache / "feedback", qrels=train.qrels, rejects=rejects)
+                                      cache_dir=paths.feedback_cache, qrels=train.qrels, rejects=rejects)
     write_triples(triples, paths.feedback / "triples.jsonl")
     base = paths.feedback
     with atomic_write(base / "train_triples.jsonl") as f:  # full records: a `triples` training source
@@ -87,13 +92,13 @@ def feedback_preferences(context: dg.AssetExecutionContext, settings: NyxSetting
 def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     """Checks both written files against data the triples were not computed from, line by line:
 
-    - every query id is a question of the NyxQA split used for feedback (``stage2.feedback_split``), every positive
+    - every query id is a question of the NyxQA split used for feedback (`stage2.feedback_split`), every positive
       and negative id a chunk of that split's corpus, no negative a gold (qrels) document of its query when
-      ``feedback.exclude_gold_negatives``;
-    - the training file ``train_triples.jsonl`` (what Stage 2 trains on) has the same number of lines as
-      ``triples.jsonl`` and, line by line, the same query, positive and negative ids; in it the positive record's id
+      `feedback.exclude_gold_negatives`;
+    - the training file `train_triples.jsonl` (what Stage 2 trains on) has the same number of lines as
+      `triples.jsonl` and, line by line, the same query, positive and negative ids; in it the positive record's id
       is never one of its negative records' ids;
-    - ``1 <= positive_rank <= feedback.top_k`` and at most ``feedback.max_negatives`` negatives; one triple per query.
+    - `1 <= positive_rank <= feedback.top_k` and at most `feedback.max_negatives` negatives; one triple per query.
     """
     import great_expectations.expectations as gxe
     import pandas as pd

@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.common import ProfileConfig, backbone_path, generator_config, profile_for
 from orchestration.partitions import SHARDS
-from orchestration.resources import NyxSettings
+from orchestration.resources import MlflowResource, NyxSettings
 
 SHARD_AUTOMATION = dg.AutomationCondition.eager()
 
@@ -19,21 +19,21 @@ SHARD_AUTOMATION = dg.AutomationCondition.eager()
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
-    """Documents of one shard cut into chunks of at most ``chunking.max_tokens`` tokens (an image counts as one).
+    """Documents of one shard cut into chunks of at most `chunking.max_tokens` tokens (an image counts as one).
 
     Images stay with the chunk in which they stand; chunks with too many images, or with an image that does not
-    decode, are dropped and kept in ``data/rejects/corpus_chunks``. Ids are ``<document id>#c<ordinal>``.
+    decode, are dropped and kept in `data/rejects/corpus_chunks`. Ids are `<document id>#c<ordinal>`.
 
-    One run may handle several shards (a backfill under ``BackfillPolicy.single_run``): each shard is chunked on its
-    own and each partition's materialisation carries only its own shard's ``chunks``, ``documents``, ``rejected``,
-    ``reject_reasons`` and ``stats``; the run's totals are in the step log. A shard that cannot be chunked (rejected
+    One run may handle several shards (a backfill under `BackfillPolicy.single_run`): each shard is chunked on its
+    own and each partition's materialisation carries only its own shard's `chunks`, `documents`, `rejected`,
+    `reject_reasons` and `stats`; the run's totals are in the step log. A shard that cannot be chunked (rejected
     at ingestion, documents missing, an error while chunking) does not stop the others. When one does, the good
-    shards are reported as one ``AssetMaterialization`` per partition and the step then fails with a ``Failure``
-    naming every failed shard and why (``failed_shards`` in its metadata, an error line per shard in the log): in
+    shards are reported as one `AssetMaterialization` per partition and the step then fails with a `Failure`
+    naming every failed shard and why (`failed_shards` in its metadata, an error line per shard in the log): in
     Dagster the good partitions show as materialised and only the bad ones as failed (Dagster counts a partition
     failed when a failed run planned it and did not materialise it). This was chosen over returning one result for
     the whole run, which marks every partition of the run failed or every one materialised; the price is that the
-    steps after this one in that run (``synthetic_qa``) do not run, and run for the good shards on the next
+    steps after this one in that run (`synthetic_qa`) do not run, and run for the good shards on the next
     materialisation (eager automation does that).
     """
     from nyx.data.records import read_jsonl, write_jsonl
@@ -126,11 +126,11 @@ def _report_partitions(context: dg.AssetExecutionContext, per_shard: dict[str, d
                 description="unique ids; every line a readable chunk with text or an image; recounted tokens "
                             "within budget and equal to the stored count; images resolve")
 def corpus_chunks_valid(context: dg.AssetCheckExecutionContext, settings: NyxSettings) -> dg.AssetCheckResult:
-    """Recounts every chunk with the chunker's own counter (the profile's ``chunking.tokenizer``, else the
-    backbone's): the text tokens of each stored text part, plus one per image, as ``chunk_documents`` counts them.
-    A chunk fails when the recount exceeds ``chunking.max_tokens`` or differs from the ``n_tokens`` the chunker
+    """Recounts every chunk with the chunker's own counter (the profile's `chunking.tokenizer`, else the
+    backbone's): the text tokens of each stored text part, plus one per image, as `chunk_documents` counts them.
+    A chunk fails when the recount exceeds `chunking.max_tokens` or differs from the `n_tokens` the chunker
     stored (the stored count is the chunker's own claim, so it is checked, not trusted). Every chunk is recounted,
-    not a sample (``recounted`` in the metadata): at about 0.2 ms per text part with a fast tokenizer, the paper's
+    not a sample (`recounted` in the metadata): at about 0.2 ms per text part with a fast tokenizer, the paper's
     46,741 chunks take some 20 s of CPU."""
     import great_expectations.expectations as gxe
 
@@ -198,25 +198,25 @@ def _chunk_frame(files, counter, budget: int):
 def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
     """Question/answer pairs for a stratified sample of the chunks, from the profile's generator.
 
-    The budget ``qa.sample_size`` is a total over the corpus, not per shard: the sample plan
-    (``nyx.synth.qa.plan_sample``) is made from the ids and image-count groups of the chunks of *every*
-    ``corpus_chunks`` shard present when this runs (``total_chunks``, ``shards_counted`` in the metadata), and each
+    The budget `qa.sample_size` is a total over the corpus, not per shard: the sample plan
+    (`nyx.synth.qa.plan_sample`) is made from the ids and image-count groups of the chunks of *every*
+    `corpus_chunks` shard present when this runs (`total_chunks`, `shards_counted` in the metadata), and each
     shard of this run keeps the chunks whose fixed hash key falls under its group's cutoff. Shards sampled with the
-    plan of the same corpus together take exactly ``sample_size`` chunks. A shard materialised before other shards
+    plan of the same corpus together take exactly `sample_size` chunks. A shard materialised before other shards
     arrived used a smaller corpus, so usually higher cutoffs: re-materialising it later changes its selection only
     at the margin (per image-count group the new selection contains, or is contained in, the old one; usually it
     drops chunks, which costs no generator call with a cached generator). Until then the shards together may hold
-    somewhat more than the budget: compare ``total_chunks`` across the partitions' materialisations.
+    somewhat more than the budget: compare `total_chunks` across the partitions' materialisations.
 
-    ``openai`` (any OpenAI-compatible endpoint; responses cached under ``data/cache``, so a re-run pays for no call
-    twice), ``local`` (transformers) or ``cloze`` (no model: an offline stand-in for a VLM, used by the sample).
+    `openai` (any OpenAI-compatible endpoint; responses cached under `data/cache`, so a re-run pays for no call
+    twice), `local` (transformers) or `cloze` (no model: an offline stand-in for a VLM, used by the sample).
     Output that does not parse is counted and dropped.
 
-    Several shards in one run (a backfill): each partition's materialisation carries its own shard's ``qa_pairs``,
-    ``sampled_chunks``, ``rejected``, ``reject_reasons`` and ``stats`` (the sample plan and generator, the same for
+    Several shards in one run (a backfill): each partition's materialisation carries its own shard's `qa_pairs`,
+    `sampled_chunks`, `rejected`, `reject_reasons` and `stats` (the sample plan and generator, the same for
     all, beside them);
     a shard without chunks (rejected at ingestion, or not chunked yet) or whose generation fails does not stop
-    the others, and only its partition fails, as for ``corpus_chunks``.
+    the others, and only its partition fails, as for `corpus_chunks`.
     """
     from nyx.data.records import iter_jsonl, read_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
@@ -297,7 +297,7 @@ def synthetic_qa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
 )
 def nyxqa(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
     """The NyxQA benchmark: filtered questions with 4 shuffled options, split by the positive's image count into
-    train/dev/test, exported as BEIR folders (``data/nyxqa/<split>/{corpus,queries}.jsonl, qrels.tsv``)."""
+    train/dev/test, exported as BEIR folders (`data/nyxqa/<split>/{corpus,queries}.jsonl, qrels.tsv`)."""
     from nyx.data.records import iter_jsonl, write_jsonl
     from nyx.data.rejects import RejectLog
     from nyx.synth.generators import make_generator
@@ -375,35 +375,67 @@ def nyxqa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     group_name="data",
     kinds={"python", "faiss", "jsonl"},
     deps=[nyxqa],
-    code_version="negatives-v1",
+    code_version="negatives-v2",
     automation_condition=dg.AutomationCondition.eager(),
 )
-def hard_negatives(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
-    """Hard negatives for every train question: ranks ``skip+1..k`` of the miner (default MiniLM), minus the positive
-    and its near-duplicates, ``n`` kept per question (paper: ranks 11-20, 5 kept)."""
+def hard_negatives(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig,
+                   mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Hard negatives for every train question: ranks `skip+1..k` of the profile's miner, minus the positive and its
+    near-duplicates, `n` kept per question (paper: ranks 11-20 of mmE5, 5 kept).
+
+    The miner (`miner.retriever` / `miner.model`: MiniLM, BM25, mmE5, a Nyx model or retriever folder, or a
+    registered version such as `models:/nyx-retriever@champion`) indexes the train corpus and searches it with the
+    train questions. Its identity (kind, model id, revision, weights of local folders, registered version) is in
+    the metadata (`miner`, `miner_identity`) and, with the mining settings and the NyxQA train files, in the data
+    version: a different miner is a different `hard_negatives`, and what reads it (Stage 1) re-runs."""
     import json
 
     from nyx.data.beir import load_beir
-    from nyx.retrieval import create_retriever, load_retriever
-    from nyx.synth.mining import mine_hard_negatives
+    from nyx.synth.mining import mine_hard_negatives, resolve_miner
     from nyx.utils.io import atomic_write
 
     profile = profile_for(settings, config)
     paths = settings.paths
     train = load_beir(paths.nyxqa / "train")
-    spec = profile.miner.retriever
-    retriever = create_retriever(spec) if spec in ("minilm", "bm25") else load_retriever(spec)
-    records, stats = mine_hard_negatives(list(train.queries.values()), list(train.corpus.values()), retriever,
-                                         cfg=profile.miner.mining,
-                                         index=spec in ("minilm", "bm25"))
+    ms = profile.miner
+    device = None if profile.device == "auto" else profile.device
+    try:
+        miner = resolve_miner(ms.retriever, ms.model, device=device, batch_size=ms.batch_size,
+                              tracking_uri=mlflow.tracking_uri, download_dir=paths.work / "miners",
+                              log=context.log.info)
+    except (ValueError, OSError) as e:
+        raise dg.Failure(f"cannot load the miner {ms.retriever!r} (model {ms.model!r}): {e}") from e
+    records, stats = mine_hard_negatives(list(train.queries.values()), list(train.corpus.values()), miner,
+                                         cfg=ms.mining, index=True)
     out = paths.hard_negatives / "train.jsonl"
     with atomic_write(out) as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    return dg.MaterializeResult(metadata={"queries": len(records), "miner": spec,
-                                          "with_negatives": sum(1 for r in records if r["negative_ids"]),
-                                          "stats": dg.MetadataValue.json(_jsonable(stats)),
-                                          "path": dg.MetadataValue.path(str(out))})
+    version = _negatives_data_version(miner.identity, ms.mining, paths.nyxqa / "train", out)
+    context.log.info(f"mined {stats['negatives']} negatives for {len(records)} questions with {miner.label}")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        "queries": len(records), "miner": miner.label,
+        "miner_identity": dg.MetadataValue.json(_jsonable(miner.identity)),
+        "miner_fingerprint": miner.fingerprint(), "data_version": version,
+        "with_negatives": sum(1 for r in records if r["negative_ids"]),
+        "stats": dg.MetadataValue.json(_jsonable(stats)),
+        "path": dg.MetadataValue.path(str(out))})
+
+
+def _negatives_data_version(identity: dict, mining, train_dir, out) -> str:
+    """`hard_negatives`' data version: a hash of the miner's identity, the mining settings, the NyxQA train files
+    it mined from and the file it wrote (a new miner changes it even where it happens to mine the same negatives)."""
+    import dataclasses
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from nyx.utils.io import file_sha256
+
+    train_files = {p.name: file_sha256(p) for p in sorted(Path(train_dir).iterdir()) if p.is_file()}
+    payload = {"miner": identity, "mining": dataclasses.asdict(mining), "train": train_files,
+               "negatives": file_sha256(out)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 #: Share of train questions that must get at least one mined negative. The miner keeps ranks ``skip+1..k`` (paper:
@@ -418,11 +450,11 @@ MIN_SHARE_WITH_NEGATIVES = 0.5
                             "are known train-corpus chunks, never the positive or a qrels document, distinct, "
                             "at most miner.mining.n")
 def hard_negatives_valid(settings: NyxSettings) -> dg.AssetCheckResult:
-    """Checks the mined file against the NyxQA train split it was mined for (``nyxqa/train``): one record per train
-    question at most, its ``positive_id`` the question's own, every negative a chunk of the train corpus that is not
-    the positive nor any document relevant to the question in ``qrels.tsv``, no negative twice, at most
-    ``miner.mining.n`` of them (the profile as the ``settings`` resource sees it), and at least
-    :data:`MIN_SHARE_WITH_NEGATIVES` of the train questions with one negative or more."""
+    """Checks the mined file against the NyxQA train split it was mined for (`nyxqa/train`): one record per train
+    question at most, its `positive_id` the question's own, every negative a chunk of the train corpus that is not
+    the positive nor any document relevant to the question in `qrels.tsv`, no negative twice, at most
+    `miner.mining.n` of them (the profile as the `settings` resource sees it), and at least
+    `MIN_SHARE_WITH_NEGATIVES` of the train questions with one negative or more."""
     import json
 
     import great_expectations.expectations as gxe

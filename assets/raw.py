@@ -13,20 +13,22 @@ from orchestration.resources import DvcResource, NyxSettings
     group_name="data",
     kinds={"python", "parquet", "dvc"},
     code_version="raw-v1",
+    deps=["raw_images"],  # the shards' image URLs fetched first (assets/fetch.py)
 )
 def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource) -> dg.MaterializeResult:
-    """The raw web documents (OBELICS shards: interleaved ``texts``/``images``) of ``data/raw``.
+    """The raw web documents (OBELICS shards: interleaved `texts`/`images`) of `data/raw`, their remote image URLs
+    already fetched into the image store by `raw_images`.
 
     Every shard is read and every image fully decoded; documents with an undecodable image are dropped and kept,
-    with the reason, under ``data/rejects/raw_documents``. Valid documents go to ``data/documents/<shard>.jsonl``.
+    with the reason, under `data/rejects/raw_documents`. Valid documents go to `data/documents/<shard>.jsonl`.
     A shard that cannot be read at all (a truncated or corrupt Parquet file) is rejected by name, with the reader's
-    error (a warning, ``rejected_shards`` in the metadata, ``data/rejects/raw_documents/<shard>.jsonl``), and gets
+    error (a warning, `rejected_shards` in the metadata, `data/rejects/raw_documents/<shard>.jsonl`), and gets
     no documents file: the other shards are ingested, and that shard's downstream partitions fail saying why. The
-    run fails only when no shard could be read. The data version is the md5 DVC gives ``data/raw``.
+    run fails only when no shard could be read. The data version is the md5 DVC gives `data/raw`.
 
     A shard that was good once and is rejected now has what was made from its earlier version withdrawn: its
-    ``data/documents``, ``data/chunks`` and ``data/synthetic_qa`` files are removed (a warning per file, the list
-    in ``withdrawn_files``, in its ``rejected_shards`` entry and in its reject record), so ``nyxqa`` and everything
+    `data/documents`, `data/chunks` and `data/synthetic_qa` files are removed (a warning per file, the list
+    in `withdrawn_files`, in its `rejected_shards` entry and in its reject record), so `nyxqa` and everything
     else that reads those folders no longer sees that shard's records.
     """
     from nyx.data.images import ImageConfig

@@ -12,10 +12,10 @@ from orchestration.resources import MlflowResource, NyxSettings
 def champion_model(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource,
                    config: ProfileConfig) -> dg.MaterializeResult:
     """Chooses the challenger on the **dev** split (the better of Stage 1 and Stage 2 on the first gate metric) and
-    compares it with the current ``champion`` on the profile's gate metrics and margins, also on dev: test metrics
-    never select a model. On pass the ``champion`` alias moves to the challenger and the previous champion is
-    recorded (roll back with ``nyx registry rollback``); on fail nothing moves and the ``champion_gate`` check says
-    why. The record (``reports/promotion.json``) names the split and both stages' dev metrics."""
+    compares it with the current `champion` on the profile's gate metrics and margins, also on dev: test metrics
+    never select a model. On pass the `champion` alias moves to the challenger and the previous champion is
+    recorded (roll back with `nyx registry rollback`); on fail nothing moves and the `champion_gate` check says
+    why. The record (`reports/promotion.json`) names the split and both stages' dev metrics."""
     from nyx.registry import CHALLENGER, SELECTION_SPLIT, gate, promote
     from nyx.train.stage import StageNotFinished, best_stage, load_stage
     from nyx.utils.io import write_json

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import ProfileConfig, embedding_store, profile_for
+from assets.common import ProfileConfig, embedding_store, md_image, profile_for, readable_metadata
 from nyx.train.stage import CODE_VERSIONS
 from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
@@ -86,9 +86,9 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
     state = finish_stage(plan, state, dev_folder=paths.nyxqa / "dev", client=client,
                          tags={"dagster.run_id": context.run_id}, info=context.log.info,
                          store=embedding_store(settings, profile))
-    meta = _metadata(state, mlflow, skipped=False)
+    meta = _metadata(state, mlflow, skipped=False, launcher=launcher.resolved(profile.launch).kind)
     meta.update({k: v for k, v in pipes_meta.items() if k not in meta})
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=readable_metadata(meta))
 
 
 def _run_exists(client, run_id: str | None) -> bool:
@@ -108,7 +108,42 @@ def _snapshot_md5(dvc: DvcResource) -> str | None:
         return None
 
 
-def _metadata(state, mlflow: MlflowResource, skipped: bool) -> dict[str, Any]:
+#: MLflow run tag naming how the training processes were started (``python``, ``torchrun`` or ``deepspeed``)
+LAUNCHER_TAG = "nyx.launcher"
+
+
+def _launch_metadata(client, state, launcher: str | None) -> dict[str, Any]:
+    """How the run really ran: the launcher (recorded on the MLflow run as :data:`LAUNCHER_TAG` when ``launcher`` is
+    given, i.e. right after training; read back from it for a finished run that is not retrained), processes, the
+    accelerate backend and the ZeRO stage (``none`` without DeepSpeed) from the run's ``train_result.json``."""
+    summary = state.summary or {}
+    if launcher:
+        client.set_tag(state.mlflow_run_id, LAUNCHER_TAG, launcher)
+    else:
+        try:
+            launcher = client.get_run(state.mlflow_run_id).data.tags.get(LAUNCHER_TAG)
+        except Exception:
+            launcher = None
+    zero = summary.get("zero_stage")
+    return {"launcher": launcher or "unknown (trained before the launcher was recorded)",
+            "distributed_type": str(summary.get("distributed_type") or "unknown"),
+            "zero_stage": f"ZeRO-{int(zero)}" if isinstance(zero, (int, float)) else "none"}
+
+
+def _loss_curve(mlflow: MlflowResource, state) -> dg.MarkdownMetadataValue:
+    """The run's loss at every logged step (MLflow history) as an inlined PNG the Dagster UI renders."""
+    from nyx.eval.plots import loss_figure
+
+    points = _loss_points(mlflow, state.mlflow_run_id)
+    title = f"{state.stage} training loss"
+    return md_image(loss_figure(points, title=title), title,
+                    caption=f"{len(points)} logged step(s); every step in the [MLflow run]"
+                            f"({mlflow.run_url(state.mlflow_run_id)}).")
+
+
+def _metadata(state, mlflow: MlflowResource, skipped: bool, launcher: str | None = None) -> dict[str, Any]:
+    """The materialisation metadata of a training asset (rounded for reading, valid JSON): run, model version, the
+    launcher and ZeRO stage the run really used, the loss curve and the dev metrics."""
     summary = state.summary or {}
     meta: dict[str, Any] = {
         "retrained": not skipped,
@@ -129,10 +164,12 @@ def _metadata(state, mlflow: MlflowResource, skipped: bool) -> dict[str, Any]:
             meta[key] = int(summary[key])
     if summary.get("resumed_from_step") is not None:
         meta["resumed_from_step"] = int(summary["resumed_from_step"])
+    meta.update(_launch_metadata(mlflow.client(), state, launcher))
     for key in ("first_loss", "last_loss"):
         v = summary.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
             meta[key] = float(v)
+    meta["loss_curve"] = _loss_curve(mlflow, state)
     dev = state.dev
     if dev:
         head = "| dim | " + " | ".join(k for k in dev[0] if k != "dim") + " |"
@@ -146,13 +183,13 @@ def _metadata(state, mlflow: MlflowResource, skipped: bool) -> dict[str, Any]:
         start = state.dev_start[0]
         meta["dev_ndcg@10_start_model"] = float(start.get("ndcg@10", 0.0))
         meta["dev_recall@10_start_model"] = float(start.get("recall@10", 0.0))
-    return meta
+    return readable_metadata(meta)
 
 
 @dg.asset(
     group_name="training",
-    kinds={"pytorch", "mlflow", "deepspeed"},
-    deps=["nyxqa", "hard_negatives", "data_snapshot"],
+    kinds={"pytorch", "mlflow"},  # the launcher that ran: metadata `launcher`
+    deps=["nyxqa", "hard_negatives", "training_sources", "data_snapshot"],
     pool="gpu",
     code_version=CODE_VERSIONS["stage1"],
 )
@@ -167,8 +204,8 @@ def stage1_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetCo
 
 @dg.asset(
     group_name="training",
-    kinds={"pytorch", "mlflow", "deepspeed"},
-    deps=["stage1_checkpoint", "feedback_preferences"],
+    kinds={"pytorch", "mlflow"},  # the launcher that ran: metadata `launcher`
+    deps=["stage1_checkpoint", "feedback_preferences", "feedback_snapshot"],
     pool="gpu",
     code_version=CODE_VERSIONS["stage2"],
 )
@@ -176,8 +213,8 @@ def stage2_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetCo
                       mlflow: MlflowResource, dvc: DvcResource, launcher: TrainingLauncher,
                       pipes: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """Stage 2: VLM-feedback alignment. Fine-tunes on the feedback triples, either continuing from the Stage-1
-    model (``continue``: a LoRA Stage 1 is continued as the same adapter) or retraining from the base on the
-    Stage-1 mix plus the feedback (``retrain``)."""
+    model (`continue`: a LoRA Stage 1 is continued as the same adapter) or retraining from the base on the
+    Stage-1 mix plus the feedback (`retrain`)."""
     return run_stage(context, "stage2", config, settings, mlflow, dvc, launcher, pipes)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nyx.feedback.preferences import FeedbackConfig
 from nyx.index.manifest import IndexConfig
@@ -49,8 +49,21 @@ class QASettings(BaseModel):
 
 
 class MinerSettings(BaseModel):
+    """The retriever that mines NyxQA's hard negatives (``nyx.synth.mining.resolve_miner``) and how.
+
+    ``retriever``: ``"minilm"`` / ``"bm25"`` (text only: images are invisible to them), ``"mme5"`` (the paper's
+    multimodal miner, a Llama-3.2-Vision embedder), ``"nyx"`` (a Nyx / Qwen2.5-VL model), a saved retriever folder,
+    a Llama-3.2-Vision or Qwen2.5-VL model folder, or a registered version ``models:/<name>@<alias>`` (e.g. the
+    champion, to re-mine for a later round). ``model``: for ``mme5`` a hub id, local folder or ``"tiny"`` (the
+    offline random-weight Llama-3.2-Vision), default ``intfloat/mmE5-mllama-11b-instruct``; for ``nyx`` anything
+    ``NyxEncoder`` loads (default ``"tiny"``)."""
+
     model_config = ConfigDict(extra="forbid")
-    retriever: str = Field("minilm", description="'minilm', 'bm25', or a saved retriever folder (e.g. a Nyx index)")
+    retriever: str = Field("minilm", description="'minilm', 'bm25', 'mme5', 'nyx', a saved retriever or model "
+                                                 "folder, or models:/<name>@<alias>")
+    model: str | None = Field(None, description="the model of 'mme5' (hub id, folder, 'tiny') or 'nyx'")
+    batch_size: int | None = Field(None, ge=1, description="records per forward pass of a model miner (None: the "
+                                                           "retriever's default)")
     mining: MiningConfig = Field(default_factory=MiningConfig)
 
 
@@ -79,13 +92,85 @@ class ReaderSettings(BaseModel):
     openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings(model="Qwen/Qwen2.5-VL-7B-Instruct"))
 
 
+#: The formats a training source can be declared in (see :class:`TrainingSource`)
+SourceFormat = Literal["research", "triples", "hotpotqa", "2wikimultihopqa", "musique"]
+#: The text QA formats, which take a ``recipe``
+TEXT_QA_FORMATS = ("hotpotqa", "2wikimultihopqa", "musique")
+
+
+class TrainingSource(BaseModel):
+    """One external training set of Stage 1, in the format its publisher ships, converted once by the
+    ``training_sources`` asset into Nyx triples (``data/training_sources/<name>/triples.jsonl``,
+    :mod:`nyx.train.sources`) that Stage 1 trains on and fingerprints.
+
+    ``format``: ``research`` (MMEB / mmE5: ``qry``, ``qry_image_path``, ``pos_text``, ``pos_image_path``, ``neg_text``,
+    ``neg_image_path``), ``triples`` (Nyx triples), or a text QA set (``hotpotqa``, ``2wikimultihopqa``, ``musique``)
+    read with ``recipe`` ``gold`` (the dataset's own train file: supporting paragraphs are positives, the other given
+    paragraphs hard negatives) or ``retrieved`` (questions with pre-retrieved passages, FlashRAG-style
+    ``*_with_retrieved_docs.jsonl``: the top-1 passage is the positive, ranks 11 and below the negatives).
+
+    The old untyped form (``{"name", "kind": "research" | "triples", "path", "image_root", "cap", "weight"}``) is
+    accepted: ``kind`` is read as ``format``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="unique; names the converted folder, metadata keys and the MLflow tag "
+                                  "dvc.md5.source.<name>")
+    format: SourceFormat
+    path: str = Field(description="the source file (JSONL, or a JSON array for the gold text QA files); a relative "
+                                  "path is relative to the data root (NYX_DATA_DIR)")
+    recipe: Literal["gold", "retrieved"] | None = Field(
+        None, description="text QA formats only (default gold): how positives and negatives are chosen")
+    image_root: str | None = Field(None, description="research/triples: folder image paths are relative to "
+                                                     "(default: the file's folder; relative: to the data root)")
+    cap: int | None = Field(None, ge=1, description="convert only the first N rows of the file")
+    expected_rows: tuple[int, int] | None = Field(
+        None, description="(min, max) usable triples after conversion; outside it the blocking check fails")
+    weight: float = Field(1.0, gt=0, description="mixing weight in Stage 1 (0.5 keeps half, 2.0 doubles)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dict(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" in value and "format" not in value:
+            value = {("format" if k == "kind" else k): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _recipe_for_text_qa(self) -> "TrainingSource":
+        if self.format in TEXT_QA_FORMATS:
+            if self.recipe is None:
+                self.recipe = "gold"
+        elif self.recipe is not None:
+            raise ValueError(f"source {self.name!r}: recipe is for the text QA formats {TEXT_QA_FORMATS}, "
+                             f"not {self.format!r}")
+        if self.expected_rows is not None and not 0 <= self.expected_rows[0] <= self.expected_rows[1]:
+            raise ValueError(f"source {self.name!r}: expected_rows must be (min, max) with 0 <= min <= max")
+        return self
+
+
 class StageSettings(BaseModel):
     """Training settings of one stage: any :class:`nyx.train.trainer.TrainConfig` field except paths and data."""
 
     model_config = ConfigDict(extra="forbid")
     train: dict[str, Any] = Field(default_factory=dict)
-    extra_sources: list[dict[str, Any]] = Field(
-        default_factory=list, description="extra training sets (SourceConfig dicts: triples or research format)")
+    extra_sources: list[TrainingSource] = Field(
+        default_factory=list, description="external training sets (Stage 1), converted by the training_sources "
+                                          "asset; see TrainingSource")
+    nyxqa_cap: int | None = Field(None, ge=1, description="NyxQA train questions in the mix at most (seeded "
+                                                         "subsample; the paper: 20k)")
+    eval_folders: list[str] = Field(
+        default_factory=list, description="BEIR folders of evaluation sets whose queries no training source may "
+                                          "contain (besides NyxQA dev and test); relative: to the data root")
+
+    @field_validator("extra_sources")
+    @classmethod
+    def _unique_names(cls, value: list[TrainingSource]) -> list[TrainingSource]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1} | ({"nyxqa"} & set(names)))
+        if dupes:
+            raise ValueError(f"training source names must be unique and not 'nyxqa': {dupes}")
+        return value
 
 
 class Stage2Settings(StageSettings):
@@ -128,6 +213,22 @@ class PromotionSettings(BaseModel):
     registered_model: str = "nyx-retriever"
 
 
+class FetchSettings(BaseModel):
+    """Downloading the ``http(s)`` images of OBELICS shards into the image store (``raw_images``,
+    :mod:`nyx.data.fetch`): polite by default (a few requests per second to any one host)."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(16, ge=1, description="downloads in flight at once")
+    per_host_rate: float = Field(4.0, ge=0, description="requests per second to one host, retries included (0: no limit)")
+    timeout: float = Field(20.0, gt=0, description="seconds for one attempt, from the request to the last byte")
+    retries: int = Field(3, ge=0, description="further attempts after a 5xx, 429, timeout or connection error (never a 4xx)")
+    backoff: float = Field(1.0, ge=0, description="seconds before the first retry; doubles with each")
+    max_backoff: float = Field(60.0, ge=0, description="longest wait between two attempts (also caps Retry-After)")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="larger images are aborted and rejected (too_large)")
+    transient_runs: int = Field(3, ge=1, description="runs that try a URL again after transient failures; then final")
+    user_agent: str = "nyx-image-fetch/1.0 (+OBELICS image download for a retrieval corpus)"
+
+
 class PipelineProfile(BaseModel):
     """Everything an asset needs to know about how to run."""
 
@@ -148,6 +249,7 @@ class PipelineProfile(BaseModel):
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
     stage2: Stage2Settings = Field(default_factory=Stage2Settings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
 
@@ -178,6 +280,24 @@ def _deep_update(base: dict, upd: dict) -> None:
             base[k] = v
 
 
+#: The 24 MMEB training subsets of the paper's Stage-1 mix (file names under ``external/mmeb/``)
+MMEB_SUBSETS = ("TAT-DQA", "ArxivQA", "InfoSeek_it2t", "InfoSeek_it2it", "ImageNet_1K", "N24News", "HatefulMemes",
+                "SUN397", "VOC2007", "InfographicsVQA", "ChartQA", "A-OKVQA", "DocVQA", "OK-VQA", "Visual7W", "VisDial",
+                "CIRR", "NIGHTS", "WebQA", "VisualNews_i2t", "VisualNews_t2i", "MSCOCO_i2t", "MSCOCO_t2i", "MSCOCO")
+#: The paper's Stage-1 mix besides NyxQA (capped at 20k, ``nyxqa_cap``): each MMEB subset with mmE5's hard negatives
+#: (first 30k rows), mmE5-synthetic's Retrieval and VQA subsets, and HotpotQA, 2WikiMultihopQA and MuSiQue train with
+#: pre-retrieved passages (top-1 positive, ranks 11+ negatives). Paths are relative to the data root: put the files
+#: there (research-format JSONL or parquet, images under ``images/``; the text QA sets as
+#: ``<set>/train_with_retrieved_docs.jsonl``). Equal weights.
+PAPER_SOURCES: list[dict[str, Any]] = [
+    *({"name": f"mmeb-{s.lower()}", "format": "research", "path": f"external/mmeb/{s}.jsonl",
+       "image_root": "external/mmeb/images", "cap": 30_000, "expected_rows": (1, 30_000)} for s in MMEB_SUBSETS),
+    *({"name": f"mme5-synthetic-{s.lower()}", "format": "research", "path": f"external/mme5_synthetic/{s}.jsonl",
+       "image_root": "external/mme5_synthetic/images", "expected_rows": (1, 10_000_000)} for s in ("Retrieval", "VQA")),
+    *({"name": s, "format": s, "recipe": "retrieved", "path": f"external/{s}/train_with_retrieved_docs.jsonl",
+       "expected_rows": (1, 10_000_000)} for s in ("hotpotqa", "2wikimultihopqa", "musique")),
+]
+
 PROFILES: dict[str, PipelineProfile] = {
     "sample": PipelineProfile(
         name="sample", model="tiny", sample=SampleDataSettings(),
@@ -201,14 +321,15 @@ PROFILES: dict[str, PipelineProfile] = {
         generator=GeneratorConfig(kind="openai", openai=OpenAISettings(model="OpenGVLab/InternVL3-78B")),
         qa=QASettings(sample_size=10_000),  # in total, of 46,741 chunks
         nyxqa=NyxQAConfig(dev_per_group=200, test_per_group=200),
-        miner=MinerSettings(retriever="minilm"),  # the paper used mmE5; any saved retriever folder works here
+        miner=MinerSettings(retriever="mme5", model="intfloat/mmE5-mllama-11b-instruct"),  # the paper's miner
         stage1=StageSettings(train={"model": "paper", "lora": {"enabled": True, "rank": 8, "alpha": 64,
                                                                "dropout": 0.1, "use_dora": False},
                                     "gradient_checkpointing": True, "learning_rate": 1e-5, "warmup_ratio": 0.05,
                                     "max_grad_norm": 5.0, "epochs": 1, "per_device_batch_size": 20,
                                     "n_negatives": 1, "temperature": 0.02,
                                     "grad_cache": True, "grad_cache_chunk_size": 4,
-                                    "deepspeed": "configs/deepspeed_zero2.json"}),
+                                    "deepspeed": "configs/deepspeed_zero2.json"},
+                             extra_sources=PAPER_SOURCES, nyxqa_cap=20_000),
         feedback=FeedbackConfig(top_k=30),
         reader=ReaderSettings(kind="openai"),  # Qwen2.5-VL-7B-Instruct, the paper's reader
         launch=LaunchSettings(kind="torchrun", processes_per_node=8),  # 20 per GPU x 8 GPUs = 160 per step
@@ -239,7 +360,16 @@ REHEARSAL_SCALE: dict[str, Any] = {
     "launch": {"processes_per_node": 2},
     "nyxqa": {"dev_per_group": 4, "test_per_group": 6},
     "feedback": {"top_k": 5},
-    "stage1": {"train": _REHEARSAL_TRAIN},
+    # the paper's miner (mmE5, Llama-3.2-Vision) with the tiny random-weight Llama-3.2-Vision's weights
+    "miner": {"model": "tiny"},
+    # the paper's mix at fixture scale: a research-format (MMEB-like) and a HotpotQA-format (distractor setting)
+    # source, written offline by nyx.data.sample_sources (prepare_sample) under the data root
+    "stage1": {"train": _REHEARSAL_TRAIN, "extra_sources": [
+        {"name": "mmeb-sample", "format": "research", "path": "external/mmeb_sample/train.jsonl",
+         "expected_rows": (8, 8)},
+        {"name": "hotpotqa-sample", "format": "hotpotqa", "recipe": "gold", "path": "external/hotpotqa_sample/train.json",
+         "expected_rows": (6, 6)},
+    ]},
     # two epochs of the (few) feedback triples, so that the loss check compares the same examples early and late
     "stage2": {"train": {**_REHEARSAL_TRAIN, "max_steps": None, "epochs": 2}},
 }

@@ -17,17 +17,22 @@ log = logging.getLogger(__name__)
 def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
     """Write the bundled synthetic sample (at the size the active profile's ``sample`` settings ask for) into
     ``paths.raw`` unless shards are already there. A profile without ``sample`` settings (``paper``) reads the
-    user's corpus: with no shards in ``paths.raw`` that is a clear error."""
+    user's corpus: with no shards in ``paths.raw`` that is a clear error. A sample-sized profile whose Stage 1
+    declares the bundled external-source fixtures (``rehearsal``) gets them written under ``<data>/external``
+    (:mod:`nyx.data.sample_sources`) when they are missing."""
     import os
 
     from nyx.data.obelics import list_shards
     from nyx.data.sample import generate_sample
+    from nyx.data.sample_sources import ensure_sample_sources
     from nyx.profiles import load_profile
 
+    name = profile_name or os.environ.get("NYX_PROFILE", "sample")
+    profile = load_profile(name)
+    ensure_sample_sources(paths, profile)
     if paths.raw.is_dir() and list_shards(paths.raw):
         return
-    name = profile_name or os.environ.get("NYX_PROFILE", "sample")
-    sample = load_profile(name).sample
+    sample = profile.sample
     if sample is None:
         raise FileNotFoundError(f"profile {name!r} reads your corpus from {paths.raw} (OBELICS shards), and there "
                                 "are none: put shards there, or run the bundled sample with NYX_PROFILE=sample "

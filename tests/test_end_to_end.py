@@ -245,3 +245,106 @@ def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_dvc_status_is_clean_after_the_whole_run_and_stage2_data_is_in_the_version(pipeline):
+    """Issue 15: every file written for training is in the last snapshot (``feedback_snapshot`` after the feedback
+    triples); what is written into data/ after it (reader caches, rejects) is ``.dvcignore``d. So `dvc status` is
+    clean right after the run, and the version Stage 2's MLflow run is tagged with holds the triples it trained on."""
+    from nyx.versioning.dvc import Dvc
+
+    root = pipeline["root"]
+    proc = subprocess.run(Dvc(root)._exe() + ["status", "data.dvc"], cwd=root, env={**os.environ, **_env(root)},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout, f"`dvc status data.dvc` after the whole run:\n{proc.stdout}"
+    md5 = Dvc(root).tracked_md5("data")
+    state = json.loads((root / "work" / "checkpoints" / "stage2" / "nyx_state.json").read_text())
+    assert _client(root).get_run(state["mlflow_run_id"]).data.tags["dvc.data_md5"] == md5
+    h = md5.removesuffix(".dir")
+    listing = json.loads((root / ".dvc" / "cache" / "files" / "md5" / h[:2] / f"{h[2:]}.dir").read_text())
+    assert "feedback/train_triples.jsonl" in {e["relpath"] for e in listing}
+
+
+def test_the_pipelines_champion_is_served_as_a_search_api_over_its_corpus_index(pipeline):
+    """`nyx serve models:/nyx-retriever@champion`: the champion's version names its corpus index (set by its
+    stage's index asset); /search answers a text query and a text+image query from it, with documents."""
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from nyx.serving.server import create_app
+
+    root = pipeline["root"]
+    champion = _client(root).get_model_version_by_alias("nyx-retriever", "champion")
+    queries = [json.loads(line) for line in (root / "data" / "nyxqa" / "test" / "queries.jsonl").open()]
+    question = next(q for q in queries if any(p.get("type") == "text" for p in q["content"]))
+    text = next(p["text"] for p in question["content"] if p.get("type") == "text")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 140, 60)).save(buf, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    app = create_app("models:/nyx-retriever@champion", tracking_uri=f"sqlite:///{root}/mlflow.db", api_key=None)
+    corpus_ids = {json.loads(line)["id"] for line in (root / "data" / "nyxqa" / "test" / "corpus.jsonl").open()}
+    with TestClient(app) as client:
+        health = client.get("/health").json()
+        assert str(health["model_version"]) == str(champion.version), health
+        for content in ([{"type": "text", "text": text}],
+                        [{"type": "text", "text": text}, {"type": "image", "image": image}]):
+            r = client.post("/search", json={"content": content, "k": 3, "return_documents": True})
+            assert r.status_code == 200, r.text
+            hits = r.json()["hits"]
+            assert len(hits) == 3 and {h["id"] for h in hits} <= corpus_ids
+            assert all(h["document"]["id"] == h["id"] for h in hits)
+
+
+def test_every_materialisation_has_json_metadata_and_plots_that_render(pipeline):
+    """Every materialisation of the whole run (and of the CLI runs above) has metadata the Dagster UI can parse (no NaN
+    or infinity anywhere, tables included); eval_report's plots and report, and every training materialisation's loss
+    curve, are PNGs inlined in Markdown; training records the launcher it really ran with."""
+    import dagster as dg
+
+    from nyx.profiles import load_profile
+    from tests.test_metadata_json import MAX_INLINE, assert_json_metadata, inline_pngs, md_text
+
+    instance = pipeline["instance"]
+    seen: dict[str, list] = {}
+    for key in instance.get_asset_keys():
+        for rec in instance.fetch_materializations(key, limit=1000).records:
+            mat = rec.asset_materialization
+            assert_json_metadata(f"{key.to_user_string()} (run {rec.run_id[:8]})", mat.metadata)
+            seen.setdefault(key.to_user_string(), []).append(mat.metadata)
+    assert {"raw_documents", "corpus_chunks", "nyxqa", "stage1_checkpoint", "stage2_checkpoint", "eval_report",
+            "champion_model"} <= set(seen)
+
+    report = instance.get_latest_materialization_event(dg.AssetKey("eval_report")).asset_materialization.metadata
+    for key in ("matryoshka_plot", "comparison_plot"):
+        assert "data:image/png;base64," in md_text(report[key]), key
+        [(data, _)] = inline_pngs(md_text(report[key]))
+        assert len(data) < MAX_INLINE, (key, len(data))
+    assert len(inline_pngs(md_text(report["report"]))) == 2
+    rows = {r.data["retriever"]: r.data for r in report["retrievers"].records}
+    assert rows["bm25"]["dim"] is None and rows["stage1"]["dim"] == 128
+
+    kind = load_profile("sample").launch.kind
+    for asset in ("stage1_checkpoint", "stage2_checkpoint"):
+        for meta in seen[asset]:  # trained, not retrained (the skip above) and resumed
+            assert inline_pngs(md_text(meta["loss_curve"])), asset
+            assert meta["launcher"].value == kind, (asset, meta["launcher"])
+            zero, backend = meta["zero_stage"].value, meta["distributed_type"].value
+            assert zero.startswith("ZeRO-") if backend == "DEEPSPEED" else zero == "none", (asset, zero, backend)
+
+
+def test_evaluation_run_is_tagged_with_its_data_version_and_profile(pipeline):
+    root = pipeline["root"]
+    c = _client(root)
+    exp = c.get_experiment_by_name("nyx")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`dagster.asset_key` = 'eval_report'")
+    assert runs
+    for run in runs:
+        tags = run.data.tags
+        assert tags["nyx.profile"] == "sample"
+        assert tags["dvc.data_md5"] != "unversioned" and tags["dvc.data_md5"] in (root / "data.dvc").read_text()
+        artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "report")}
+        assert {"report/matryoshka.png", "report/retrievers.png", "report/report.md"} <= artifacts

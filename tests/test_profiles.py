@@ -27,6 +27,8 @@ REHEARSAL_DIFFERS = {
       for key in ("model", "learning_rate", "per_device_batch_size", "grad_cache_chunk_size", "max_length",
                   "save_steps", "logging_steps")),
     "stage1.train.max_steps", "stage2.train.epochs",
+    "miner.model",  # the tiny randomly initialised Llama-3.2-Vision instead of mmE5's weights
+    "stage1.extra_sources",  # offline fixtures of each published format instead of the paper's files
 }
 
 

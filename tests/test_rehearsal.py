@@ -108,3 +108,20 @@ def test_promotion_decided_on_dev_and_records_both_stages(rehearsal):
     assert set(record["stages"]) == {"stage1", "stage2"}
     for info in record["stages"].values():
         assert "ndcg@10" in info["dev_metrics"]
+
+
+def test_stage1_trains_on_the_declared_sources_mined_by_the_vlm_miner(rehearsal):
+    """Issue 20's switches on the paper path: `training_sources` feeds Stage 1 (lineage and MLflow: per-source counts
+    for NyxQA and the two fixture sources, each source's md5 tagged), and `hard_negatives` names the mmE5-style miner."""
+    import dagster as dg
+
+    graph = rehearsal["defs"].resolve_asset_graph()
+    assert dg.AssetKey("training_sources") in graph.get(dg.AssetKey("stage1_checkpoint")).parent_keys
+    run = _client(rehearsal["root"]).get_run(_state(rehearsal["root"], "stage1").mlflow_run_id)
+    sources = {k.split(".")[1] for k in run.data.params if k.startswith("source.")}
+    assert {"nyxqa", "mmeb-sample", "hotpotqa-sample"} <= sources, sorted(run.data.params)
+    assert {"dvc.md5.source.mmeb-sample", "dvc.md5.source.hotpotqa-sample"} <= set(run.data.tags)
+    mats = [e for r in rehearsal["results"] for e in r.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "hard_negatives"]
+    miner = mats[-1].event_specific_data.materialization.metadata["miner"].value
+    assert miner.startswith("mme5:"), miner

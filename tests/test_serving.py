@@ -136,3 +136,94 @@ def test_rest_invocations_honour_dim_param(logged, monkeypatch):
     assert r.status_code == 400, r.text
     allowed = [d for d in enc.profile.mrl_dims if d <= enc.hidden_size]
     assert f"'dim' {DIM + 1} is not one of the model's Matryoshka dims; allowed: {allowed}" in r.json()["message"]
+
+
+def _rest_client(logged, monkeypatch):
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)  # init() sets it; restored after
+    return TestClient(scoring_server.init(logged))
+
+
+def test_registered_version_shows_its_inputs_and_an_input_example_it_serves(logged, monkeypatch):
+    """What the MLflow UI reads for a model version (its MLmodel file: ``signature.inputs`` as a JSON string, the
+    saved input example): the columns are there ("Inputs (4)", not 0), and the example is a request the model serves."""
+    from pathlib import Path
+
+    import mlflow
+    import yaml
+
+    version = mlflow.register_model(f"models:/{logged.metadata.model_id}", "nyx-retriever-ui").version
+    folder = mlflow.artifacts.download_artifacts(f"models:/nyx-retriever-ui/{version}")
+    mlmodel = yaml.safe_load((Path(folder) / "MLmodel").read_text())
+    inputs = json.loads(mlmodel["signature"]["inputs"])  # as the UI parses it
+    assert [c["name"] for c in inputs] == ["content", "kind", "id", "choices"]
+    assert [c["name"] for c in json.loads(mlmodel["signature"]["outputs"])] == ["id", "embedding"]
+    example = mlmodel.get("saved_input_example_info")
+    assert example, "no input example logged with the model"
+    body = json.loads((Path(folder) / example["serving_input_path"]).read_text())  # strict JSON: no NaN
+    r = _rest_client(logged, monkeypatch).post("/invocations", json=body)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["id"] for p in preds] == ["query-1", "doc-1"]
+    assert {len(p["embedding"]) for p in preds} == {_encoder(logged).hidden_size}
+
+
+def test_missing_ids_are_row_positions_when_other_rows_have_ids(logged, monkeypatch):
+    from nyx.serving.pyfunc import _row_id
+
+    text = [{"type": "text", "text": "The bridge of Alder is red."}]
+    # in process: every way pandas marks a missing cell
+    for missing in (None, float("nan"), np.float32("nan"), np.float64("nan"), pd.NA, pd.NaT):
+        df = pd.DataFrame({"id": pd.Series(["a", missing, "c"], dtype=object), "content": [text] * 3})
+        assert list(logged.predict(df)["id"]) == ["a", "1", "c"], repr(missing)
+    assert _row_id(np.float32("nan"), 4) == "4" and _row_id(7.0, 0) == "7" and _row_id(np.int64(3), 0) == "3"
+    assert _row_id("nan-is-a-name", 0) == "nan-is-a-name" and _row_id(2.5, 0) == "2.5"
+    # over REST: ids on some rows only; number ids (a column with gaps arrives as floats)
+    client = _rest_client(logged, monkeypatch)
+    for records, want in (
+            ([{"kind": "query", "content": text}, {"id": "doc-1", "content": text}, {"id": None, "content": text}],
+             ["0", "doc-1", "2"]),
+            ([{"id": "doc-1", "content": text}, {"kind": "query", "content": text}], ["doc-1", "1"]),
+            ([{"id": 7, "content": text}, {"content": text}, {"id": 9, "content": text}], ["7", "1", "9"])):
+        r = client.post("/invocations", json={"dataframe_records": records})
+        assert r.status_code == 200, r.text
+        got = [p["id"] for p in r.json()["predictions"]]
+        assert got == want and "nan" not in got, (records, got)
+
+
+def _doc_serving_example() -> tuple[dict, list[str]]:
+    """The JSON body of the `curl .../invocations` example in docs/operations.md ("## Serving") and the ids its
+    answer line shows."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = doc.split("\n## Serving\n", 1)[1].split("\n## ", 1)[0]
+    m = re.search(r"curl -s http://127\.0\.0\.1:5001/invocations .*?-d '(.*?)'\n", section, re.S)
+    assert m, "no curl example with a JSON body in the Serving section of docs/operations.md"
+    answer = re.search(r"The answer is `(\{.*?\})`", section, re.S)
+    assert answer, "no answer line after the example"
+    return json.loads(m.group(1)), re.findall(r'"id": "([^"]*)"', answer.group(1))
+
+
+def test_docs_serving_example_is_accepted_as_written(logged, monkeypatch):
+    """The exact request of docs/operations.md: its image is a real PNG (not a truncated placeholder, which the
+    server answers with HTTP 400), and the answer has the ids the doc says."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    body, ids = _doc_serving_example()
+    images = [p["image"] for r in body["dataframe_records"] for p in r["content"] if p["type"] == "image"]
+    assert images, "the example should show an image part"
+    for url in images:
+        head, b64 = url.split(",", 1)
+        assert head == "data:image/png;base64"
+        Image.open(io.BytesIO(base64.b64decode(b64, validate=True))).verify()
+    r = _rest_client(logged, monkeypatch).post("/invocations", json=body)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["id"] for p in preds] == ids == ["0", "doc-1"]
+    _assert_unit("serving: the docs' example", _emb(pd.DataFrame(preds)))

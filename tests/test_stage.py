@@ -123,10 +123,18 @@ def test_stage2_saved_at_step_0_reloads_as_stage1_and_after_training_differs_fro
 
 def test_stage2_retrain_starts_from_the_base_on_the_stage1_mix_plus_feedback(lora_stages):
     paths, _ = lora_stages
-    spec = stage_train_config(_profile("retrain"), "stage2", paths)
+    profile = _profile("retrain")
+    from nyx.data.sample_sources import ensure_sample_sources
+    from nyx.train.sources import convert_source
+
+    ensure_sample_sources(paths, profile)
+    for src in profile.stage1.extra_sources:  # the rehearsal's research-format and HotpotQA-format fixtures
+        convert_source(src, paths)
+    spec = stage_train_config(profile, "stage2", paths)
     assert spec.config.model == "tiny" and spec.config.init_adapter is None
-    assert [s.name for s in spec.config.data] == ["nyxqa", "feedback"]
-    assert set(spec.inputs) == {"nyxqa", "hard_negatives", "feedback"}
+    assert [s.name for s in spec.config.data] == ["nyxqa", "mmeb-sample", "hotpotqa-sample", "feedback"]
+    assert set(spec.inputs) == {"nyxqa", "hard_negatives", "feedback", "source.mmeb-sample",
+                                "source.hotpotqa-sample"}
 
 
 def test_stage2_continue_without_lora_loads_full_stage1_weights(tmp_path):

@@ -27,7 +27,8 @@ from nyx.data.records import Record
 from nyx.eval.answers import MODALITIES, UNKNOWN_MODALITY, query_modality
 from nyx.utils.io import atomic_write, write_json
 
-__all__ = ["EvalReport", "REPORT_FILES", "evaluate_retrievers", "load_report", "write_report"]
+__all__ = ["EvalReport", "PLOTS", "REPORT_FILES", "evaluate_retrievers", "inline_markdown", "load_report",
+           "write_report"]
 
 RETRIEVAL_COLUMNS = ["retriever", "dim", "recall@1", "recall@5", "recall@10", "recall@20", "ndcg@10", "mrr@10",
                      "latency_ms_per_query", "search_ms_per_query", "encode_ms_per_query", "n_queries"]
@@ -35,6 +36,7 @@ RAG_COLUMNS = ["run", "accuracy", "em", "f1", "n"]
 MODALITY_COLUMNS = ["retriever", "modality", "n", "recall@1", "recall@10", "ndcg@10", "mrr@10", "accuracy"]
 REPORT_FILES = {"markdown": "report.md", "json": "report.json", "matryoshka_plot": "matryoshka.png",
                 "comparison_plot": "retrievers.png"}
+PLOTS = ("matryoshka_plot", "comparison_plot")
 
 
 def _frame(rows: Sequence[Mapping[str, Any]] | pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
@@ -103,8 +105,8 @@ class EvalReport:
                    meta=dict(obj.get("meta", {})))
 
     def to_markdown(self, plots: Mapping[str, str] | None = None) -> str:
-        """The report as Markdown; ``plots`` maps ``matryoshka_plot`` / ``comparison_plot`` to file names
-        (relative to the Markdown file) to embed."""
+        """The report as Markdown; ``plots`` maps ``matryoshka_plot`` / ``comparison_plot`` to the image to embed:
+        a file name relative to the Markdown file (``report.md``), or a ``data:`` URL (:func:`inline_markdown`)."""
         plots = plots or {}
         lines = ["# Nyx evaluation report", ""]
         for k, v in self.meta.items():
@@ -169,11 +171,22 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     paths = {k: out / v for k, v in REPORT_FILES.items()}
     plot_matryoshka(report.retrieval, paths["matryoshka_plot"])
     plot_comparison(report.full_dim(), report.rag, paths["comparison_plot"])
-    md = report.to_markdown({k: REPORT_FILES[k] for k in ("matryoshka_plot", "comparison_plot")})
+    md = report.to_markdown({k: REPORT_FILES[k] for k in PLOTS})
     with atomic_write(paths["markdown"], "w") as f:
         f.write(md)
     write_json(report.to_json(), paths["json"])
     return paths
+
+
+def inline_markdown(report: EvalReport, files: Mapping[str, str | os.PathLike], max_bytes: int | None = None
+                    ) -> tuple[str, dict[str, str]]:
+    """The report as self-contained Markdown: the plots written by :func:`write_report` (``files``) inlined as
+    ``data:image/png;base64,...`` URLs (each PNG downscaled to at most ``max_bytes``), for viewers that cannot
+    follow a relative path (Dagster metadata). Returns the Markdown and the data URL of each plot."""
+    from nyx.eval.plots import MAX_INLINE_BYTES, png_data_url
+
+    urls = {k: png_data_url(files[k], max_bytes=max_bytes or MAX_INLINE_BYTES) for k in PLOTS if k in files}
+    return report.to_markdown(urls), urls
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Retrievers: one interface (:class:`Retriever`), a registry by name, and the implementations
-``bm25`` (lexical baseline), ``minilm`` (text dense baseline) and ``nyx`` (the mixed-modal model)."""
+``bm25`` (lexical baseline), ``minilm`` (text dense baseline), ``mme5`` (mmE5, the paper's Llama-3.2-Vision miner)
+and ``nyx`` (the mixed-modal model)."""
 
 from nyx.retrieval.base import (
     RETRIEVER_MANIFEST,
@@ -15,6 +16,7 @@ from nyx.retrieval.base import (
 from nyx.retrieval.bm25 import BM25Config, BM25Retriever
 from nyx.retrieval.dense import DenseConfig, DenseRetriever, Encoder
 from nyx.retrieval.minilm import MiniLMEncoder, MiniLMRetriever
+from nyx.retrieval.mme5 import MmE5Encoder, MmE5Retriever
 from nyx.retrieval.nyx_retriever import NyxRetriever
 
 
@@ -31,6 +33,8 @@ __all__ = [
     "Encoder",
     "MiniLMEncoder",
     "MiniLMRetriever",
+    "MmE5Encoder",
+    "MmE5Retriever",
     "NyxRetriever",
     "RETRIEVER_MANIFEST",
     "Retriever",

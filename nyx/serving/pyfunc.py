@@ -5,7 +5,8 @@ Input: a DataFrame (or a list of dicts), one row per query or document, with the
 * ``content`` (required): the part list ``[{"type": "text", "text": ...}, {"type": "image", "image": ...}]``,
   or its JSON string (what a CSV request can carry). Images are ``data:`` URLs or paths readable by the server;
 * ``kind`` (optional): ``query`` or ``document`` (the default);
-* ``id`` (optional, a string): echoed in the output, the row number when missing;
+* ``id`` (optional, a string): echoed in the output; the row number (``"0"``, ``"1"``, ...) where a row has none,
+  also when other rows of the request have one (a number id is echoed as its integer text: ``7``, not ``7.0``);
 * ``choices`` (optional): a query's answer options, a list of strings or one ready string.
 
 Params: ``dim`` (optional): the Matryoshka prefix size, one of the model's trained dims (its profile's
@@ -16,7 +17,9 @@ Output: a DataFrame with ``id`` and ``embedding`` (a list of floats, L2-normalis
 
 The logged signature (:func:`retriever_signature`) declares these columns and the ``dim`` param; MLflow passes a
 param to ``predict`` only when the signature declares it. ``content`` and ``choices`` are declared ``Any``
-because each takes two shapes (a list, or a string); :meth:`NyxEmbeddingModel.predict` validates them.
+because each takes two shapes (a list, or a string); :meth:`NyxEmbeddingModel.predict` validates them. The logged
+input example (:func:`retriever_input_example`: a text query and a document with text and an image) is what the
+MLflow UI shows beside the schema, and MLflow checks at logging time that the model serves it.
 
 Serve with ``mlflow models serve -m models:/nyx-retriever@champion`` and POST
 ``{"dataframe_records": [{"kind": "query", "content": [{"type": "text", "text": "..."}]}], "params": {"dim": 256}}``
@@ -37,6 +40,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "model_dir"
+#: a 2x2 PNG (blue with two white pixels) as a ``data:`` URL: the image of the input example and of the docs' request
+EXAMPLE_IMAGE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAF0lEQVR42mP4//+/XNQJBrmoE////"
+                 "wcAOhAIexRxLgAAAAAASUVORK5CYII=")
 
 
 class InvalidDimError(MlflowException, ValueError):
@@ -57,6 +63,20 @@ def retriever_signature() -> ModelSignature:
     outputs = Schema([ColSpec(DataType.string, "id"), ColSpec(Array(DataType.float), "embedding")])
     params = ParamSchema([ParamSpec("dim", DataType.long, None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def retriever_input_example():
+    """The input example logged with the model: a text query and a document with text and a tiny image, in the
+    JSONL part format (both with ids: a missing one would be saved as NaN, which is not JSON)."""
+    import pandas as pd
+
+    return pd.DataFrame([
+        {"id": "query-1", "kind": "query",
+         "content": [{"type": "text", "text": "What colour is the sign at the harbour entrance?"}]},
+        {"id": "doc-1", "kind": "document",
+         "content": [{"type": "text", "text": "The harbour sign is painted blue."},
+                     {"type": "image", "image": EXAMPLE_IMAGE}]},
+    ])
 
 
 class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
@@ -117,7 +137,7 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"'kind' must be 'query' or 'document', got {bad}")
         records = []
         for i, row in enumerate(df.to_dict(orient="records")):
-            rid = str(row["id"]) if _present(row.get("id")) else str(i)
+            rid = _row_id(row.get("id"), i)
             obj = {"id": rid, "content": _parts(row["content"], rid)}
             choices = row.get("choices")
             if _present(choices):
@@ -136,10 +156,37 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
 
 
 def _present(value: Any) -> bool:
-    """False for a missing cell: ``None``, or the NaN / ``pd.NA`` pandas puts where a record lacks a column."""
+    """False for a missing cell: ``None``, or the NaN (any float type) / ``pd.NA`` / ``NaT`` pandas puts where a
+    record lacks a column."""
+    import numpy as np
     import pandas as pd
 
-    return not (value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)))
+    if value is None or value is pd.NA:
+        return False
+    if isinstance(value, (str, bytes, list, tuple, dict, np.ndarray)):
+        return True
+    try:
+        return not bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def _row_id(value: Any, position: int) -> str:
+    """A row's id as text: its position when the cell is missing; a number as its integer text when it is whole (a
+    column of number ids with gaps arrives as floats: ``7.0`` means ``7``)."""
+    import numpy as np
+
+    if not _present(value):
+        return str(position)
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and math.isfinite(float(value)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def _parts(content: Any, rid: str) -> Any:
@@ -161,7 +208,8 @@ def _parts(content: Any, rid: str) -> Any:
 def log_retriever_model(model_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
                         tags: dict[str, str] | None = None):
     """Log a Nyx model folder (``base/`` + optional ``adapter/``, or a full HF folder) as a pyfunc model, with
-    :func:`retriever_signature` (without it MLflow would drop ``params={"dim": ...}`` at predict time)."""
+    :func:`retriever_signature` (without it MLflow would drop ``params={"dim": ...}`` at predict time, and the
+    registry UI would show no inputs) and :func:`retriever_input_example` (which MLflow serves once, as a check)."""
     import nyx
 
     code_root = Path(nyx.__file__).resolve().parent
@@ -172,6 +220,7 @@ def log_retriever_model(model_dir: str | Path, name: str = "model", registered_m
         code_paths=[str(code_root)],
         registered_model_name=registered_model_name,
         signature=retriever_signature(),
+        input_example=retriever_input_example(),
         pip_requirements=_requirements(),
         tags=tags,
     )

@@ -12,10 +12,14 @@ positive's, or when it comes from the same document and the word sets overlap by
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from nyx.data.records import Record
 from nyx.retrieval.base import Retriever, chunked
@@ -71,7 +75,7 @@ def is_near_duplicate(candidate: Record, positive: Record, threshold: float) -> 
 def mine_hard_negatives(
     queries: Sequence[Record],
     corpus: Sequence[Record],
-    retriever: Retriever,
+    retriever: "Retriever | Miner",
     k: int | None = None,
     skip: int | None = None,
     n: int | None = None,
@@ -84,8 +88,16 @@ def mine_hard_negatives(
     ``queries`` are the training queries (each with ``extra["positive_id"]``); keyword arguments override
     ``cfg``. With ``index=True`` the retriever first indexes ``corpus``. Returns ``(records, stats)`` with
     records ``{"query_id", "positive_id", "negative_ids", "miner"}`` in query order (a query may get fewer
-    than ``n`` negatives, even none; the stats count them).
+    than ``n`` negatives, even none; the stats count them). ``retriever`` may be a :class:`Miner` (from
+    :func:`resolve_miner`): ``miner`` is then its label and the stats carry its identity.
     """
+    identity: dict[str, Any] | None = None
+    if isinstance(retriever, Miner):
+        miner = retriever.label
+        identity = dict(retriever.identity)
+        retriever = retriever.retriever
+    else:
+        miner = getattr(retriever, "name", type(retriever).__name__)
     base = cfg or MiningConfig()
     cfg = MiningConfig(
         k=base.k if k is None else k, skip=base.skip if skip is None else skip, n=base.n if n is None else n,
@@ -95,7 +107,6 @@ def mine_hard_negatives(
     by_id = {c.id: c for c in corpus}
     if index:
         retriever.index(corpus)
-    miner = getattr(retriever, "name", type(retriever).__name__)
     records: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for batch in chunked(queries, cfg.batch_size):
@@ -136,6 +147,158 @@ def mine_hard_negatives(
                                                "skipped_unknown_positive")},
         "config": {"k": cfg.k, "skip": cfg.skip, "n": cfg.n, "dedup_threshold": cfg.dedup_threshold},
         "miner": miner,
+        **({"miner_identity": identity} if identity is not None else {}),
     }
     log.info("mined %d negatives for %d queries with %s", stats["negatives"], len(records), miner)
     return records, stats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Choosing the miner
+# ----------------------------------------------------------------------------------------------------------
+
+REGISTRY_PREFIX = "models:/"
+BUILTIN_MINERS = ("bm25", "minilm", "mme5", "nyx")
+
+
+@dataclass
+class Miner:
+    """A retriever to mine with and what identifies it (JSON-able; equal identities mine the same negatives from
+    the same data and settings)."""
+
+    retriever: Retriever
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and metadata: ``mme5:intfloat/mmE5-mllama-11b-instruct``, ``minilm``, ..."""
+        kind = self.identity.get("kind", getattr(self.retriever, "name", "?"))
+        what = self.identity.get("uri") or self.identity.get("model_id")
+        return f"{kind}:{what}" if what else str(kind)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("model_type")
+
+
+def _dense_identity(retriever: Retriever) -> dict[str, Any]:
+    """Model id, revision and the weights of local folders of a dense retriever (builds its encoder)."""
+    from nyx.index.store import folder_weights_id
+    from nyx.retrieval.dense import DenseRetriever
+
+    if not isinstance(retriever, DenseRetriever):
+        return {}
+    model_id, revision = retriever.model_identity(retriever.encoder)
+    ident: dict[str, Any] = {"model_id": model_id, "revision": revision}
+    info = retriever.encoder.info() if callable(getattr(retriever.encoder, "info", None)) else {}
+    for key, folder in (("weights", info.get("model_id", model_id)), ("adapter_weights", info.get("adapter_path"))):
+        if (w := folder_weights_id(folder)) is not None:
+            ident[key] = w
+    return ident
+
+
+def _registered_retriever(uri: str, tracking_uri: str | None, download_dir: str | os.PathLike | None,
+                          retriever_kwargs: dict[str, Any]) -> tuple[Retriever, dict[str, Any]]:
+    """The retriever of a registered model version: its corpus index folder (tag ``nyx.index_dir``), else its logged
+    model downloaded into ``download_dir``."""
+    import re
+
+    from nyx.registry import INDEX_DIR_TAG, client
+    from nyx.retrieval import NyxRetriever, load_retriever
+
+    m = re.match(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$", uri)
+    if not m:
+        raise ValueError(f"bad registry URI {uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    c = client(tracking_uri)
+    name = m["name"]
+    try:
+        version = m["version"] or str(c.get_model_version_by_alias(name, m["alias"]).version)
+        mv = c.get_model_version(name, version)
+    except Exception as e:  # noqa: BLE001 - MlflowException, connection errors: the miner cannot be resolved
+        raise ValueError(f"cannot resolve the miner {uri}: {e}") from None
+    tags = dict(mv.tags or {})
+    ident: dict[str, Any] = {"uri": uri, "registered_model": name, "version": str(version),
+                             "weights_sha256": tags.get("nyx.weights_sha256")}
+    index_dir = tags.get(INDEX_DIR_TAG)
+    if index_dir and Path(index_dir).is_dir():
+        ident["from"] = "index_dir"
+        return load_retriever(index_dir), ident
+    import mlflow
+
+    dst = Path(download_dir) if download_dir else Path.cwd() / ".nyx-miner"
+    dst = dst / f"{name}-v{version}"
+    dst.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
+                                                     tracking_uri=tracking_uri))
+    model_dir = next((p for p in (local / "artifacts" / "model_dir", local / "model_dir") if p.is_dir()), local)
+    base = model_dir / "base" if (model_dir / "base").is_dir() else model_dir
+    adapter = model_dir / "adapter" if (model_dir / "adapter").is_dir() else None
+    ident["from"] = "logged_model"
+    return NyxRetriever(model=base, adapter_path=adapter, mlflow_model_version=str(version),
+                        **retriever_kwargs), ident
+
+
+def resolve_miner(spec: str, model: str | None = None, *, device: str | None = None, batch_size: int | None = None,
+                  tracking_uri: str | None = None, download_dir: str | os.PathLike | None = None,
+                  log: Callable[[str], None] | None = None) -> Miner:
+    """The miner a profile's ``miner.retriever`` (``spec``) and ``miner.model`` name (see the module docstring).
+
+    ``device`` and ``batch_size`` go to model-based miners; ``tracking_uri`` is the MLflow registry of
+    ``models:/`` URIs (logged models are downloaded into ``download_dir``). ``ValueError`` for a spec that names
+    nothing usable."""
+    from nyx.retrieval import create_retriever, load_retriever, read_retriever_manifest
+    from nyx.retrieval.dense import DenseConfig
+    from nyx.retrieval.mme5 import MME5_MODEL_ID, MmE5Retriever
+    from nyx.retrieval.nyx_retriever import NyxRetriever
+
+    dense = DenseConfig(batch_size=batch_size) if batch_size else None
+    kw: dict[str, Any] = {"device": device, "config": dense}
+    ident: dict[str, Any]
+    spec = os.fspath(spec)
+    if spec == "bm25":
+        retriever: Retriever = create_retriever("bm25")
+        ident = {"kind": "bm25", "config": retriever.config.model_dump(mode="json")}
+    elif spec == "minilm":
+        retriever = create_retriever("minilm", **({"config": dense} if dense else {}),
+                                     **({"device": device} if device else {}))
+        ident = {"kind": "minilm"}
+    elif spec == "mme5":
+        retriever = MmE5Retriever(model=model or MME5_MODEL_ID, **kw)
+        ident = {"kind": "mme5"}
+    elif spec == "nyx":
+        retriever = NyxRetriever(model=model or "tiny", **kw)
+        ident = {"kind": "nyx"}
+    elif spec.startswith(REGISTRY_PREFIX):
+        retriever, ident = _registered_retriever(spec, tracking_uri, download_dir, kw)
+        ident = {"kind": "registered", **ident}
+    elif Path(spec).is_dir():
+        folder = Path(spec).resolve()
+        if (folder / "retriever.json").is_file():
+            manifest = read_retriever_manifest(folder)
+            retriever = load_retriever(folder)
+            if dense is not None and hasattr(retriever, "config") and isinstance(retriever.config, DenseConfig):
+                retriever.config = retriever.config.model_copy(update={"batch_size": batch_size})
+            ident = {"kind": "retriever_folder", "folder": str(folder), "retriever": manifest.retriever,
+                     "encoder": manifest.config.get("encoder")}
+        elif (mtype := _model_type(folder)) == "mllama":
+            retriever, ident = MmE5Retriever(model=folder, **kw), {"kind": "mme5"}
+        elif mtype in ("qwen2_5_vl", "qwen2_vl"):
+            retriever, ident = NyxRetriever(model=folder, **kw), {"kind": "nyx"}
+        else:
+            raise ValueError(f"miner folder {folder} is neither a saved retriever (no retriever.json) nor a "
+                             f"Llama-3.2-Vision / Qwen2.5-VL model folder (config.json model_type {mtype!r})")
+    else:
+        raise ValueError(f"unknown miner {spec!r}: expected one of {', '.join(BUILTIN_MINERS)}, a saved retriever "
+                         "or model folder, or a registered model URI models:/<name>@<alias>")
+    ident.update(_dense_identity(retriever))
+    miner = Miner(retriever=retriever, identity=ident)
+    if log is not None:
+        log(f"miner {miner.label} ({miner.fingerprint()})")
+    return miner

@@ -150,10 +150,23 @@ class StageInputs:
 
 
 def _stage1_sources(paths: DataPaths, profile) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """NyxQA train (capped at ``stage1.nyxqa_cap``) and every declared external source as the Nyx triples the
+    ``training_sources`` asset converted it into (:mod:`nyx.train.sources`), with its mixing weight. Each converted
+    file is an input (``source.<name>``): its md5 enters the fingerprint and the MLflow tag
+    ``dvc.md5.source.<name>``, so an edited source file (converted again) trains Stage 1 again."""
+    from nyx.train.sources import converted_file
+
     sources = [{"name": "nyxqa", "kind": "nyxqa", "path": str(paths.nyxqa / "train"),
-                "hard_negatives": str(paths.hard_negatives / "train.jsonl")}]
-    sources += [dict(s) for s in profile.stage1.extra_sources]
-    return sources, {"nyxqa": paths.nyxqa / "train", "hard_negatives": paths.hard_negatives / "train.jsonl"}
+                "hard_negatives": str(paths.hard_negatives / "train.jsonl"), "cap": profile.stage1.nyxqa_cap}]
+    inputs = {"nyxqa": paths.nyxqa / "train", "hard_negatives": paths.hard_negatives / "train.jsonl"}
+    for src in profile.stage1.extra_sources:
+        triples = converted_file(paths, src.name)
+        if not triples.is_file():
+            raise FileNotFoundError(f"training source {src.name!r} is not converted ({triples} missing): "
+                                    "materialise training_sources first")
+        sources.append({"name": src.name, "kind": "triples", "path": str(triples), "weight": src.weight})
+        inputs[f"source.{src.name}"] = triples
+    return sources, inputs
 
 
 def stage_train_config(profile, stage: str, paths: DataPaths) -> StageInputs:

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         if process_rank() == 0:
             losses = [h["loss"] for h in result.history if "loss" in h]
             reporter.log_params({"run": result.run_info})  # what the run got: world size, global batch, ZeRO
+            if result.counts:  # per training source: loaded / usable / mixed
+                reporter.log_params({"source": result.counts})
             summary = {"final_dir": str(result.final_dir), "global_step": result.global_step,
                        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                        "rejected": result.rejected, "counts": result.counts, "resumed_from_step": start,
