@@ -32,7 +32,7 @@ def make_reader(profile, paths):
 
 
 @dg.asset(
-    group_name="data",
+    group_name="feedback",
     kinds={"python", "jsonl"},
     deps=["stage1_index", "nyxqa"],
     code_version="feedback-v1",

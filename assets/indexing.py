@@ -34,7 +34,7 @@ def stage_retriever(settings: NyxSettings, profile, stage: str):
 def _embeddings_asset(stage: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{stage}_embeddings",
-        group_name="index",
+        group_name=stage,
         kinds={"pytorch", "numpy"},
         partitions_def=SHARDS,
         deps=[f"{stage}_checkpoint", "corpus_chunks"],
@@ -72,7 +72,7 @@ def _embeddings_asset(stage: str) -> dg.AssetsDefinition:
 def _index_asset(stage: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{stage}_index",
-        group_name="index",
+        group_name=stage,
         kinds={"faiss"},
         deps=[f"{stage}_embeddings", "nyxqa"],
         code_version=INDEX_CODE_VERSION,

@@ -187,7 +187,7 @@ def _metadata(state, mlflow: MlflowResource, skipped: bool, launcher: str | None
 
 
 @dg.asset(
-    group_name="training",
+    group_name="stage1",
     kinds={"pytorch", "mlflow"},  # the launcher that ran: metadata `launcher`
     deps=["nyxqa", "hard_negatives", "training_sources", "data_snapshot"],
     pool="gpu",
@@ -203,7 +203,7 @@ def stage1_checkpoint(context: dg.AssetExecutionContext, config: TrainingAssetCo
 
 
 @dg.asset(
-    group_name="training",
+    group_name="stage2",
     kinds={"pytorch", "mlflow"},  # the launcher that ran: metadata `launcher`
     deps=["stage1_checkpoint", "feedback_preferences", "feedback_snapshot"],
     pool="gpu",

@@ -25,7 +25,7 @@ class TrainingSourcesConfig(ProfileConfig):
 
 
 @dg.asset(
-    group_name="training",
+    group_name="data",
     kinds={"python", "jsonl"},
     deps=["nyxqa"],  # the leakage check compares every source query with NyxQA dev and test
     code_version=CODE_VERSION,

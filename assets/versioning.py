@@ -70,7 +70,7 @@ def data_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
 
 
 @dg.asset(
-    group_name="versioning",
+    group_name="feedback",
     kinds={"dvc"},
     deps=["feedback_preferences"],
     pool="dvc",

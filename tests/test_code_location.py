@@ -73,3 +73,19 @@ def test_dagster_cli_materializes_raw_documents_with_dvc_data_version(tmp_path):
     tags = ev.asset_materialization.tags or {}
     assert tags.get("dagster/data_version") == dvc_md5(tmp_path / "data" / "raw")
     assert list((tmp_path / "data" / "documents").glob("*.jsonl"))
+
+
+def test_asset_groups_follow_the_flow_without_a_group_level_loop():
+    """Groups collapsed in the lineage view (the UI's default) must read as a chain, not a loop such as
+    data -> versioning -> training -> data (issue 15, item 6)."""
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    group = {k: graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    edges = {(group[p], group[k]) for k in group for p in graph.get(k).parent_keys if group[p] != group[k]}
+    order = ["data", "versioning", "stage1", "feedback", "stage2", "evaluation", "registry"]
+    assert set(group.values()) == set(order), set(group.values())
+    assert all(order.index(a) < order.index(b) for a, b in edges), sorted(edges)
+    assert group[dg.AssetKey("feedback_preferences")] == "feedback"
