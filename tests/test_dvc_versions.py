@@ -254,7 +254,7 @@ def test_stage2_trains_after_the_feedback_snapshot_in_the_graph_and_the_weekly_j
 
     assert "feedback_preferences" in parents("feedback_snapshot")
     assert "feedback_snapshot" in parents("stage2_checkpoint")
-    assert graph.get(dg.AssetKey("feedback_snapshot")).group_name == "versioning"
+    assert graph.get(dg.AssetKey("feedback_snapshot")).group_name == "feedback"  # the flow: feedback, then stage2
     weekly = defs.resolve_job_def("weekly_retrain")
     selected = {k.to_user_string() for k in weekly.asset_layer.executable_asset_keys}
     assert {"data_snapshot", "feedback_preferences", "feedback_snapshot", "stage2_checkpoint"} <= selected

@@ -278,10 +278,12 @@ def test_make_run_driver_goes_on_past_a_bad_shard_and_names_it_at_the_end(tmp_pa
     shutil.copytree(raw3, tmp_path / "data" / "raw")
     _truncate(tmp_path / "data" / "raw" / "shard-00001.parquet")
     monkeypatch.setenv("NYX_PROFILE_OVERRIDES", json.dumps(FAST["overrides"]))
-    keep = {a.key for a in (raw_documents, corpus_chunks, synthetic_qa, nyxqa)}
+    from assets.fetch import raw_images
+
+    graph_assets = [raw_images, raw_documents, corpus_chunks, synthetic_qa, nyxqa]
+    keep = {a.key for a in graph_assets}
     checks = [c for c in CHECKS if {k.asset_key for k in c.check_keys} <= keep]
-    defs = dg.Definitions(assets=[raw_documents, corpus_chunks, synthetic_qa, nyxqa], asset_checks=checks,
-                          resources=_resources(tmp_path))
+    defs = dg.Definitions(assets=graph_assets, asset_checks=checks, resources=_resources(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     with pytest.raises(PartitionsFailed, match=r"1 shard partition\(s\) failed: shard-00001 \(run ") as err:
         materialize_graph(defs, instance)
