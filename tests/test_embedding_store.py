@@ -242,3 +242,58 @@ def test_a_record_that_cannot_be_encoded_is_rejected_by_name_and_its_neighbours_
     want = tiny_encoder.encode_documents(docs)
     assert_within("stored vs direct encode", stored.get([record_key(d) for d in docs]).astype(np.float64),
                   want.astype(np.float64), F32_OUTPUT_TOL)
+
+
+_KILLED_ENCODE = """
+import sys, time
+from nyx.data.records import Part, Record
+from nyx.index.store import EmbeddingStore
+from nyx.retrieval import DenseConfig, NyxRetriever
+
+model, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = NyxRetriever(model=model, config=DenseConfig(shard_size=8, batch_size=4))
+enc = r.encoder
+slow = enc.encode_documents
+def encode_documents(records, **kw):  # slow enough that the kill lands mid-corpus
+    time.sleep(0.4)
+    return slow(records, **kw)
+enc.encode_documents = encode_documents
+corpus = [Record(id=f"d{i}", content=[Part.of_text(f"document {i} about the topic number {i % 5}")]) for i in range(n)]
+print("ready", flush=True)
+r.embed_into(corpus, EmbeddingStore(root), source="shard-00000")
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_an_encode_killed_mid_corpus_resumes_with_nothing_encoded_twice(tmp_path, tiny_dir, tiny_encoder):
+    """A real SIGKILL of a process filling the store: the next run encodes only what the killed one had not stored
+    (finished segments are kept, the half-written one is never read) and no record is stored twice."""
+    import signal
+    import subprocess
+    import sys
+
+    n, root = 64, tmp_path / "emb"
+    script = tmp_path / "encode.py"
+    script.write_text(_KILLED_ENCODE)
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_dir), str(root), str(n)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    store = EmbeddingStore(root)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for at least two finished segments, then kill
+        segs = list(root.glob("*/segments/[!.]*"))
+        if len(segs) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    corpus = _corpus(n)
+    r = _retriever(tiny_dir, tiny_encoder)
+    stored_before = len(store.model(r.embedding_identity()))
+    assert 16 <= stored_before < n, stored_before  # killed mid-corpus, after two segments
+    counting = CountingEncoder(tiny_encoder)
+    r2 = _retriever(tiny_dir, counting)
+    stats = r2.embed_into(corpus, store, source="shard-00000")
+    assert stats.reused == stored_before and stats.encoded == counting.documents == n - stored_before
+    assert len(store.model(r2.embedding_identity())) == n and store.duplicates(r2.embedding_identity()) == 0
