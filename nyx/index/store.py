@@ -178,11 +178,17 @@ class ModelEmbeddings:
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """Embeddings (float32) of ``keys``, in order; ``KeyError`` names the first key not stored."""
-        out: list[np.ndarray] = []
-        for k in keys:
-            seg, row = self._where[k]
-            out.append(np.asarray(self._segments[seg].embeddings[row], dtype=np.float32))
-        return np.stack(out) if out else np.zeros((0, 0), np.float32)
+        if not keys:
+            return np.zeros((0, 0), np.float32)
+        where = [self._where[k] for k in keys]
+        by_segment: dict[str, list[int]] = {}
+        for i, (seg, _) in enumerate(where):
+            by_segment.setdefault(seg, []).append(i)
+        first = self._segments[where[0][0]].embeddings
+        out = np.empty((len(keys), first.shape[1]), np.float32)
+        for seg, positions in by_segment.items():  # one fancy-indexed read per segment, not one per row
+            out[positions] = self._segments[seg].embeddings[[where[i][1] for i in positions]]
+        return out
 
     def put(self, ids: Sequence[str], keys: Sequence[str], embeddings: np.ndarray, source: str,
             seconds: float = 0.0, inputs: Mapping[str, int] | None = None) -> str:
