@@ -28,19 +28,13 @@ from PIL import Image
 from nyx.data.records import Part, Record, read_jsonl
 from nyx.data.rejects import RecordError
 from nyx.serving.server import CORPUS_PATH_TAG, INDEX_DIR_TAG, ServeError, ServeSettings, create_app
+from tests.test_cli import CORPUS as CLI_CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "nyx-retriever"
 
 CORPUS = [
-    {"id": "lighthouse", "content": [{"type": "text", "text": "The lighthouse keeper climbed the spiral stairs at dusk."}]},
-    {"id": "bakery", "content": [{"type": "text", "text": "Fresh sourdough bread is baked every morning in the village."}]},
-    {"id": "chess", "content": [{"type": "text", "text": "The chess grandmaster sacrificed her queen to win the match."}]},
-    {"id": "volcano", "content": [{"type": "text", "text": "The volcano eruption covered the island in ash."},
-                                  {"type": "image", "image": "images/red.png"}]},
-    {"id": "garden", "content": [{"type": "image", "image": "images/green.png"},
-                                 {"type": "text", "text": "Tomatoes ripen in the greenhouse garden."}]},
-    {"id": "picture", "content": [{"type": "image", "image": "images/green.png"}]},
+    *CLI_CORPUS,  # the CLI tests' corpus, so that `nyx search` and `/search` are compared on the same documents
     {"id": "harbour", "content": [{"type": "text", "text": "Fishing boats return to the harbour before the storm."}]},
     {"id": "bridge", "content": [{"type": "text", "text": "The red bridge of Alder crosses the river near the mill."},
                                  {"type": "image", "image": "images/red.png"}]},
