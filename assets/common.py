@@ -8,19 +8,21 @@ from typing import Any, Mapping, Sequence
 import dagster as dg
 from pydantic import Field
 
-from orchestration.resources import NyxSettings
+from orchestration.profile_config import given
+from orchestration.resources import NyxSettings, ProfileOverrides
 
 
 class ProfileConfig(dg.Config):
     """Launchpad config of every Nyx asset: nested overrides of the profile for this run only,
-    e.g. ``{"overrides": {"chunking": {"max_tokens": 120}}}``."""
+    e.g. ``{"overrides": {"chunking": {"max_tokens": 120}}}``. Typed: the launchpad refuses a setting that does not
+    exist or a value of the wrong type before the run starts."""
 
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    overrides: ProfileOverrides = Field(default_factory=ProfileOverrides)  # type: ignore[valid-type]
 
 
 def profile_for(settings: NyxSettings, config: ProfileConfig | None = None):
     """The settings' profile with its overrides, then this run's launchpad overrides."""
-    return settings.load_profile(config.overrides if config else None)
+    return settings.load_profile(given(config.overrides) if config else None)
 
 
 def backbone_path(profile) -> str:

@@ -83,6 +83,7 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
         for f in files.values():
             mlflow_lib.log_artifact(str(f), artifact_path="report")
         run_id = run.info.run_id
+    mlflow.link_runs(context, run_id)
     for stage, version in versions.items():
         record_metrics(client, profile.promotion.registered_model, version,
                        {k: v for k, v in summary.get(stage, {}).items() if isinstance(v, (int, float)) and k != "dim"},

@@ -55,6 +55,7 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
         context.log.warning(f"{stage}: {plan.note}")
     if plan.action == "skip":
         context.log.info(f"{stage}: finished run {plan.state.mlflow_run_id} matches inputs and code; not retraining")
+        context.instance.add_run_tags(context.run_id, mlflow.dagster_run_tags(context, plan.state.mlflow_run_id))
         return dg.MaterializeResult(metadata=_metadata(plan.state, mlflow, skipped=True))
 
     def create_run(tags: dict[str, str]) -> str:
@@ -66,6 +67,7 @@ def run_stage(context: dg.AssetExecutionContext, stage: str, config: TrainingAss
     if plan.action == "resume":
         context.log.info(f"{stage}: resuming MLflow run {state.mlflow_run_id} from the last checkpoint in {plan.out_dir}")
         client.set_tag(state.mlflow_run_id, "nyx.resumed_by_dagster_run", context.run_id)
+    mlflow.link_runs(context, state.mlflow_run_id)
     command = launcher.command("nyx.train.tracked", ["--config", str(plan.config_path)], profile.launch)
     env = {**mlflow.env(), "MLFLOW_RUN_ID": state.mlflow_run_id, **launcher.env}
     context.log.info(f"{stage}: launching {' '.join(command)}")

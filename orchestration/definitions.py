@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 import assets
-from orchestration.jobs import JOBS
+from orchestration.jobs import JOBS, graph_jobs
 from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
 from orchestration.schedules import SCHEDULES
@@ -21,7 +21,9 @@ def resources() -> dict:
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    loaded = dg.components.load_defs(assets)
     return dg.Definitions.merge(
-        dg.components.load_defs(assets),
-        dg.Definitions(resources=resources(), jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS),
+        loaded,
+        dg.Definitions(resources=resources(), jobs=[*JOBS, *graph_jobs(loaded)], schedules=SCHEDULES,
+                       sensors=SENSORS),
     )

@@ -1,4 +1,4 @@
-"""Jobs: the nightly incremental data job and the weekly retrain job."""
+"""Jobs: the nightly incremental data job, the weekly retrain job, and the two whole-graph jobs ``make run`` runs."""
 
 import dagster as dg
 
@@ -23,5 +23,29 @@ weekly_retrain = dg.define_asset_job(
     description="Retrain and evaluate on the current data snapshot; promote the challenger if it passes the gate.",
     tags={"nyx/job": "weekly"},
 )
+
+#: ``make run`` (:func:`orchestration.pipeline.materialize_graph`) materialises the graph through these two named
+#: jobs, one layer of the graph per run, so that its runs show in the UI's timeline, job and partitions pages:
+#: every unpartitioned asset, and every shard-partitioned asset (one run per shard).
+FULL_GRAPH = "full_graph"
+FULL_GRAPH_BY_SHARD = "full_graph_by_shard"
+
+
+def graph_jobs(defs: dg.Definitions) -> list:
+    """The two whole-graph jobs over the assets of ``defs``: unpartitioned ones, shard-partitioned ones."""
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+    partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]
+    unpartitioned = [k for a in assets if a.partitions_def is None for k in a.keys]
+    return [
+        dg.define_asset_job(FULL_GRAPH, selection=dg.AssetSelection.assets(*unpartitioned),
+                            description="Every unpartitioned asset (with its checks). `make run` materialises the "
+                                        "graph through this job and full_graph_by_shard, one layer per run.",
+                            tags={"nyx/job": "make-run"}),
+        dg.define_asset_job(FULL_GRAPH_BY_SHARD, selection=dg.AssetSelection.assets(*partitioned),
+                            description="Every shard-partitioned asset, one run per shard (chunks, QA, per-shard "
+                                        "embeddings). `make run` runs it for each shard's layer.",
+                            tags={"nyx/job": "make-run"}),
+    ]
+
 
 JOBS = [nightly_incremental, weekly_retrain]

@@ -46,19 +46,24 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     """Materialise every asset of ``defs`` in dependency order, in layers: every unpartitioned asset whose parents
     are done runs in one run; then every shard-partitioned asset whose parents are done runs once per shard
     partition; and so on (raw_documents, then chunks and QA per shard, then NyxQA to Stage 1, then Stage 1's
-    embeddings per shard, then its index, ...).
+    embeddings per shard, then its index, ...). Each run is a run of a named job (``full_graph`` for unpartitioned
+    layers, ``full_graph_by_shard`` for a shard's layer, :func:`orchestration.jobs.graph_jobs`) with the layer as its
+    asset selection, so it shows in the Dagster UI's timeline, job and partitions pages.
 
     An unpartitioned run that fails raises at once (a failing blocking check stops downstream assets and fails the
     run). A shard partition that fails (a bad shard) does not stop the others: its later partitions are skipped,
     everything else goes on, and :class:`PartitionsFailed` is raised at the end, naming the shards and runs.
     """
+    from orchestration.jobs import FULL_GRAPH, FULL_GRAPH_BY_SHARD, graph_jobs
     from orchestration.resources import NyxSettings
 
-    graph = defs.resolve_asset_graph()
-    all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     res = dict(defs.resources or {})
     res.update(resources or {})
     settings: NyxSettings = res.get("settings") or NyxSettings()
+    # the named whole-graph jobs, bound to these resources: the runs show in the UI under their job names
+    bound = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=graph_jobs(defs), resources=res)
+    jobs = {False: bound.resolve_job_def(FULL_GRAPH), True: bound.resolve_job_def(FULL_GRAPH_BY_SHARD)}
+    graph = bound.resolve_asset_graph()
     keys = list(graph.get_all_asset_keys())
 
     # INFO on the console (Dagster's in-process default is DEBUG: every engine event); the UI keeps everything
@@ -67,10 +72,10 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
 
     def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None) -> bool:
         with PoolWatcher(instance):  # a step waiting for a pool slot says who holds it, every 30 s
-            r = dg.materialize(all_assets, selection=list(selection), instance=instance, resources=res,
-                               partition_key=partition_key, run_config=run_config,
-                               tags={"nyx/profile": settings.profile, **run_tags()},
-                               raise_on_error=partition_key is None)
+            r = jobs[partition_key is not None].execute_in_process(
+                run_config=run_config, instance=instance, partition_key=partition_key,
+                asset_selection=sorted(selection), raise_on_error=partition_key is None,
+                tags={"nyx/profile": settings.profile, "nyx/launched_by": "make run", **run_tags()})
         results.append(r)
         return r.success
 

@@ -12,7 +12,12 @@ import dagster as dg
 from pydantic import Field
 
 from nyx.paths import REPO_ROOT, DataPaths
+from nyx.profiles import PipelineProfile
 from nyx.versioning.dvc import Dvc, dvc_md5
+from orchestration.profile_config import given, overrides_model
+
+#: the profile's settings, every one optional, as a Dagster config schema (:mod:`orchestration.profile_config`)
+ProfileOverrides = overrides_model(PipelineProfile)
 
 
 class NyxSettings(dg.ConfigurableResource):
@@ -23,9 +28,10 @@ class NyxSettings(dg.ConfigurableResource):
 
     profile: str = Field(default_factory=lambda: os.environ.get("NYX_PROFILE", "sample"))
     data_dir: str = Field(default_factory=lambda: os.environ.get("NYX_DATA_DIR", str(REPO_ROOT / "data")))
-    overrides: dict[str, Any] = Field(
-        default_factory=lambda: json.loads(os.environ.get("NYX_PROFILE_OVERRIDES", "{}")),
-        description="nested profile overrides for every asset (a run's launchpad config adds its own on top)")
+    overrides: ProfileOverrides = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ProfileOverrides(**json.loads(os.environ.get("NYX_PROFILE_OVERRIDES", "{}"))),
+        description="nested profile overrides for every asset (a run's launchpad config adds its own on top); "
+                    "typed like the assets' ``overrides``: the launchpad refuses unknown settings")
 
     @property
     def paths(self) -> DataPaths:
@@ -34,7 +40,7 @@ class NyxSettings(dg.ConfigurableResource):
     def load_profile(self, run_overrides: dict[str, Any] | None = None):
         from nyx.profiles import load_profile
 
-        return load_profile(self.profile, self.overrides).with_overrides(run_overrides)
+        return load_profile(self.profile, given(self.overrides)).with_overrides(run_overrides)
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -46,6 +52,8 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_root: str = Field(default_factory=lambda: str(REPO_ROOT / "mlflow" / "artifacts"))
     experiment: str = "nyx"
     ui_url: str = "http://127.0.0.1:5000"
+    dagster_ui_url: str = Field(default_factory=lambda: os.environ.get("NYX_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
+                                description="the Dagster UI, for the dagster.run_url tag of MLflow runs")
 
     def _prepare(self) -> str:
         import mlflow
@@ -87,6 +95,23 @@ class MlflowResource(dg.ConfigurableResource):
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{self._prepare()}/runs/{run_id}"
+
+    def link_runs(self, context: dg.AssetExecutionContext, run_id: str) -> None:
+        """Link the Dagster run of ``context`` and the MLflow run ``run_id`` both ways: the Dagster run gets the tags
+        ``mlflow/<asset>`` (the MLflow run id) and ``mlflow/<asset>_url`` (shown on the run's page and searchable in
+        the runs list; one pair per asset, as one Dagster run of ``weekly_retrain`` holds several MLflow runs), the
+        MLflow run the tags ``dagster.run_id`` and ``dagster.run_url``. A run resumed by a later Dagster run keeps its first
+        ``dagster.run_id`` and points ``dagster.run_url`` at the latest."""
+        client = self.client()
+        if "dagster.run_id" not in client.get_run(run_id).data.tags:
+            client.set_tag(run_id, "dagster.run_id", context.run_id)
+        client.set_tag(run_id, "dagster.run_url", f"{self.dagster_ui_url}/runs/{context.run_id}")
+        context.instance.add_run_tags(context.run_id, self.dagster_run_tags(context, run_id))
+
+    def dagster_run_tags(self, context: dg.AssetExecutionContext, run_id: str) -> dict[str, str]:
+        """The Dagster run tags naming the MLflow run ``run_id`` of ``context``'s asset."""
+        asset = context.asset_key.to_python_identifier()
+        return {f"mlflow/{asset}": run_id, f"mlflow/{asset}_url": self.run_url(run_id)}
 
     def model_version_url(self, name: str, version: str | int) -> str:
         return f"{self.ui_url}/#/models/{name}/versions/{version}"

@@ -348,3 +348,26 @@ def test_evaluation_run_is_tagged_with_its_data_version_and_profile(pipeline):
         assert tags["dvc.data_md5"] != "unversioned" and tags["dvc.data_md5"] in (root / "data.dvc").read_text()
         artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "report")}
         assert {"report/matryoshka.png", "report/retrievers.png", "report/report.md"} <= artifacts
+
+
+def test_runs_are_named_jobs_and_training_and_evaluation_runs_link_to_mlflow_both_ways(pipeline):
+    """`make run`'s runs are runs of named jobs (the UI's timeline and job pages list them); each training and
+    evaluation Dagster run carries its MLflow run, and that MLflow run points back at the Dagster run."""
+    instance = pipeline["instance"]
+    runs = instance.get_runs()
+    assert runs and {r.job_name for r in runs} == {"full_graph", "full_graph_by_shard"}
+    assert all(r.tags.get("nyx/launched_by") == "make run" for r in runs)
+    c = _client(pipeline["root"])
+    exp = c.get_experiment_by_name("nyx")
+    linked = 0
+    for asset in ("stage1_checkpoint", "stage2_checkpoint", "eval_report"):
+        mlflow_runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`dagster.asset_key` = '{asset}'")
+        assert mlflow_runs, asset
+        for m in mlflow_runs:
+            dagster_run_id = m.data.tags["dagster.run_id"]
+            assert m.data.tags["dagster.run_url"].endswith(f"/runs/{dagster_run_id}")
+            d = instance.get_run_by_id(dagster_run_id)
+            assert d is not None and d.tags[f"mlflow/{asset}"] == m.info.run_id, (asset, d and d.tags)
+            assert d.tags[f"mlflow/{asset}_url"].endswith(f"/runs/{m.info.run_id}")
+            linked += 1
+    assert linked >= 3

@@ -296,3 +296,13 @@ def test_make_run_driver_goes_on_past_a_bad_shard_and_names_it_at_the_end(tmp_pa
     status = instance.get_status_by_partition(corpus_chunks.key, ["shard-00000", "shard-00001", "shard-00002"],
                                               SHARDS)
     assert status["shard-00001"] == dg.AssetPartitionStatus.FAILED
+    # runs of named jobs (what the UI's timeline, job and partitions pages list), with the assets' checks
+    jobs = {r.dagster_run.job_name for r in err.value.results}
+    assert jobs == {"full_graph", "full_graph_by_shard"}, jobs
+    by_shard = [r for r in err.value.results if r.dagster_run.job_name == "full_graph_by_shard"]
+    assert sorted(r.dagster_run.tags.get("dagster/partition") for r in by_shard) == [
+        "shard-00000", "shard-00001", "shard-00002"]
+    assert all(run.job_name != "__ASSET_JOB" and not run.job_name.startswith("__") for run in instance.get_runs())
+    checked = {(e.asset_check_key.asset_key.to_user_string(), e.asset_check_key.name)
+               for r in err.value.results for e in r.get_asset_check_evaluations()}
+    assert ("corpus_chunks", "corpus_chunks_valid") in checked, checked
