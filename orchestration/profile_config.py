@@ -19,9 +19,16 @@ import typing
 from typing import Any, Literal, Optional, Union
 
 import dagster as dg
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 _PRIMITIVES = (int, float, str, bool)
+
+
+class _Overrides(dg.Config):
+    """Base of the generated classes: built in Python (``NYX_PROFILE_OVERRIDES``, tests), an unknown setting is an
+    error too, as it is in the launchpad."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _is_model(tp: Any) -> bool:
@@ -86,7 +93,7 @@ def overrides_model(model: type, path: str = "", cache: dict[str, type] | None =
     for field, annotation in _fields(model).items():
         ctype = _config_type(annotation, f"{path}_{field}" if path else field, cache)
         fields[field] = (Optional[ctype if ctype is not None else Any], None)
-    cls = create_model(name, __base__=dg.Config, __doc__=f"Overrides of {model.__name__} (every field optional).",
+    cls = create_model(name, __base__=_Overrides, __doc__=f"Overrides of {model.__name__} (every field optional).",
                        **fields)
     cache[name] = cls
     return cls

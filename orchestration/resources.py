@@ -20,6 +20,19 @@ from orchestration.profile_config import given, overrides_model
 ProfileOverrides = overrides_model(PipelineProfile)
 
 
+def environment_overrides() -> dict[str, Any] | None:
+    """The deployment's profile overrides, ``NYX_PROFILE_OVERRIDES`` (JSON), checked against the same typed schema as
+    the launchpad's (an unknown setting is an error naming it). Read when a profile is built, in the process that
+    runs the step."""
+    raw = os.environ.get("NYX_PROFILE_OVERRIDES", "").strip()
+    if not raw:
+        return None
+    try:
+        return given(ProfileOverrides(**json.loads(raw)))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"NYX_PROFILE_OVERRIDES is not valid profile overrides: {e}") from None
+
+
 class NyxSettings(dg.ConfigurableResource):
     """Which profile the pipeline runs (``sample`` or ``paper``) and where its data lives.
 
@@ -29,9 +42,10 @@ class NyxSettings(dg.ConfigurableResource):
     profile: str = Field(default_factory=lambda: os.environ.get("NYX_PROFILE", "sample"))
     data_dir: str = Field(default_factory=lambda: os.environ.get("NYX_DATA_DIR", str(REPO_ROOT / "data")))
     overrides: ProfileOverrides = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ProfileOverrides(**json.loads(os.environ.get("NYX_PROFILE_OVERRIDES", "{}"))),
-        description="nested profile overrides for every asset (a run's launchpad config adds its own on top); "
-                    "typed like the assets' ``overrides``: the launchpad refuses unknown settings")
+        default_factory=ProfileOverrides,
+        description="nested profile overrides for every asset, on top of NYX_PROFILE_OVERRIDES (a run's launchpad "
+                    "config adds its own on top); typed like the assets' ``overrides``: the launchpad refuses "
+                    "unknown settings")
 
     @property
     def paths(self) -> DataPaths:
@@ -40,7 +54,8 @@ class NyxSettings(dg.ConfigurableResource):
     def load_profile(self, run_overrides: dict[str, Any] | None = None):
         from nyx.profiles import load_profile
 
-        return load_profile(self.profile, given(self.overrides)).with_overrides(run_overrides)
+        return (load_profile(self.profile, environment_overrides()).with_overrides(given(self.overrides))
+                .with_overrides(run_overrides))
 
 
 class MlflowResource(dg.ConfigurableResource):

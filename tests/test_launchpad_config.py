@@ -1,12 +1,11 @@
 """Launchpad overrides are a typed Dagster config schema: a typo, a wrong type or an unknown choice is refused when
 the run is launched, before any step runs (issue 15, item 4), while valid overrides reach the asset's profile."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pytest
 
 from assets.common import ProfileConfig, profile_for
+from assets.training import TrainingAssetConfig
 from orchestration.definitions import defs
 from orchestration.profile_config import given
 from orchestration.resources import NyxSettings
@@ -64,3 +63,27 @@ def test_settings_resource_overrides_are_typed_too(nightly):
     with pytest.raises(dg.DagsterInvalidConfigError) as err:
         dg.validate_run_config(nightly, cfg)
     assert "max_tokns" in str(err.value)
+
+
+@dg.asset
+def probe(settings: NyxSettings, config: TrainingAssetConfig):
+    p = profile_for(settings, config)
+    return p.stage1.train.get("max_steps"), p.nyxqa.dev_per_group
+
+
+def test_environment_overrides_reach_an_asset_run_as_a_job(monkeypatch):
+    """NYX_PROFILE_OVERRIDES is read when the step builds its profile, also in a job run (where Dagster rebuilds
+    the settings resource from its config: an environment default captured at construction was lost there)."""
+    monkeypatch.setenv("NYX_PROFILE_OVERRIDES", '{"stage1": {"train": {"max_steps": 6}}, "nyxqa": {"dev_per_group": 3}}')
+
+    d = dg.Definitions(assets=[probe], jobs=[dg.define_asset_job("probe_job", selection=[probe])],
+                       resources={"settings": NyxSettings(profile="sample")})
+    result = d.resolve_job_def("probe_job").execute_in_process(
+        run_config={"ops": {"probe": {"config": {"overrides": {"nyxqa": {"dev_per_group": 5}}}}}})
+    assert result.output_for_node("probe") == (6, 5)  # environment, then the launchpad on top
+
+
+def test_a_typo_in_the_environment_overrides_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setenv("NYX_PROFILE_OVERRIDES", '{"stage1": {"trian": {"max_steps": 6}}}')
+    with pytest.raises(ValueError, match=r"(?s)NYX_PROFILE_OVERRIDES.*stage1\.trian"):
+        NyxSettings(profile="sample").load_profile()
