@@ -206,6 +206,7 @@ def _free_port() -> int:
 def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
     import httpx
 
+    _require_browser()
     root = pipeline["root"]
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
@@ -371,3 +372,155 @@ def test_runs_are_named_jobs_and_training_and_evaluation_runs_link_to_mlflow_bot
             assert d.tags[f"mlflow/{asset}_url"].endswith(f"/runs/{m.info.run_id}")
             linked += 1
     assert linked >= 3
+
+
+# -- the Dagster UI in a real browser (last in this module: the backfill re-materialises corpus_chunks) -----------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+BACKFILLS = """query { partitionBackfillsOrError { ... on PartitionBackfills {
+  results { id status numPartitions partitionNames runs(limit: 10) { runId status } } } } }"""
+ASSET_KEYS = "query { assetNodes { assetKey { path } } }"
+
+
+def _require_browser() -> None:
+    """Skip, naming what is missing, where the system has no Chromium and driver (Debian: chromium,
+    chromium-driver; .ci/run installs them) or selenium is not installed."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    if missing:
+        pytest.skip(f"no browser: {', '.join(missing)} not installed (apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+
+def _browser():
+    """Headless Chromium from the system, driven through WebDriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1600,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def dagster_ui(pipeline, tmp_path):
+    """``dagster dev`` (webserver + daemon, which runs backfills) over the pipeline's instance and stores."""
+    import httpx
+
+    _require_browser()
+    root = pipeline["root"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, **_env(root), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "dagster-dev.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-m", "orchestration.definitions",
+                             "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:  # the webserver answers, and the code location is loaded
+                assert proc.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
+                try:
+                    r = client.post("/graphql", json={"query": ASSET_KEYS})
+                    if r.status_code == 200 and (r.json().get("data") or {}).get("assetNodes"):
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "dagster dev did not serve the code location within 120 s"
+                time.sleep(1)
+            yield base, client
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.timeout(600)
+def test_dagster_ui_in_a_browser_lineage_rendered_plot_and_a_backfill_launched_from_it(pipeline, dagster_ui):
+    """What an operator does after `make run`, in a real browser: the lineage page lists every asset (groups
+    expanded from its sidebar), `eval_report`'s Matryoshka plot opens as an image that renders, and a backfill of
+    every `corpus_chunks` partition launched from the asset's partitions page succeeds."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, client = dagster_ui
+    keys = {"/".join(n["assetKey"]["path"]) for n in client.post("/graphql", json={"query": ASSET_KEYS}).json()[
+        "data"]["assetNodes"]}
+    browser = _browser()
+    wait = WebDriverWait(browser, 60)
+
+    def button(text: str):
+        return wait.until(ec.element_to_be_clickable(
+            (By.XPATH, f"//button[normalize-space()='{text}']")))
+
+    try:
+        browser.get(base + "/")
+        browser.execute_script("window.localStorage.setItem('communityNux', '1')")  # no newsletter dialog
+
+        # 1. lineage: expand every group in the sidebar (its caret); every asset of the code location is listed
+        browser.get(base + "/asset-groups")
+        groups = ["data", "versioning", "stage1", "feedback", "stage2", "evaluation", "registry"]
+        for group in groups:
+            caret = wait.until(ec.element_to_be_clickable((By.XPATH, (
+                f"(//div[@title='{group}'])[1]/ancestor::*[.//*[@aria-label='arrow_drop_down']][1]"
+                "//*[@aria-label='arrow_drop_down']"))))
+            caret.click()
+        try:
+            wait.until(lambda b: all(k in b.find_element(By.TAG_NAME, "body").text for k in keys))
+        except TimeoutException:
+            pass  # the assertion below names what is missing
+        listed = {k for k in keys if k in browser.find_element(By.TAG_NAME, "body").text}
+        assert listed == keys, sorted(keys - listed)
+
+        # 2. eval_report: the Matryoshka plot opens as an inlined PNG that the browser decoded
+        browser.get(base + "/assets/eval_report")
+        link = wait.until(ec.element_to_be_clickable((By.XPATH,
+            "//tr[.//*[normalize-space(text())='matryoshka_plot']]//a[normalize-space(text())='[Show Markdown]']")))
+        browser.execute_script("arguments[0].scrollIntoView()", link)
+        link.click()
+        image = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")))
+        wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+        assert browser.execute_script("return arguments[0].naturalWidth", image) > 100  # decoded, not a broken icon
+
+        # 3. a backfill of every corpus_chunks partition, launched from the UI, succeeds
+        def backfills() -> list[dict]:
+            return client.post("/graphql", json={"query": BACKFILLS}).json()["data"]["partitionBackfillsOrError"][
+                "results"]
+
+        before = {b["id"] for b in backfills()}
+        browser.get(base + "/assets/corpus_chunks?view=partitions")
+        button("Materialize…").click()
+        button("All").click()
+        wait.until(ec.text_to_be_present_in_element((By.XPATH, "//*[contains(text(), 'Launch runs to')]/ancestor::"
+                                                               "*[contains(., 'Partition selection')][1]"), "2 partitions"))
+        button("Launch backfill").click()
+        deadline = time.monotonic() + 300
+        while True:
+            new = [b for b in backfills() if b["id"] not in before]
+            if new and new[0]["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                break
+            assert time.monotonic() < deadline, f"the backfill launched from the UI did not finish in 300 s: {new}"
+            time.sleep(2)
+    finally:
+        browser.quit()
+    assert len(new) == 1, new
+    backfill = new[0]
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
+    assert sorted(backfill["partitionNames"]) == ["shard-00000", "shard-00001"]
+    assert backfill["runs"] and all(r["status"] == "SUCCESS" for r in backfill["runs"]), backfill["runs"]
