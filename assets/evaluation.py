@@ -38,7 +38,7 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     from nyx.registry import record_metrics
     from nyx.index import IndexMismatchError
     from nyx.index.corpus import open_corpus_index
-    from nyx.retrieval import DenseRetriever, NyxRetriever, create_retriever
+    from nyx.retrieval import DenseRetriever
 
     profile = profile_for(settings, config)
     paths = settings.paths
@@ -47,8 +47,7 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
     store = embedding_store(settings, profile)
     retrievers, versions, encodes = {}, {}, {}
     for name in profile.eval.baselines:
-        retrievers[name] = (NyxRetriever(model=profile.model, encoder_overrides=profile.encoder_overrides())
-                            if name == "untrained" else create_retriever(name))
+        retrievers[name] = baseline_retriever(name, profile)
         if isinstance(retrievers[name], DenseRetriever):  # embeddings shared with dev evaluation via the store
             retrievers[name].index(corpus, store=store, source=f"eval-{name}", progress=context.log.info)
             encodes[name] = retrievers[name].last_encode.to_dict()
@@ -63,14 +62,16 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
             versions[stage] = state.model_version
     context.log.info(f"corpus embeddings of the baselines: {encodes}")
     dims = {n: profile.eval.dims for n in retrievers if n in ("untrained", "stage1", "stage2")} if profile.eval.dims else None
+    reader = make_reader(profile, paths)
     report = evaluate_retrievers(retrievers, list(ds.queries.values()), ds.qrels, corpus, dims_by_name=dims,
-                                 reader=make_reader(profile, paths), top_n=profile.eval.top_n,
+                                 reader=reader, top_n=profile.eval.top_n,
                                  cache_dir=paths.cache / "rag", notes=[READER_NOTE],
                                  meta={"split": profile.eval.split, "profile": settings.profile,
                                        "queries": len(ds.queries), "corpus": len(ds.corpus),
                                        **{f"{k}_model_version": v for k, v in versions.items()}})
     files = write_report(report, paths.reports / "eval")
     summary = report.summary()
+    extra = extra_set_reports(context, settings, profile, store, dims, reader, versions)
     client = mlflow.client()
     with mlflow.start_run(run_name=f"eval-{context.run_id[:8]}", tags={
             "dagster.run_id": context.run_id, "dagster.asset_key": "eval_report", "nyx.stage": "evaluation",
@@ -82,6 +83,12 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
                                     if isinstance(v, (int, float)) and v is not None})
         for f in files.values():
             mlflow_lib.log_artifact(str(f), artifact_path="report")
+        for set_name, (set_report, set_files) in extra.items():  # each extra set's metrics prefixed by its name
+            for name, row in set_report.summary().items():
+                mlflow_lib.log_metrics({f"{set_name}.{name}.{k.replace('@', '_at_')}": float(v) for k, v in row.items()
+                                        if isinstance(v, (int, float)) and v is not None})
+            for f in set_files.values():
+                mlflow_lib.log_artifact(str(f), artifact_path=f"report/sets/{set_name}")
         run_id = run.info.run_id
     mlflow.link_runs(context, run_id)
     for stage, version in versions.items():
@@ -90,9 +97,50 @@ def eval_report(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow
                        split=profile.eval.split)
     return dg.MaterializeResult(metadata={
         **report_metadata(report, files),
+        **({"extra_sets": dg.MetadataValue.json(readable({n: r.summary() for n, (r, _) in extra.items()}))}
+           if extra else {}),
         "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
         **{f"{k}_model_version": v for k, v in versions.items()},
     })
+
+
+def baseline_retriever(name: str, profile):
+    """A fresh, empty baseline retriever: ``untrained`` (the profile's backbone) or a named one (bm25, minilm)."""
+    from nyx.retrieval import NyxRetriever, create_retriever
+
+    return (NyxRetriever(model=profile.model, encoder_overrides=profile.encoder_overrides())
+            if name == "untrained" else create_retriever(name))
+
+
+def extra_set_reports(context: dg.AssetExecutionContext, settings: NyxSettings, profile, store, dims, reader,
+                      versions: Mapping[str, str]) -> dict[str, tuple[Any, dict[str, Path]]]:
+    """Each of the profile's extra evaluation sets (``eval.extra_sets``) evaluated with the same retrievers as NyxQA,
+    built on the set's own corpus (stage models as their trained folders load them, encodes shared through the
+    embedding store); written under ``reports/eval/sets/<name>``. ``{name: (report, files)}``."""
+    from functools import partial
+
+    from nyx.eval.extra_sets import evaluate_extra_set
+    from nyx.eval.report import write_report
+
+    if not profile.eval.extra_sets:
+        return {}
+    from assets.indexing import stage_retriever
+
+    factories = {name: partial(baseline_retriever, name, profile) for name in profile.eval.baselines}
+    for stage in versions:  # the finished stages NyxQA was evaluated with
+        factories[stage] = lambda stage=stage: stage_retriever(settings, profile, stage)[1]
+    out: dict[str, tuple[Any, dict[str, Path]]] = {}
+    for spec in profile.eval.extra_sets:
+        context.log.info(f"extra evaluation set {spec.name}: {spec.path} (split {spec.split})")
+        try:
+            set_report = evaluate_extra_set(spec, settings.paths.root, factories, store=store, dims_by_name=dims,
+                                            reader=reader, top_n=profile.eval.top_n,
+                                            cache_dir=settings.paths.cache / "rag", notes=[READER_NOTE],
+                                            meta={"profile": settings.profile}, progress=context.log.info)
+        except (FileNotFoundError, ValueError) as e:
+            raise dg.Failure(f"eval_report: {e}") from None
+        out[spec.name] = (set_report, write_report(set_report, settings.paths.reports / "eval" / "sets" / spec.name))
+    return out
 
 
 def report_metadata(report, files: Mapping[str, Path]) -> dict[str, Any]:

@@ -197,12 +197,37 @@ class IndexSettings(BaseModel):
         return DenseConfig(batch_size=self.batch_size, shard_size=self.shard_size, index=self.config)
 
 
+class ExtraEvalSet(BaseModel):
+    """A public benchmark converted by ``nyx convert`` (a BEIR folder), evaluated by ``eval_report`` beside NyxQA
+    with the same retrievers, each built on this set's corpus; reported under its ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                      description="unique, not 'nyxqa'; prefixes the set's MLflow metrics and names its report")
+    path: str = Field(description="the BEIR folder; a relative path is relative to the data root (NYX_DATA_DIR)")
+    split: str = Field("test", description="which qrels/<split>.tsv to read (the folder's qrels.tsv if it has no "
+                                           "such file)")
+    corpus: str | None = Field(None, description="another BEIR folder or corpus JSONL to retrieve from, for sets "
+                                                 "that ship none (Bamboogle); relative: to the data root")
+
+
 class EvalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     split: str = "test"
     baselines: list[str] = Field(default_factory=lambda: ["bm25", "minilm", "untrained"])
     top_n: int = 1
     dims: list[int] | None = Field(None, description="None: the model's Matryoshka dims")
+    extra_sets: list[ExtraEvalSet] = Field(
+        default_factory=list, description="converted public benchmarks eval_report evaluates beside NyxQA")
+
+    @field_validator("extra_sets")
+    @classmethod
+    def _unique_set_names(cls, value: list[ExtraEvalSet]) -> list[ExtraEvalSet]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1} | ({"nyxqa"} & {n.lower() for n in names}))
+        if dupes:
+            raise ValueError(f"extra evaluation set names must be unique and not 'nyxqa': {dupes}")
+        return value
 
 
 class PromotionSettings(BaseModel):
