@@ -25,8 +25,10 @@ OVERRIDES = {
     "stage2": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
                          "epochs": 1, "max_length": 256}},
     "feedback": {"top_k": 5},
-    "eval": {"baselines": ["bm25", "untrained"]},
+    # a public benchmark converted by `nyx convert` (HotpotQA's published layout), evaluated beside NyxQA
+    "eval": {"baselines": ["bm25", "untrained"], "extra_sets": [{"name": "hotpotqa", "path": "benchmarks/hotpotqa"}]},
 }
+FIXTURES = REPO / "tests" / "fixtures" / "convert"
 
 
 def _env(root: Path, overrides=OVERRIDES) -> dict:
@@ -36,7 +38,11 @@ def _env(root: Path, overrides=OVERRIDES) -> dict:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """Run every asset once, as `make run` does (same driver), in a temporary git repo."""
-    return run_whole_graph(tmp_path_factory.mktemp("e2e"), "sample", OVERRIDES, n_docs=24, seed=7)
+    from nyx.data.convert import convert
+
+    root = tmp_path_factory.mktemp("e2e")
+    convert("hotpotqa", FIXTURES / "hotpotqa", root / "data" / "benchmarks" / "hotpotqa")
+    return run_whole_graph(root, "sample", OVERRIDES, n_docs=24, seed=7)
 
 
 def _client(root):
@@ -69,14 +75,16 @@ def test_each_model_encodes_the_corpus_once_and_its_index_is_named_on_its_versio
 
     root = pipeline["root"]
     corpus_ids = [json.loads(line)["id"] for line in (root / "data" / "nyxqa" / "dev" / "corpus.jsonl").open()]
+    extra_ids = [json.loads(line)["id"] for line in (root / "data" / "benchmarks" / "hotpotqa" / "corpus.jsonl").open()]
+    n = len(corpus_ids) + len(extra_ids)  # NyxQA's corpus and the extra evaluation set's
     models = EmbeddingStore(root / "work" / "embeddings").models()
     encoded = {m["key"]: sum(e["count"] for e in m["encodes"]) for m in models}
     assert len(models) == 3, [m["identity"]["model_id"] for m in models]  # untrained, stage1, stage2 (bm25 is sparse)
     # counted where documents are encoded (store or not): three models, each the whole corpus once
-    assert sorted(pipeline["documents_encoded"].values()) == [len(corpus_ids)] * 3, pipeline["documents_encoded"]
+    assert sorted(pipeline["documents_encoded"].values()) == [n] * 3, pipeline["documents_encoded"]
     for m in models:
         assert m["duplicates"] == 0, m["encodes"]
-        assert m["records"] == len(corpus_ids) == encoded[m["key"]], (m["identity"]["model_id"], m["encodes"])
+        assert m["records"] == n == encoded[m["key"]], (m["identity"]["model_id"], m["encodes"])
     c = _client(root)
     for stage in ("stage1", "stage2"):
         state = json.loads((root / "work" / "checkpoints" / stage / "nyx_state.json").read_text())
@@ -337,6 +345,22 @@ def test_every_materialisation_has_json_metadata_and_plots_that_render(pipeline)
             assert zero.startswith("ZeRO-") if backend == "DEEPSPEED" else zero == "none", (asset, zero, backend)
 
 
+def test_eval_report_evaluates_a_converted_public_benchmark_beside_nyxqa(pipeline):
+    """The profile's extra set (HotpotQA converted by `nyx convert`) is evaluated with every retriever NyxQA gets,
+    trained stages included, reported in the asset's metadata and logged to MLflow under the set's name."""
+    mats = [e for r in pipeline["results"] for e in r.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "eval_report"]
+    extra = mats[-1].event_specific_data.materialization.metadata["extra_sets"].value
+    assert set(extra) == {"hotpotqa"}
+    assert {"bm25", "untrained", "stage1", "stage2"} <= set(extra["hotpotqa"])
+    assert extra["hotpotqa"]["bm25"]["recall@10"] > 0  # BM25 finds the gold paragraphs of its questions
+    assert (pipeline["root"] / "work" / "reports" / "eval" / "sets" / "hotpotqa" / "report.md").is_file()
+    c = _client(pipeline["root"])
+    run = c.search_runs([c.get_experiment_by_name("nyx").experiment_id],
+                        filter_string="tags.`dagster.asset_key` = 'eval_report'")[0]
+    assert "hotpotqa.stage1.ndcg_at_10" in run.data.metrics
+
+
 def test_evaluation_run_is_tagged_with_its_data_version_and_profile(pipeline):
     root = pipeline["root"]
     c = _client(root)
@@ -355,7 +379,7 @@ def test_runs_are_named_jobs_and_training_and_evaluation_runs_link_to_mlflow_bot
     """`make run`'s runs are runs of named jobs (the UI's timeline and job pages list them); each training and
     evaluation Dagster run carries its MLflow run, and that MLflow run points back at the Dagster run."""
     instance = pipeline["instance"]
-    runs = instance.get_runs()
+    runs = [instance.get_run_by_id(r.run_id) for r in pipeline["results"]]  # the driver's (later tests add their own)
     assert runs and {r.job_name for r in runs} == {"full_graph", "full_graph_by_shard"}
     assert all(r.tags.get("nyx/launched_by") == "make run" for r in runs)
     c = _client(pipeline["root"])
