@@ -62,6 +62,12 @@ class StoreDtypeName(str, Enum):
     float16 = "float16"
 
 
+class QuantizeName(str, Enum):
+    none = "none"
+    int8 = "int8"
+    binary = "binary"
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -287,6 +293,61 @@ def ingest_cmd(
     })
 
 
+@app.command("convert")
+def convert_cmd(
+    fmt: Annotated[str, typer.Argument(
+        metavar="FORMAT", help="mmqa, scienceqa, hotpotqa, 2wiki, musique, bamboogle or pagedoc.", show_default=False)],
+    src: Annotated[Path, typer.Argument(help="The set as its authors publish it: its file, or the folder holding its "
+                                             "files (and images or PDFs).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="BEIR folder to write.", show_default=False)],
+    split: Annotated[Optional[str], typer.Option(
+        help="The split to convert where the set has several (default: its evaluation split: dev for MMQA, "
+             "HotpotQA, 2Wiki and MuSiQue, test for ScienceQA).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Convert only the first N questions.")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(
+        min=784, help="pagedoc: pixel budget of a rendered page (default: the profile's images.max_pixels).")] = None,
+) -> None:
+    """Turn a public benchmark, in its published files, into a BEIR folder that `nyx evaluate` and `nyx report` read.
+
+    OUT holds corpus.jsonl, queries.jsonl (with the gold answers: every answer and alias, the options and correct
+    index of multiple-choice sets, the modality group), qrels.tsv (also as qrels/<split>.tsv), images/ and
+    convert.json. Malformed rows are skipped, counted and written to OUT/rejects.jsonl with their id and the reason;
+    the rest goes on. Prints a JSON summary. See docs/operations.md, "Evaluating on public benchmarks".
+    """
+    from nyx.data.convert import CONVERTERS, ConvertError, convert
+    from nyx.data.convert.common import OUTPUT_ENTRIES
+
+    if fmt not in CONVERTERS:
+        raise typer.BadParameter(f"unknown format {fmt!r}: one of {', '.join(CONVERTERS)}", param_hint="FORMAT")
+    if max_pixels is not None and fmt != "pagedoc":
+        raise typer.BadParameter("--max-pixels applies to pagedoc only", param_hint="--max-pixels")
+    if not src.exists():
+        raise fail(f"no such file or folder: {src}")
+    if out.exists():
+        if not out.is_dir():
+            raise fail(f"refusing to overwrite {out}: it is not a folder")
+        foreign = sorted(e.name for e in out.iterdir() if e.name not in OUTPUT_ENTRIES)
+        if foreign:
+            raise fail(f"refusing to overwrite {out}: it holds files `nyx convert` does not write "
+                       f"({', '.join(foreign[:5])}); choose an empty or new folder")
+    cfg = _ingest_image_config(max_pixels) if fmt == "pagedoc" else None
+    t0 = time.perf_counter()
+    with user_errors():
+        try:
+            result = convert(fmt, src, out, split=split, limit=limit, image_config=cfg)
+        except ConvertError as e:
+            raise fail(str(e)) from None
+    if result.rejected:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(result.reject_reasons.items()))
+        echo_err(f"warning: {result.rejected} row(s) rejected ({reasons}); details in {result.rejects_file}")
+    for note in result.notes:
+        echo_err(f"note: {note}")
+    seconds = time.perf_counter() - t0
+    echo_err(f"converted {result.queries} questions, {result.docs} documents, {result.qrels} judgements "
+             f"({fmt}, split {result.split}) into {out} in {seconds:.1f} s")
+    print_json({**result.summary(), "seconds": round(seconds, 3)})
+
+
 @app.command("index")
 def index_cmd(
     corpus: Annotated[Path, typer.Argument(help="Corpus JSONL (Nyx part format or BEIR text), or a BEIR folder.",
@@ -307,6 +368,9 @@ def index_cmd(
     store_dtype: Annotated[StoreDtypeName, typer.Option(
         help="Dense: keep vectors as float32, or float16 (half the memory; scores change by ~1e-3).")]
     = StoreDtypeName.float32,
+    quantize: Annotated[QuantizeName, typer.Option(
+        help="Dense, flat index: search int8 codes (1/4 of the float32 index) or sign bits (1/32, Hamming search "
+             "then float rescoring); recall@10 against exact search is measured on build.")] = QuantizeName.none,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (dense).")] = True,
 ) -> None:
     """Index CORPUS into a retriever folder (OUT) that `nyx search` and `nyx evaluate` read.
@@ -329,8 +393,12 @@ def index_cmd(
     if approximate_from is not None and index_type is IndexType.flat:
         raise typer.BadParameter("--approximate-from needs an approximate --index-type (hnsw, ivf, ivfpq)",
                                  param_hint="--approximate-from")
+    if quantize is not QuantizeName.none and (retriever is RetrieverName.bm25 or index_type is not IndexType.flat):
+        raise typer.BadParameter("--quantize applies to a dense retriever's flat index (--index-type flat)",
+                                 param_hint="--quantize")
     dense = DenseConfig(batch_size=batch_size, index_dim=dim, index=IndexConfig(
-        index_type=index_type.value, approximate_from=approximate_from, store_dtype=store_dtype.value))
+        index_type=index_type.value, approximate_from=approximate_from, store_dtype=store_dtype.value,
+        quantize=quantize.value))
     if retriever is RetrieverName.bm25:
         r = BM25Retriever()
     elif retriever is RetrieverName.minilm:

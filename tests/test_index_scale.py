@@ -194,7 +194,7 @@ def test_save_load_reuses_the_approximate_index_and_its_stats_without_retraining
     files = sorted(p.name for p in (tmp_path / "idx").glob("faiss-*.index"))
     assert files == [f"faiss-{kind}-16.index", f"faiss-{kind}-32.index", f"faiss-{kind}-64.index"]
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["format"] == 2 and set(manifest["build_stats"]) == {"64", "32", "16"}
+    assert manifest["format"] == 3 and set(manifest["build_stats"]) == {"64", "32", "16"}
 
     def no_build(self, dim):
         raise AssertionError(f"the {kind} index at dim {dim} was rebuilt on load")
@@ -246,7 +246,7 @@ def test_a_format_1_manifest_without_the_new_fields_loads(tmp_path):
     res = loaded.search(x[:3], k=1)
     assert [ids[0] for ids in res.ids] == ["doc0", "doc1", "doc2"]
     loaded.save(tmp_path / "new")  # written back in the current format
-    assert json.loads((tmp_path / "new" / "manifest.json").read_text())["format"] == 2
+    assert json.loads((tmp_path / "new" / "manifest.json").read_text())["format"] == 3
 
 
 # ------------------------------------------------------------------------------------------------ float16 storage

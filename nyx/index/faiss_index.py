@@ -6,9 +6,14 @@ from their re-normalised prefixes on first use and cached. Documents arrive shar
 :class:`~nyx.index.manifest.IndexManifest` (model, revision, dimension).
 
 Which FAISS index is built depends on :class:`~nyx.index.manifest.IndexConfig` and the corpus size (flat
-below ``approximate_from`` documents, else ``index_type``). Every build is recorded in
-``manifest.build_stats[dim]`` (type, build time, serialised bytes and, for approximate indexes, recall@10
-against exact search measured on a seeded sample of the stored vectors): :meth:`EmbeddingIndex.build_report`.
+below ``approximate_from`` documents, else ``index_type``; a flat index may be quantised to int8 or binary codes,
+``config.quantize``). Every build is recorded in ``manifest.build_stats[dim]`` (type, quantisation, build time,
+serialised bytes and, for approximate and quantised indexes, recall@10 against exact search measured on a seeded
+sample of the stored vectors): :meth:`EmbeddingIndex.build_report`.
+
+Batches of queries on a flat float32 index run either through FAISS or as one BLAS matrix product plus
+``np.argpartition`` top-k (:func:`numpy_topk`), whichever is faster for the batch (``config.search_backend``,
+:func:`choose_backend`).
 
 Folder layout written by :meth:`EmbeddingIndex.save`::
 
@@ -16,6 +21,8 @@ Folder layout written by :meth:`EmbeddingIndex.save`::
     vectors.npy              float32 or float16 (config.store_dtype) [n, dim], L2-normalised, row i = doc_ids[i]
     faiss-hnsw-256.index     approximate indexes already built, as faiss-<type>-<dim>.index: a reload does not
                              rebuild or retrain them (flat ones are rebuilt on load: they are a copy)
+    faiss-int8-256.index     quantised flat indexes already built, as faiss-<int8|binary>-<dim>.index (binary
+                             ones with faiss.write_index_binary)
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from nyx.index.manifest import (
     IndexManifest,
     IndexMismatchError,
     IndexType,
+    SearchBackend,
 )
 from nyx.utils.io import atomic_dir, read_json, write_json
 
@@ -51,6 +59,10 @@ RECALL_K = 10
 POINTS_PER_CENTROID = 39
 #: automatic IVF cluster count: 4·sqrt(n), at most this
 MAX_AUTO_NLIST = 65536
+#: numpy search: at most this many bytes of float32 scores held at once (documents are scored in blocks)
+NUMPY_SCORE_BLOCK_BYTES = 64 << 20
+#: binary rescoring: at most this many bytes of gathered candidate vectors held at once
+RESCORE_BLOCK_BYTES = 32 << 20
 
 
 @dataclass
@@ -84,8 +96,9 @@ def prefix(x: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(mrl_truncate(np.asarray(x, dtype=np.float32), dim), dtype=np.float32)
 
 
-def index_bytes(index: faiss.Index) -> int:
-    """The size of ``faiss.serialize_index(index)``, counted while streaming (no copy of the index is held)."""
+def index_bytes(index: "faiss.Index | faiss.IndexBinary") -> int:
+    """The size of ``faiss.serialize_index(index)`` (``serialize_index_binary`` for a binary index), counted while
+    streaming (no copy of the index is held)."""
     total = 0
 
     def count(chunk: bytes) -> int:
@@ -94,7 +107,10 @@ def index_bytes(index: faiss.Index) -> int:
         return len(chunk)
 
     writer = faiss.PyCallbackIOWriter(count)
-    faiss.write_index(index, writer)
+    if isinstance(index, faiss.IndexBinary):
+        faiss.write_index_binary(index, writer)
+    else:
+        faiss.write_index(index, writer)
     del writer  # flushes
     return total
 
@@ -110,6 +126,72 @@ def ivf_nlist(n: int, train_points: int, requested: int | None) -> int:
     ``train_points / 39`` so that FAISS's k-means has enough points per centroid."""
     want = requested if requested is not None else min(MAX_AUTO_NLIST, round(4 * math.sqrt(n)))
     return max(1, min(want, train_points // POINTS_PER_CENTROID))
+
+
+def faiss_blas_threshold() -> int:
+    """FAISS's switch (``nq·d`` elements) from scanning the database once per query to a blocked BLAS matrix
+    product: ``faiss.cvar.distance_compute_blas_threshold`` (128,000 in FAISS 1.15)."""
+    return int(faiss.cvar.distance_compute_blas_threshold)
+
+
+def choose_backend(setting: SearchBackend, n_queries: int, dim: int) -> str:
+    """The backend a flat float32 search of ``n_queries`` queries at ``dim`` runs on: ``setting`` unless ``auto``.
+
+    ``auto`` picks ``numpy`` (:func:`numpy_topk`) when ``n_queries·dim`` is below :func:`faiss_blas_threshold`, else
+    ``faiss``. Below the threshold FAISS reads every stored vector once per query (memory-bound: ~7 GFLOP/s per
+    thread at 100k x 2048 on the reference machine, whatever the batch), while one BLAS matrix product reuses each
+    vector for the whole batch (1.3-2x faster from 4 queries on, 2-8x from 8; as fast for 1 query on one thread
+    and ~2x with two, since numpy's BLAS splits a matrix-vector product over threads); from the threshold on FAISS's
+    blocked matrix product with heap top-k runs at the matmul's speed and beats numpy's product plus argpartition, whose
+    selection is single-threaded (docs/scaling.md, *Quantised Matryoshka search*, has the measurements).
+    """
+    if setting != "auto":
+        return setting
+    return "numpy" if n_queries * dim < faiss_blas_threshold() else "faiss"
+
+
+def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
+    """The float32 [ntotal, d] vectors a FAISS flat index holds, as a numpy view of its memory (no copy): valid
+    while ``index`` lives and nothing is added to it."""
+    n, d = index.ntotal, index.d
+    if n == 0:
+        return np.zeros((0, d), np.float32)
+    return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+
+
+def numpy_topk(queries: np.ndarray, docs: np.ndarray, k: int,
+               block_bytes: int = NUMPY_SCORE_BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products: ``queries @ docs.T`` (one BLAS matrix product per block of documents, at most
+    ``block_bytes`` of scores at once) and ``np.argpartition`` per block, the blocks' candidates merged.
+
+    Returns ``(scores, ids)`` [nq, k] in descending score order; exact ties in the order FAISS gives them (its heaps
+    break ties by id, the larger id first), so that both backends rank duplicates alike.
+    """
+    nq, n = len(queries), len(docs)
+    k = min(k, n)
+    block = max(k, block_bytes // (4 * max(nq, 1)))
+    cand_s: list[np.ndarray] = []
+    cand_i: list[np.ndarray] = []
+    for s0 in range(0, n, block):
+        scores = queries @ docs[s0 : s0 + block].T
+        width = scores.shape[1]
+        if k < width:
+            top = np.argpartition(scores, width - k, axis=1)[:, width - k :]
+            cand_s.append(np.take_along_axis(scores, top, axis=1))
+            cand_i.append(top + s0)
+        else:
+            cand_s.append(scores)
+            cand_i.append(np.broadcast_to(np.arange(s0, s0 + width), scores.shape))
+    s = np.concatenate(cand_s, axis=1) if len(cand_s) > 1 else cand_s[0]
+    i = np.concatenate(cand_i, axis=1) if len(cand_i) > 1 else cand_i[0]
+    order = np.lexsort((-i, -s), axis=-1)[:, :k]  # score descending, then id descending (FAISS's tie order)
+    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1).astype(np.int64)
+
+
+def binary_codes(x: np.ndarray) -> np.ndarray:
+    """One bit per coordinate, set where it is > 0, packed 8 to a byte (uint8 [n, ceil(d/8)]). A dimension that is not
+    a multiple of 8 is padded with zero bits on every row alike, which adds nothing to a Hamming distance."""
+    return np.packbits(np.asarray(x) > 0, axis=1)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -254,8 +336,9 @@ class EmbeddingIndex:
             )
         return dim
 
-    def faiss_index(self, dim: int | None = None) -> faiss.Index:
-        """The FAISS index over the ``dim``-prefix of every vector, built on first use."""
+    def faiss_index(self, dim: int | None = None) -> "faiss.Index | faiss.IndexBinary":
+        """The FAISS index over the ``dim``-prefix of every vector, built on first use (a ``faiss.IndexBinaryFlat``
+        of sign bits with ``quantize="binary"``)."""
         dim = self.check_dim(dim)
         if dim not in self._indexes:
             self._indexes[dim] = self._build(dim)
@@ -274,7 +357,8 @@ class EmbeddingIndex:
         """What was built, JSON-able (for asset metadata): corpus size, storage, and per built dimension
         (keys are strings) the entry of ``manifest.build_stats``:
 
-        ``type`` (flat / hnsw / ivf / ivfpq as built), ``requested_type``, ``fallback`` (why an approximate type
+        ``type`` (flat / hnsw / ivf / ivfpq as built), ``quantize`` (none / int8 / binary; absent in entries
+        written before manifest format 3: none), ``requested_type``, ``fallback`` (why an approximate type
         was replaced by flat, else None), ``documents``, ``dim``, ``build_seconds`` (wall clock, training
         included), ``build_cpu_seconds`` (CPU time of the process, all threads: the work, less sensitive to the
         machine's load), ``train_seconds``, ``train_cpu_seconds``, ``train_points``, ``bytes`` (serialised FAISS
@@ -282,7 +366,10 @@ class EmbeddingIndex:
         (mean over ``queries`` stored vectors used as queries of |approximate top-10 ∩ exact top-10| / 10; 1.0
         for flat, exact by construction, with ``queries`` 0; None when ``recall_queries`` is 0), ``queries``,
         ``recall_k`` (10, or n when smaller), ``recall_seconds``, ``search_ms_per_query`` (the approximate index,
-        batched over the recall queries; None when not measured), ``built_at``.
+        batched over the recall queries; None when not measured), ``built_at``. Quantised indexes add
+        ``float32_flat_bytes`` (4·n·dim) and ``bytes_vs_float32_flat``; rescored ones (binary, int8 with
+        ``int8_rescore``) ``rescore_vectors_bytes`` (the stored vectors rescoring reads, held in memory) and
+        ``before_rescore_recall_at_10_vs_flat`` (the codes alone) with its ``before_rescore_search_ms_per_query``.
         Entries are kept by :meth:`save` / :meth:`load` and dropped by :meth:`add` (the index is rebuilt).
         """
         cfg = self.manifest.config
@@ -294,6 +381,10 @@ class EmbeddingIndex:
             "vectors_bytes": int(stored.nbytes),
             "index_type": cfg.index_type,
             "approximate_from": cfg.approximate_from,
+            "quantize": cfg.quantize,
+            "rescore_factor": (cfg.rescore_factor if cfg.quantize == "binary" or (cfg.quantize == "int8" and
+                                                                                  cfg.int8_rescore) else None),
+            "search_backend": cfg.search_backend,
             "dims": {str(d): dict(st) for d, st in sorted(self.manifest.build_stats.items(), reverse=True)},
         }
 
@@ -333,7 +424,21 @@ class EmbeddingIndex:
             log.warning("index at dim %d: %s", dim, fallback)
         params: dict[str, Any] = {}
         train_points, train_s, train_cpu_s = 0, 0.0, 0.0
-        if kind == "flat":
+        quantize = cfg.quantize if kind == "flat" else "none"
+        if quantize == "binary":
+            index = faiss.IndexBinaryFlat(8 * math.ceil(dim / 8))
+            params = {"bits": dim, "code_bytes": math.ceil(dim / 8)}
+        elif quantize == "int8":
+            index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            params = {"qtype": "QT_8bit", "ranges": "per dimension, min/max of the training sample"}
+            if n:
+                train = self._train_sample(vecs, min(n, cfg.train_sample))
+                t_train, c_train = time.perf_counter(), time.process_time()
+                index.train(train)
+                train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train
+                train_points = len(train)
+                del train
+        elif kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -359,12 +464,12 @@ class EmbeddingIndex:
         else:  # pragma: no cover - pydantic rejects other values
             raise ValueError(f"unknown index type {kind!r}")
         if n:
-            index.add(vecs)
+            index.add(binary_codes(vecs) if quantize == "binary" else vecs)
         self._configure(index)
         build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         nbytes = index_bytes(index)
         stats: dict[str, Any] = {
-            "type": kind, "requested_type": cfg.index_type, "fallback": fallback,
+            "type": kind, "quantize": quantize, "requested_type": cfg.index_type, "fallback": fallback,
             "documents": n, "dim": dim,
             "build_seconds": round(build_s, 4), "build_cpu_seconds": round(build_cpu_s, 4),
             "train_seconds": round(train_s, 4), "train_cpu_seconds": round(train_cpu_s, 4),
@@ -375,26 +480,46 @@ class EmbeddingIndex:
             "recall_seconds": 0.0, "search_ms_per_query": None,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        if kind != "flat":
-            stats.update(self._measure_recall(index, vecs))
+        if quantize != "none":
+            float_bytes = 4 * n * dim
+            stats["float32_flat_bytes"] = float_bytes  # the vectors a float32 flat index would hold
+            stats["bytes_vs_float32_flat"] = round(nbytes / float_bytes, 5) if n else None
+        if quantize == "binary" or (quantize == "int8" and cfg.int8_rescore):
+            # what rescoring reads: the stored vectors, all stored dims, kept in memory for every index type
+            stats["rescore_vectors_bytes"] = int(self.stored_vectors.nbytes)
+            params.update(rescore_factor=cfg.rescore_factor,
+                          rescore_with=f"stored vectors ({VECTORS_NAME}, {cfg.store_dtype})")
+        if kind != "flat" or quantize != "none":
+            rescored = quantize == "binary" or (quantize == "int8" and cfg.int8_rescore)
+            search = ((lambda xq, k: self._search_rescored(index, xq, k, dim, binary=quantize == "binary"))
+                      if rescored else index.search)
+            stats.update(self._measure_recall(search, vecs))
+            if rescored and stats.get("queries"):
+                codes = binary_codes if quantize == "binary" else (lambda xq: xq)
+                stats.update(self._measure_recall(lambda xq, k: index.search(codes(xq), k), vecs,
+                                                  prefix_key="before_rescore_"))
         return index, stats
 
-    def _measure_recall(self, index: faiss.Index, vecs: np.ndarray) -> dict[str, Any]:
-        """Recall@10 of ``index`` against exact inner-product search over ``vecs``, with a seeded sample of
-        ``config.recall_queries`` stored vectors as queries (a query's own document counts as a neighbour)."""
+    def _measure_recall(self, search: Any, vecs: np.ndarray, prefix_key: str = "") -> dict[str, Any]:
+        """Recall@10 of ``search(queries, k) -> (scores, ids)`` against exact inner-product search over ``vecs``,
+        with a seeded sample of ``config.recall_queries`` stored vectors as queries (a query's own document counts
+        as a neighbour). ``prefix_key`` names the keys for a second measurement (binary codes before rescoring)."""
         cfg = self.manifest.config
         n = len(vecs)
         q = min(cfg.recall_queries, n)
         if q == 0:
-            return {"recall_at_10_vs_flat": None, "queries": 0}
+            return {f"{prefix_key}recall_at_10_vs_flat": None, "queries": 0}
         t0 = time.perf_counter()
         rows = np.sort(np.random.default_rng(cfg.seed + 1).choice(n, q, replace=False))
         xq = np.ascontiguousarray(vecs[rows])
         k = min(RECALL_K, n)
         t_search = time.perf_counter()
-        _, approx = index.search(xq, k)
+        _, approx = search(xq, k)
         search_ms = (time.perf_counter() - t_search) * 1000 / q
         _, exact = faiss.knn(xq, vecs, k, metric=faiss.METRIC_INNER_PRODUCT)
+        if prefix_key:
+            return {f"{prefix_key}recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
+                    f"{prefix_key}search_ms_per_query": round(search_ms, 4)}
         return {"recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4), "queries": q, "recall_k": k,
                 "recall_seconds": round(time.perf_counter() - t0, 4), "search_ms_per_query": round(search_ms, 4)}
 
@@ -441,12 +566,55 @@ class EmbeddingIndex:
         doc_ids = self.doc_ids
         bs = self.manifest.config.search_batch_size
         for start in range(0, len(q), bs):
-            s, idx = index.search(q[start : start + bs], k)
+            s, idx = self._search_block(index, q[start : start + bs], k, dim)
             for row_s, row_i in zip(s, idx):
                 keep = row_i >= 0  # approximate indexes pad with -1 when they find fewer than k
                 ids.append([doc_ids[i] for i in row_i[keep]])
                 scores.append(row_s[keep])
         return SearchResult(ids, scores, dim)
+
+    def backend_for(self, n_queries: int, dim: int | None = None) -> str:
+        """How a batch of ``n_queries`` is searched at ``dim``: ``numpy`` or ``faiss`` on a flat float32 index
+        (:func:`choose_backend`), else what the index is (``int8``, ``binary``, ``hnsw``, ``ivf``, ``ivfpq``)."""
+        dim = self.check_dim(dim)
+        kind = self._built_kind(dim)
+        if kind != "flat":
+            return kind
+        return choose_backend(self.manifest.config.search_backend, n_queries, dim)
+
+    def _search_block(self, index: Any, q: np.ndarray, k: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        kind = self._built_kind(dim)
+        if kind == "binary" or (kind == "int8" and self.manifest.config.int8_rescore):
+            return self._search_rescored(index, q, k, dim, binary=kind == "binary")
+        if kind == "flat" and choose_backend(self.manifest.config.search_backend, len(q), dim) == "numpy":
+            return numpy_topk(q, flat_vectors(index), k)
+        return index.search(q, k)
+
+    def _search_rescored(self, index: Any, q: np.ndarray, k: int, dim: int, *,
+                         binary: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``rescore_factor·k`` candidates from the quantised index (Hamming distance on the sign bits when
+        ``binary``, else the int8 scores), then those candidates rescored with float inner products against the
+        stored vectors' re-normalised ``dim``-prefixes; the best ``k`` by float score (exact ties: the larger id
+        first, as FAISS orders them)."""
+        n = index.ntotal
+        k = min(k, n)
+        kc = min(n, max(k, self.manifest.config.rescore_factor * k))
+        _, cand = index.search(binary_codes(q) if binary else q, kc)
+        stored = self.stored_vectors
+        out_s = np.empty((len(q), k), np.float32)
+        out_i = np.empty((len(q), k), np.int64)
+        step = max(1, RESCORE_BLOCK_BYTES // (4 * kc * dim))
+        for a in range(0, len(q), step):
+            c = cand[a : a + step]
+            flat = np.where(c >= 0, c, 0).ravel()  # Hamming search finds all n codes, so -1 never shows; be safe
+            rows = stored[flat, :dim]
+            rows = np.asarray(rows, dtype=np.float32) if dim == self.dim else prefix(rows, dim)
+            scores = np.matmul(rows.reshape(len(c), kc, dim), q[a : a + step, :, None])[:, :, 0]
+            scores[c < 0] = -np.inf
+            order = np.lexsort((-c, -scores), axis=-1)[:, :k]
+            out_s[a : a + step] = np.take_along_axis(scores, order, axis=1)
+            out_i[a : a + step] = np.take_along_axis(c, order, axis=1)
+        return out_s, out_i
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -457,8 +625,10 @@ class EmbeddingIndex:
         with atomic_dir(path) as tmp:
             np.save(tmp / VECTORS_NAME, self.stored_vectors)
             for d, index in self._indexes.items():
-                kind = self._built_type(d)
-                if kind != "flat":
+                kind = self._built_kind(d)
+                if kind == "binary":
+                    faiss.write_index_binary(index, str(tmp / f"faiss-{kind}-{d}.index"))
+                elif kind != "flat":
                     faiss.write_index(index, str(tmp / f"faiss-{kind}-{d}.index"))
             write_json(self.manifest.model_dump(mode="json"), tmp / MANIFEST_NAME)
         return path
@@ -467,6 +637,17 @@ class EmbeddingIndex:
         """The type the index at ``dim`` was (or will be) built as: its build stats, else the configured one."""
         stats = self.manifest.build_stats.get(dim)
         return stats["type"] if stats and "type" in stats else self.resolve_type()
+
+    def _built_kind(self, dim: int) -> str:
+        """What the index at ``dim`` is (the ``faiss-<kind>-<dim>.index`` name): its type, or for a flat one its
+        quantisation (``int8``, ``binary``), ``flat`` when float32. From its build stats (entries without
+        ``quantize``, written before manifest format 3, are float32), else the configuration."""
+        kind = self._built_type(dim)
+        if kind != "flat":
+            return kind
+        stats = self.manifest.build_stats.get(dim)
+        quantize = stats.get("quantize", "none") if stats and "type" in stats else self.manifest.config.quantize
+        return "flat" if quantize == "none" else quantize
 
     @classmethod
     def read_manifest(cls, path: str | os.PathLike) -> IndexManifest:
@@ -500,13 +681,14 @@ class EmbeddingIndex:
             if not d_str.isdigit():
                 continue
             d = int(d_str)
-            if kind == "flat" or kind != self._built_type(d):
+            if kind == "flat" or kind != self._built_kind(d):
                 continue
-            index = faiss.read_index(str(f))
-            if index.ntotal == len(self) and index.d == d:
+            binary = kind == "binary"
+            index = faiss.read_index_binary(str(f)) if binary else faiss.read_index(str(f))
+            if index.ntotal == len(self) and index.d == (8 * math.ceil(d / 8) if binary else d):
                 self._configure(index)
                 self._indexes[d] = index
-        for d, stats in list(manifest.build_stats.items()):
-            if stats.get("type") != "flat" and d not in self._indexes:
+        for d in list(manifest.build_stats):
+            if self._built_kind(d) != "flat" and d not in self._indexes:
                 del manifest.build_stats[d]
         return self

@@ -21,9 +21,14 @@ from nyx.utils.io import file_sha256
 IndexType = Literal["flat", "hnsw", "ivf", "ivfpq"]
 StoreDtype = Literal["float32", "float16"]
 MANIFEST_NAME = "manifest.json"
+Quantize = Literal["none", "int8", "binary"]
+SearchBackend = Literal["auto", "faiss", "numpy"]
 #: 2: ``build_stats`` and the IndexConfig fields ``approximate_from``, ``ivfpq``/``pq_*``, ``train_sample``,
 #: ``recall_queries``, ``seed``, ``store_dtype`` (all defaulted: format-1 manifests load unchanged).
-MANIFEST_FORMAT = 2
+#: 3: the IndexConfig fields ``quantize``, ``rescore_factor``, ``int8_rescore`` and ``search_backend``, and
+#: ``quantize`` in the build stats (all defaulted: format-1 and -2 manifests load unchanged as float32 indexes, whose
+#: flat searches now take the ``auto`` backend: the same results up to float32 rounding).
+MANIFEST_FORMAT = 3
 
 
 class IndexMismatchError(ValueError):
@@ -64,6 +69,27 @@ class IndexConfig(BaseModel):
     by at most u·Σ|q_i·x_i| <= u at the full dimension (Cauchy–Schwarz) and ~2u ≈ 1e-3 at a re-normalised
     Matryoshka prefix, against float32 storage. Rankings change only where two documents' scores are closer
     than that.
+
+    **Quantised Matryoshka search** (``quantize``, with ``index_type="flat"`` only: it replaces the float32 copy that
+    flat search scans, at every indexed Matryoshka dimension; HNSW and IVF keep float vectors and IVF-PQ already
+    quantises, so other combinations are refused):
+
+    * ``int8``: ``faiss.IndexScalarQuantizer`` with ``QT_8bit``, one byte per dimension with per-dimension ranges
+      (min/max) trained on a seeded sample of ``train_sample`` documents; inner product on the decoded codes, no
+      rescoring: ~1/4 of the float32 flat index.
+    * ``binary``: the sign of each coordinate, one bit per dimension (``faiss.IndexBinaryFlat``, Hamming distance),
+      ~1/32 of float32 flat. The ``rescore_factor·k`` nearest codes are then **rescored** with float inner products
+      against the stored vectors (``vectors.npy``, which :class:`~nyx.index.faiss_index.EmbeddingIndex` holds in
+      memory for every index type, in ``store_dtype``), so the returned scores are the exact float scores.
+      ``int8_rescore=True`` does the same with int8 candidates.
+
+    Recall@10 against exact float search is measured on build, as for approximate types.
+
+    **Search backend** (flat float32 only): ``auto`` runs a batch of ``nq`` queries at dimension ``d`` as one BLAS
+    matrix product plus ``np.argpartition`` top-k when ``nq·d`` is below FAISS's own BLAS switch
+    (``faiss.cvar.distance_compute_blas_threshold``, 128,000 in FAISS 1.15), where FAISS scans the whole database
+    once per query, and with FAISS (blocked BLAS matrix product and heaps) from it on; ``faiss`` / ``numpy`` force
+    one. Both are exact and agree up to float32 rounding (docs/scaling.md, *Quantised Matryoshka search*).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -92,11 +118,28 @@ class IndexConfig(BaseModel):
     seed: int = Field(0, description="seed of the training and recall samples")
     store_dtype: StoreDtype = Field("float32", description="dtype of the stored vectors (vectors.npy)")
     search_batch_size: int = Field(1024, ge=1, description="queries per FAISS call")
+    quantize: Quantize = Field(
+        "none", description="flat only: none (float32), int8 (scalar quantiser, 1 byte/dim) or binary (1 bit/dim, "
+                            "Hamming search then float rescoring of rescore_factor*k candidates)")
+    rescore_factor: int = Field(
+        10, ge=1, description="binary (and int8 with int8_rescore): candidates per requested result rescored with the "
+                              "stored float vectors")
+    int8_rescore: bool = Field(
+        False, description="int8: rescore rescore_factor*k int8 candidates with the stored float vectors too "
+                           "(exact scores; reads vectors.npy, which is held in memory anyway)")
+    search_backend: SearchBackend = Field(
+        "auto", description="flat float32 search: auto (numpy matrix product + argpartition for batches FAISS would "
+                            "scan query by query, FAISS otherwise), faiss or numpy")
 
     @model_validator(mode="after")
     def _check_switch(self) -> "IndexConfig":
         if self.approximate_from is not None and self.index_type == "flat":
             raise ValueError("approximate_from needs an approximate index_type (hnsw, ivf or ivfpq) to switch to")
+        if self.quantize != "none" and self.index_type != "flat":
+            raise ValueError(
+                f"quantize={self.quantize!r} applies to index_type 'flat' only (a quantised exact scan), not "
+                f"{self.index_type!r}: hnsw and ivf search float vectors and ivfpq already quantises (pq_m bytes "
+                "per document); use index_type='flat' with quantize, or quantize='none'")
         return self
 
     @property
