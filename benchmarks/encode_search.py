@@ -110,10 +110,12 @@ def sample_chunks(n_docs: int, tokenizer_dir: Path, folder: Path) -> list[Record
 
 
 MODES = ("research_code", "nyx_one_at_a_time", "batched")
+#: The batched encoder with one more EncoderConfig knob each (side by side with "batched", today's default path).
+KNOB_MODES = {"batched_compile": {"compile": True}, "batched_bf16": {"autocast": "bfloat16"}}
 
 
 def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | None = 1,
-                   device: str = "cpu") -> dict[str, Any]:
+                   device: str = "cpu", knobs: tuple[str, ...] | None = None) -> dict[str, Any]:
     """``threads``: torch intra-op threads for every mode (``None``: torch's default, one per core).
     ``device``: where the models run (``cuda``: the profile's dtype there, bf16; the CPU side stays on the CPU).
 
@@ -122,6 +124,9 @@ def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | No
     descheduled thread (measured here: an elementwise op on 360k floats takes 15 ms with 2 threads and
     0.3 ms with 1), which swamps every mode with noise and slows them 5-10x. It also leaves a core to the
     encoder's prefetch thread.
+
+    ``knobs``: which of :data:`KNOB_MODES` to run beside the three modes (default: ``batched_compile``, and
+    ``batched_bf16`` where it applies: a CPU with native bf16; on a GPU the model is bf16 already).
     """
     import torch
 
@@ -133,7 +138,19 @@ def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | No
     tiny = ensure_tiny_model()
     tmp = Path(tempfile.mkdtemp(prefix="nyx-bench-"))
     try:
-        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats, device)
+        if knobs is None:
+            from nyx.model.encoder import cpu_supports_bf16
+
+            import importlib.util
+
+            # inductor on a GPU needs triton; the GPU model is bf16 already
+            can_compile = device == "cpu" or importlib.util.find_spec("triton") is not None
+            knobs = (("batched_compile",) if can_compile else ()) + (
+                ("batched_bf16",) if device == "cpu" and cpu_supports_bf16() else ())
+        # compile time as a first user pays it: inductor's on-disk cache starts empty
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor-cache")
+        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats, device,
+                               tuple(knobs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -163,6 +180,166 @@ def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * 4096 * 256 * 256 / best / 1e9
+
+
+#: Kernel classes of the per-kernel breakdown, by profiler event name (self time; see :func:`kernel_breakdown`).
+KERNEL_CLASSES = ("matmul", "attention", "elementwise", "copy/index", "fused (inductor)", "other ops",
+                  "python/framework")
+_MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
+           "mkldnn::_linear_pointwise", "aten::mkldnn_linear"}
+_COPY = {"aten::copy_", "aten::cat", "aten::index_select", "aten::index_copy_", "aten::index", "aten::clone",
+         "aten::masked_scatter_", "aten::_to_copy", "aten::stack", "aten::repeat_interleave", "aten::gather",
+         "aten::scatter", "aten::index_put_", "aten::_index_put_impl_", "aten::fill_", "aten::zero_",
+         "aten::contiguous", "aten::_unsafe_index"}
+_ELEMENTWISE = {"aten::mul", "aten::add", "aten::sub", "aten::div", "aten::silu", "aten::gelu", "aten::pow",
+                "aten::rsqrt", "aten::mean", "aten::neg", "aten::cos", "aten::sin", "aten::sum", "aten::exp",
+                "aten::add_", "aten::mul_", "aten::sqrt", "aten::max", "aten::argmax", "aten::linalg_vector_norm",
+                "aten::clamp_min", "aten::where", "aten::eq", "aten::ne", "aten::lt", "aten::ge", "aten::gt",
+                "aten::bitwise_and", "aten::bitwise_not", "aten::cumsum", "aten::softmax", "aten::_softmax"}
+
+
+def _kernel_class(name: str) -> str | None:
+    if name in _MATMUL:
+        return "matmul"
+    if "scaled_dot_product" in name:
+        return "attention"
+    if name in _ELEMENTWISE:
+        return "elementwise"
+    if name in _COPY:
+        return "copy/index"
+    if name.startswith(("cpp_fused", "triton_")) or "Compiled" in name or "Torch-Compiled" in name:
+        return "fused (inductor)"
+    if name.startswith(("aten::", "mkldnn::", "inductor::", "cuda")):
+        return "other ops"
+    return None  # record_function ranges, module scopes: their self time is Python between ops
+
+
+def _op_flops(name: str, shapes: list, causal: bool) -> float:
+    """FLOPs of a matmul or SDPA event from its input shapes (attention: 4·B·H·L·S·D, half when causal)."""
+    try:
+        if name in ("aten::mm",):
+            (m, k), (_, n) = shapes[0], shapes[1]
+            return 2.0 * m * k * n
+        if name == "aten::addmm":
+            (m, k), (_, n) = shapes[1], shapes[2]
+            return 2.0 * m * k * n
+        if name in ("aten::bmm",):
+            (b, m, k), (_, _, n) = shapes[0], shapes[1]
+            return 2.0 * b * m * k * n
+        if "scaled_dot_product" in name and name.startswith("aten::_"):
+            (b, h, l, d), (_, _, s_, _) = shapes[0], shapes[1]
+            return 4.0 * b * h * l * s_ * d * (0.5 if causal else 1.0)
+    except (ValueError, TypeError, IndexError):
+        pass
+    return 0.0
+
+
+def kernel_breakdown(encoder: Any, batches: list[dict[str, Any]], peak_gflops: float) -> dict[str, Any]:
+    """One profiled pass of ``encoder.embed`` over ``batches``: self time per kernel class, split into the
+    vision tower and the rest (language model, mRoPE positions, pooling), with the FLOPs of the matmul and
+    attention kernels (from their input shapes) and their speed as a share of ``peak_gflops``.
+    ``python/framework`` is the pass's wall time not spent inside any op (Python, dispatch, the profiler's own
+    cost); shares are of the profiled wall time, which the profiler inflates by ~10-25% (per-op overhead)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    visual = getattr(encoder.module.vl_model(), "visual", None)
+    scopes: list[Any] = []
+    hooks = []
+    if visual is not None:
+        def enter(*_: Any) -> None:
+            scopes.append(record_function("nyx::vision_tower"))
+            scopes[-1].__enter__()
+
+        def leave(*_: Any) -> None:
+            scopes.pop().__exit__(None, None, None)
+
+        hooks = [visual.register_forward_pre_hook(enter), visual.register_forward_hook(leave)]
+    try:
+        with torch.inference_mode():
+            for inputs in batches[:2]:
+                encoder.embed(inputs)  # warm (first-shape kernels)
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                _sync(encoder.device)
+                t0 = time.perf_counter()
+                for inputs in batches:
+                    encoder.embed(inputs)
+                _sync(encoder.device)
+                wall = time.perf_counter() - t0
+    finally:
+        for h in hooks:
+            h.remove()
+    seconds = {(c, part): 0.0 for c in KERNEL_CLASSES for part in ("vision", "rest")}
+    flops = {(c, part): 0.0 for c in ("matmul", "attention") for part in ("vision", "rest")}
+    shapes: dict[tuple[int, int], float] = {}  # matmul (K, N) -> FLOPs
+    for ev in prof.events():
+        cls = _kernel_class(ev.name)
+        if cls is None:
+            continue
+        parent, part = ev.cpu_parent, "rest"
+        while parent is not None:
+            if parent.name == "nyx::vision_tower":
+                part = "vision"
+                break
+            parent = parent.cpu_parent
+        seconds[(cls, part)] += ev.self_cpu_time_total / 1e6
+        if cls in ("matmul", "attention"):
+            f = _op_flops(ev.name, ev.input_shapes, causal=part == "rest")
+            flops[(cls, part)] += f
+            if cls == "matmul" and f:
+                a, b = (ev.input_shapes[1], ev.input_shapes[2]) if ev.name == "aten::addmm" else ev.input_shapes[:2]
+                shapes[(a[-1], b[-1])] = shapes.get((a[-1], b[-1]), 0.0) + f
+    in_ops = sum(seconds.values())
+    seconds[("python/framework", "rest")] = max(wall - in_ops, 0.0)
+    rows = []
+    for c in KERNEL_CLASSES:
+        s_all = seconds[(c, "vision")] + seconds[(c, "rest")]
+        f_all = flops.get((c, "vision"), 0.0) + flops.get((c, "rest"), 0.0)
+        row = {"kernel": c, "seconds": s_all, "share": s_all / wall, "vision_seconds": seconds[(c, "vision")],
+               "gflop": f_all / 1e9}
+        if f_all and s_all:
+            row["gflops"] = f_all / s_all / 1e9
+            row["share_of_matmul_peak"] = row["gflops"] / peak_gflops
+        rows.append(row)
+    # What the matmul kernels themselves can reach at the model's own (K, N) shapes, M = 4096 rows
+    dtype = next(encoder.module.parameters()).dtype
+    if encoder.config.autocast:
+        dtype = getattr(torch, encoder.config.autocast)
+    shape_rows = []
+    for (k, n), f in sorted(shapes.items(), key=lambda kv: -kv[1]):
+        g = matmul_gflops(4096, k, n, encoder.device, dtype)
+        shape_rows.append({"k": k, "n": n, "gflop": f / 1e9, "gflops_alone": g, "share_of_matmul_peak": g / peak_gflops})
+    total_f = sum(r["gflop"] for r in shape_rows)
+    ceiling = total_f / sum(r["gflop"] / r["gflops_alone"] for r in shape_rows) if shape_rows else 0.0
+    return {"profiled_wall_seconds": wall, "rows": rows, "matmul_shapes": shape_rows,
+            "matmul_ceiling_gflops": ceiling, "matmul_ceiling_share_of_peak": ceiling / peak_gflops,
+            "vision_share": sum(seconds[(c, "vision")] for c in KERNEL_CLASSES) / wall}
+
+
+def matmul_gflops(m: int, k: int, n: int, device: Any = "cpu", dtype: Any = None, repeats: int = 10) -> float:
+    """Speed of one (m x k) @ (k x n) product, best of ``repeats``."""
+    import torch
+
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9
+
+
+def padding_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Padded token slots per real token in the language model's batches (the vision tower packs its patches)."""
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    slots = sum(int(b["attention_mask"].numel()) for b in batches)
+    return {"real_tokens": real, "padded_slots": slots - real, "padding_share": (slots - real) / real,
+            "image_patches": sum(int(b["pixel_values"].shape[0]) for b in batches if "pixel_values" in b)}
 
 
 class ResearchCodeEncoder:
@@ -200,7 +377,7 @@ class ResearchCodeEncoder:
             return np.concatenate([self.embed(self.inputs(r)) for r in records])
 
 
-def _phases(cpu_side: Any, model_side: Any, device: Any) -> dict[str, float]:
+def _phases(cpu_side: Any, model_side: Any, device: Any, gflop: float | None = None) -> dict[str, float]:
     """Seconds of the CPU side alone (images, tokens, collation) and of the model alone (on those inputs),
     with the model's FLOPs (torch's FLOP counter, one more pass)."""
     import torch
@@ -216,20 +393,36 @@ def _phases(cpu_side: Any, model_side: Any, device: Any) -> dict[str, float]:
             model_side(inputs)
         _sync(device)
         model_s = time.perf_counter() - t0
-        with FlopCounterMode(display=False) as counter:
-            for inputs in batches:
-                model_side(inputs)
-    return {"cpu_side_seconds": cpu_s, "model_seconds": model_s, "model_gflop": counter.get_total_flops() / 1e9}
+        if gflop is None:  # given for the knob modes: the same maths as "batched" (and compiled code would recompile)
+            with FlopCounterMode(display=False) as counter:
+                for inputs in batches:
+                    model_side(inputs)
+            gflop = counter.get_total_flops() / 1e9
+    return {"cpu_side_seconds": cpu_s, "model_seconds": model_s, "model_gflop": gflop}
 
 
 def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int,
-                    device: str = "cpu") -> dict[str, Any]:
+                    device: str = "cpu", knobs: tuple[str, ...] = ()) -> dict[str, Any]:
+    import torch
+
     from nyx.model.encoder import EncodeBatch, NyxEncoder
 
     encoder = NyxEncoder.from_pretrained("tiny", device=device, show_progress=False)
     research = ResearchCodeEncoder(encoder)
     research.encode(records[:2])  # warm-up (lazy inits, allocator)
+    t0 = time.perf_counter()
     encoder.encode_documents(records[:2], batch_size=2)
+    eager_warmup_s = time.perf_counter() - t0
+    # one encoder (own backbone: compile works in place) per knob; the warm-up pays the compilation
+    knob_encoders: dict[str, Any] = {}
+    setup_s: dict[str, float] = {}
+    for name in knobs:
+        knob_encoders[name] = NyxEncoder.from_pretrained("tiny", device=device, show_progress=False,
+                                                         **KNOB_MODES[name])
+        t0 = time.perf_counter()
+        knob_encoders[name].encode_documents(records[:2], batch_size=2)
+        setup_s[name] = time.perf_counter() - t0 - eager_warmup_s
+    all_modes = MODES + tuple(knobs)
     mem = PeakRSS()
 
     def nyx_one_at_a_time() -> np.ndarray:
@@ -246,8 +439,11 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
     phases = {"research_code": (lambda: [research.inputs(r) for r in records], research.embed),
               "nyx_one_at_a_time": (lambda: nyx_batches(1), encoder.embed),
               "batched": (lambda: nyx_batches(batch_size), encoder.embed)}
-    times: dict[str, list[float]] = {m: [] for m in MODES}
-    cpu: dict[str, list[float]] = {m: [] for m in MODES}
+    for name, enc_k in knob_encoders.items():
+        modes[name] = lambda e=enc_k: e.encode_documents(records, batch_size=batch_size)
+        phases[name] = (lambda: nyx_batches(batch_size), enc_k.embed)
+    times: dict[str, list[float]] = {m: [] for m in all_modes}
+    cpu: dict[str, list[float]] = {m: [] for m in all_modes}
     peaks: dict[str, float] = {}
     outputs: dict[str, np.ndarray] = {}
     for _ in range(repeats):  # interleaved, so background load hits every mode alike
@@ -263,7 +459,10 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         peaks[name] = mem.delta_mb
     dtype = encoder.module.vl_model().dtype
     peak_gflops = matmul_peak_gflops(encoder.device, dtype)
+    bf16_peak = (matmul_peak_gflops(encoder.device, torch.bfloat16)
+                 if "batched_bf16" in knobs and dtype != torch.bfloat16 else None)
     n = len(records)
+    batch_inputs = nyx_batches(batch_size)
     result: dict[str, Any] = {
         "model": "tiny",
         "model_id": encoder.model_id,
@@ -281,22 +480,38 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         "repeats": repeats,
         "torch_threads": __import__("torch").get_num_threads(),
         "matmul_peak_gflops": peak_gflops,
-        "max_abs_diff_vs_batched": {m: float(np.abs(outputs[m] - outputs["batched"]).max()) for m in MODES},
+        "matmul_peak_gflops_bf16": bf16_peak,
+        "knobs": {name: KNOB_MODES[name] for name in knobs},
+        "max_abs_diff_vs_batched": {m: float(np.abs(outputs[m] - outputs["batched"]).max()) for m in all_modes},
+        "min_cosine_vs_batched": {m: float((outputs[m].astype(np.float64) * outputs["batched"]).sum(1).min())
+                                  for m in all_modes},
+        "padding": padding_stats(batch_inputs),
+        # per kernel class, for today's batched path and each knob (same inputs, one profiled pass each)
+        "kernel_breakdown": {m: kernel_breakdown(encoder if m == "batched" else knob_encoders[m], batch_inputs,
+                                                 peak_gflops) for m in ("batched",) + tuple(knobs)},
     }
-    for name in MODES:
+    for name in all_modes:
         # The first pass is "cold": oneDNN builds a kernel for every new input shape, and one-at-a-time
         # encoding meets one shape per record. Later passes ("warm", the steady state of a long indexing run)
         # reuse them. docs_per_s is the warm median (the cold one when there is a single repeat).
         warm = times[name][1:] or times[name]
         med = statistics.median(warm)
         cpu_med = statistics.median(cpu[name][1:] or cpu[name])
-        ph = _phases(*phases[name], encoder.device)
+        ph = _phases(*phases[name], encoder.device,
+                     gflop=result["batched"]["model_gflop"] if name in knobs else None)
         result[name] = {"seconds_median": med, "seconds_all": times[name], "docs_per_s": n / med,
                         "docs_per_s_cold": n / times[name][0],
                         "cpu_seconds_median": cpu_med, "docs_per_cpu_s": n / cpu_med,
                         "peak_rss_delta_mb": peaks[name], **ph,
                         "model_gflops": ph["model_gflop"] / ph["model_seconds"],
                         "model_share_of_matmul_peak": ph["model_gflop"] / ph["model_seconds"] / peak_gflops}
+        if name in knobs:
+            result[name]["setup_seconds"] = setup_s[name]  # compile: the compilation (cold inductor cache)
+            result[name]["speedup_vs_batched"] = {
+                "wall": result[name]["docs_per_s"] / result["batched"]["docs_per_s"],
+                "model_only": result["batched"]["model_seconds"] / result[name]["model_seconds"]}
+            if name == "batched_bf16" and bf16_peak:
+                result[name]["model_share_of_bf16_matmul_peak"] = result[name]["model_gflops"] / bf16_peak
     batched_s = result["batched"]
     for base in ("research_code", "nyx_one_at_a_time"):
         b = result[base]
@@ -426,8 +641,11 @@ def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str
             t.add_column(c, justify="right")
         labels = {"research_code": "research code, 1/pass",
                   "nyx_one_at_a_time": "Nyx, 1/pass",
-                  "batched": f"Nyx, batch {enc['batch_size']}"}
-        for name in MODES:
+                  "batched": f"Nyx, batch {enc['batch_size']}",
+                  "batched_compile": f"Nyx, batch {enc['batch_size']}, compile",
+                  "batched_bf16": f"Nyx, batch {enc['batch_size']}, bf16 autocast"}
+        knobs = tuple(enc.get("knobs", {}))
+        for name in MODES + knobs:
             e = enc[name]
             t.add_row(labels[name], f"{e['docs_per_s']:.1f}", f"{e['docs_per_s_cold']:.1f}",
                       f"{e['seconds_median']:.2f}", f"{e['docs_per_cpu_s']:.1f}", f"{e['cpu_side_seconds']:.2f}",
@@ -435,6 +653,31 @@ def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str
                       f"{100 * e['model_share_of_matmul_peak']:.0f}%", f"{e['peak_rss_delta_mb']:.0f}",
                       f"{enc['max_abs_diff_vs_batched'][name]:.1e}")
         console.print(t)
+        for name in knobs:
+            e = enc[name]
+            extra = (f"; {100 * e['model_share_of_bf16_matmul_peak']:.0f}% of the bf16 matmul peak "
+                     f"({enc['matmul_peak_gflops_bf16']:.0f} GFLOP/s)" if e.get("model_share_of_bf16_matmul_peak") else "")
+            console.print(f"{labels[name]}: {e['speedup_vs_batched']['wall']:.2f}x the batched docs/s, model alone "
+                          f"{e['speedup_vs_batched']['model_only']:.2f}x; setup {e['setup_seconds']:.1f} s; "
+                          f"min cosine to batched float32 {enc['min_cosine_vs_batched'][name]:.6f}{extra}")
+        pad = enc["padding"]
+        console.print(f"padding: {pad['padded_slots']:,} padded slots for {pad['real_tokens']:,} real tokens "
+                      f"({100 * pad['padding_share']:.1f}%) in the batch-{enc['batch_size']} language-model inputs; "
+                      f"{pad['image_patches']:,} image patches, packed (no padding) in the vision tower")
+        peak = enc["matmul_peak_gflops"]
+        for mode, kb in enc["kernel_breakdown"].items():
+            kt = Table(title=f"Per kernel class, {labels[mode]} (one profiled pass, {kb['profiled_wall_seconds']:.2f} s; "
+                             f"vision tower {100 * kb['vision_share']:.0f}% of it); % of the {peak:.0f} GFLOP/s matmul peak")
+            for c in ("kernel", "s", "% of pass", "of which vision s", "GFLOP", "GFLOP/s", "% matmul peak"):
+                kt.add_column(c, justify="right")
+            for r in kb["rows"]:
+                kt.add_row(r["kernel"], f"{r['seconds']:.2f}", f"{100 * r['share']:.0f}%", f"{r['vision_seconds']:.2f}",
+                           f"{r['gflop']:.1f}" if r["gflop"] else "", f"{r['gflops']:.0f}" if "gflops" in r else "",
+                           f"{100 * r['share_of_matmul_peak']:.0f}%" if "gflops" in r else "")
+            console.print(kt)
+            console.print("  matmul alone at the model's own shapes (M=4096): " + ", ".join(
+                f"{r['k']}x{r['n']} {100 * r['share_of_matmul_peak']:.0f}%" for r in kb["matmul_shapes"][:6])
+                + f"; FLOP-weighted ceiling {100 * kb['matmul_ceiling_share_of_peak']:.0f}% of peak")
         ok = "meets" if enc["meets_target"] else "MISSES"
         for base, label in (("research_code", "the research code's way"), ("nyx_one_at_a_time", "Nyx at 1 doc/pass")):
             sp = enc[f"speedup_vs_{base}"]
@@ -479,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
     ap.add_argument("--single", type=int, default=32, help="single-query searches timed per dim")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--knobs", default=None,
+                    help=f"comma-separated extra batched modes ({', '.join(KNOB_MODES)}; 'none'); default: compile, "
+                         "and bf16 where the CPU has native bf16")
     ap.add_argument("--skip-encoding", action="store_true")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -493,8 +739,11 @@ def main(argv: list[str] | None = None) -> int:
     dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
     t0 = time.perf_counter()
     threads = args.threads if args.threads > 0 else None
+    knobs = None if args.knobs is None else tuple(k for k in args.knobs.split(",") if k and k != "none")
+    if knobs and set(knobs) - set(KNOB_MODES):
+        ap.error(f"unknown --knobs {sorted(set(knobs) - set(KNOB_MODES))}; choose from {list(KNOB_MODES)}")
     enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads,
-                                                             args.device)
+                                                             args.device, knobs)
     search = [] if args.skip_search else bench_search(sizes, dims, args.queries, args.single, args.k, seed=0)
     speed = dim_speedups(search, dims) if search else None
     print_report(enc, search, speed)

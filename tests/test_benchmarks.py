@@ -31,6 +31,27 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
         # (measured <= 3e-7); the tolerance is that of one float32 norm over the tiny model's 128 dims
         assert_within(f"encode_search: {mode} vs batched embeddings", enc["max_abs_diff_vs_batched"][mode], 0.0,
                       rounding_tol(EPS32, 128))
+    # the knob modes (EncoderConfig.compile, .autocast) run side by side with today's batched path
+    from nyx.model.encoder import cpu_supports_bf16
+
+    assert set(enc["knobs"]) == {"batched_compile"} | ({"batched_bf16"} if cpu_supports_bf16() else set())
+    assert_within("encode_search: batched_compile vs batched embeddings", enc["max_abs_diff_vs_batched"]["batched_compile"],
+                  0.0, rounding_tol(EPS32, 128))
+    for mode in enc["knobs"]:
+        assert enc[mode]["docs_per_s"] > 0 and enc[mode]["speedup_vs_batched"]["model_only"] > 0
+    if "batched_bf16" in enc["knobs"]:  # bf16 rounding (eps 2**-7), not float32's: cosine to float32 close to 1
+        assert 1 - enc["min_cosine_vs_batched"]["batched_bf16"] <= 2.0**-7
+        assert enc["batched_bf16"]["model_share_of_bf16_matmul_peak"] > 0
+    pad = enc["padding"]
+    assert pad["real_tokens"] > 0 and pad["padded_slots"] >= 0 and pad["padding_share"] >= 0
+    for mode, kb in enc["kernel_breakdown"].items():
+        rows = {r["kernel"]: r for r in kb["rows"]}
+        assert set(rows) == {"matmul", "attention", "elementwise", "copy/index", "fused (inductor)", "other ops",
+                             "python/framework"}
+        assert sum(r["share"] for r in kb["rows"]) == pytest.approx(1.0, abs=0.05)  # the remainder is python
+        assert rows["matmul"]["gflop"] > 0 and rows["attention"]["gflop"] > 0
+        assert kb["matmul_shapes"] and kb["matmul_ceiling_gflops"] > 0
+    assert enc["kernel_breakdown"]["batched"]["rows"][0]["gflops"] > 0
     # one document per pass pays for padding-free sequences only; batching pads, so it does more FLOPs
     assert enc["batched"]["model_gflop"] >= enc["nyx_one_at_a_time"]["model_gflop"] * 0.99
     assert enc["speedup"] == pytest.approx(enc["speedup_vs_research_code"]["wall"])

@@ -172,6 +172,18 @@ def test_batch_and_single_encoding_agree_and_order_is_kept(encoder64, docs):
     assert_within("encode: batched vs shuffled batches of 2", batched, shuffled, F32_OUTPUT_TOL)
 
 
+def test_float32_batch_of_mixed_lengths_equals_one_at_a_time_within_float32_rounding(encoder, docs):
+    """The production dtype: a length-sorted batch (padding, no padding mask) gives each record the embedding it
+    gets alone, up to float32 rounding of the model's reductions (hidden size, at most the batch's sequence
+    length for attention) -- the float64 test above shows the routes are the same maths."""
+    records = docs * 3  # 15 records: one batch of 16 as in the benchmark, lengths from a few tokens to hundreds
+    batched = encoder.encode(records, batch_size=16)
+    single = np.stack([encoder.encode([d])[0] for d in docs])
+    longest = max(int(encoder.collate([d], is_query=False)["attention_mask"].sum()) for d in docs)
+    assert_within("encode float32: batch of 16 vs single", batched, np.tile(single, (3, 1)),
+                  rounding_tol(EPS32, max(encoder.hidden_size, longest)))
+
+
 def test_left_and_right_padding_give_the_same_embeddings(encoder64, docs):
     enc = encoder64
     right = NyxEncoder(enc.backbone, enc.processor, enc.profile, replace(enc.config, padding_side="right"))

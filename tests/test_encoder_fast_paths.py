@@ -28,7 +28,7 @@ from nyx.model.encoder import (
 )
 from nyx.model.processor import NyxQwenProcessor
 from nyx.model.profiles import ensure_tiny_model, load_backbone
-from tests.tolerances import EPS64, F32_OUTPUT_TOL, assert_within, rounding_tol
+from tests.tolerances import EPS32, EPS64, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +276,69 @@ def test_image_preprocessing_matches_the_processor_with_and_without_resize(encod
         # identical pixel values (checked above), so the float64 embeddings agree to rounding at most
         assert_within("identity resize skipped: embeddings", encoder.embed(fast), encoder.embed(ref),
                       rounding_tol(EPS64, fast["input_ids"].shape[1]))
+
+
+# -- (5) EncoderConfig.compile and EncoderConfig.autocast ----------------------------------------------------
+
+
+def test_compiled_encoder_equals_eager_across_batch_shapes_without_recompiling(encoder, tiny_dir, records):
+    """``compile=True`` (inductor, dynamic shapes) computes the eager model's embeddings: float64 on both sides,
+    so they agree to the float32 output's last bit; batches of other lengths reuse the compiled graphs."""
+    from torch._dynamo.utils import counters
+
+    compiled = NyxEncoder.from_pretrained(tiny_dir, device="cpu", dtype=torch.float64, show_progress=False,
+                                          compile=True)
+    assert "language_model.layers.0" in compiled.compiled_modules and "visual.merger" in compiled.compiled_modules
+    before = counters["stats"]["unique_graphs"]
+    first = compiled.encode(records[1:4], batch_size=3)  # text and images: every compiled module runs
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > before  # really compiled
+    emb = compiled.encode(records, batch_size=2)  # other lengths, batch sizes and image counts
+    assert counters["stats"]["unique_graphs"] == graphs, "a new batch shape recompiled"
+    eager = encoder.encode(records, batch_size=2)
+    assert_within("compile: compiled vs eager embeddings", emb, eager, F32_OUTPUT_TOL)
+    assert_within("compile: first batch vs eager", first, eager[1:4], F32_OUTPUT_TOL)
+    assert "compile" not in compiled.info()  # same embeddings: an index need not tell them apart
+
+
+#: bf16's unit roundoff is 2**-8 (eps 2**-7): matmul inputs are rounded once to it and accumulated in float32, so
+#: each embedding entry moves by a few eps_bf16 at most, independent of the reduction length.
+EPS_BF16 = float(torch.finfo(torch.bfloat16).eps)
+
+
+@pytest.fixture(scope="module")
+def encoder32(tiny_dir):
+    return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
+
+
+def test_bf16_autocast_runs_the_model_in_bf16_and_stays_close_to_float32(encoder32, records, monkeypatch):
+    import nyx.model.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "cpu_supports_bf16", lambda: True)  # the maths holds on any CPU
+    bf16 = _with(encoder32, autocast="bfloat16")
+    seen = []
+    layer = bf16.module.vl_model().language_model.layers[0].mlp.down_proj
+    hook = layer.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    try:
+        emb = bf16.encode(records, batch_size=3)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    ref = encoder32.encode(records, batch_size=3)
+    assert emb.dtype == np.float32
+    assert_within("bf16 autocast: unit norm", np.linalg.norm(emb.astype(np.float64), axis=1), np.ones(len(records)),
+                  rounding_tol(EPS32, emb.shape[1]))
+    assert_within("bf16 autocast vs float32 embeddings", emb, ref, rounding_tol(EPS_BF16, 1))
+    # ... and it is not float32 in disguise: the difference is far above float32 rounding
+    assert np.abs(emb.astype(np.float64) - ref).max() > rounding_tol(EPS32, emb.shape[1])
+    assert bf16.info()["autocast"] == "bfloat16" and "autocast" not in encoder32.info()
+
+
+def test_bf16_autocast_is_refused_on_a_cpu_without_native_bf16(encoder32, monkeypatch):
+    import nyx.model.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bf16"):
+        _with(encoder32, autocast="bfloat16")
+    with pytest.raises(ValueError, match="autocast must be"):
+        replace(encoder32.config, autocast="float16")

@@ -146,6 +146,16 @@ class EncoderConfig:
     #: batches prepared (images loaded, tokenised, collated) ahead of the model in a background thread;
     #: 0 prepares each batch in the calling thread just before it runs
     prefetch_batches: int = 4
+    #: ``torch.compile`` (inductor, ``dynamic=True``) the language model's decoder layers and the vision tower's
+    #: MLPs and merger, in place, when the encoder is built: fuses their element-wise kernels (norms, rotary,
+    #: SiLU-gating). Same maths (embeddings within float32 rounding); costs a compilation (~30 s on one CPU
+    #: thread the first time, seconds from inductor's on-disk cache), so off by default (docs/scaling.md).
+    compile: bool = False
+    #: ``"bfloat16"``: run the model under ``torch.autocast`` in bf16 (matrix products and attention in bf16,
+    #: float32 pooling and normalisation). Changes embeddings beyond float32 rounding (cosine to float32
+    #: ~0.9999 on the tiny model); on a CPU only where it has native bf16 (avx512_bf16 or AMX), see
+    #: :func:`cpu_supports_bf16`. ``None``: the model's own dtype.
+    autocast: Literal["bfloat16"] | None = None
 
     def __post_init__(self) -> None:
         if "default" not in self.query_templates:
@@ -156,6 +166,8 @@ class EncoderConfig:
             raise ValueError("prefetch_batches must be >= 0")
         if not 0.0 <= self.min_text_share <= 1.0:
             raise ValueError("min_text_share must lie within 0..1")
+        if self.autocast not in (None, "bfloat16"):
+            raise ValueError(f"autocast must be None or 'bfloat16', got {self.autocast!r}")
 
     @classmethod
     def from_profile(cls, profile: ModelProfile, **overrides: Any) -> "EncoderConfig":
@@ -331,6 +343,39 @@ def speed_up_vision_tower(vl_model: torch.nn.Module) -> None:
             block.attn.__class__ = _GroupedVisionAttention
 
 
+def cpu_supports_bf16() -> bool:
+    """True when this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates
+    them and bf16 autocast is slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def compile_backbone(vl_model: torch.nn.Module, dynamic: bool = True) -> list[str]:
+    """``torch.compile`` the regular, hot parts of a ``Qwen2_5_VLModel`` in place (``nn.Module.compile``:
+    parameters and state-dict keys are unchanged): every language-model decoder layer, and the vision tower's
+    block MLPs, norms and patch merger. The data-dependent glue (mRoPE positions, vision windows, the grouped
+    vision attention's per-length loop) stays eager. ``dynamic=True``: one graph for every batch shape.
+    Returns the names of the compiled modules."""
+    names: list[str] = []
+    targets: list[tuple[str, torch.nn.Module]] = []
+    lm = getattr(vl_model, "language_model", None)
+    for i, layer in enumerate(getattr(lm, "layers", [])):
+        targets.append((f"language_model.layers.{i}", layer))
+    visual = getattr(vl_model, "visual", None)
+    for i, block in enumerate(getattr(visual, "blocks", [])):
+        for part in ("norm1", "norm2", "mlp"):
+            if getattr(block, part, None) is not None:
+                targets.append((f"visual.blocks.{i}.{part}", getattr(block, part)))
+    if getattr(visual, "merger", None) is not None:
+        targets.append(("visual.merger", visual.merger))
+    for name, module in targets:
+        if getattr(module, "_compiled_call_impl", None) is None:
+            module.compile(dynamic=dynamic)
+        names.append(name)
+    return names
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The encoder
 # ----------------------------------------------------------------------------------------------------------
@@ -386,6 +431,10 @@ class NyxEncoder:
                 raise ValueError(f"the tokenizer has no {tok!r} token")
         if self.config.dim is not None and not 0 < self.config.dim <= self.hidden_size:
             raise ValueError(f"dim {self.config.dim} outside 1..{self.hidden_size}")
+        if self.config.autocast == "bfloat16" and self.device.type == "cpu" and not cpu_supports_bf16():
+            raise ValueError("autocast='bfloat16' needs a CPU with native bf16 (avx512_bf16 or AMX); this one "
+                             "would emulate it, slower than float32")
+        self.compiled_modules = compile_backbone(self.module.vl_model()) if self.config.compile else []
 
     # -- construction -------------------------------------------------------------------------------------
 
@@ -515,6 +564,8 @@ class NyxEncoder:
             "query_templates": cfg["query_templates"],
             "pooling": "last_token",
             "normalized": True,
+            # only when set: bf16 embeddings differ from float32 ones beyond rounding (compile does not change them)
+            **({"autocast": self.config.autocast} if self.config.autocast else {}),
         }
 
     # -- input building ---------------------------------------------------------------------------------
@@ -741,7 +792,10 @@ class NyxEncoder:
         """Model inputs -> L2-normalised float32 embeddings (B, hidden); differentiable when grad is on."""
         dev = self.device
         moved = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        return self.module(**moved)
+        if self.config.autocast is None:
+            return self.module(**moved)
+        with torch.autocast(dev.type, dtype=getattr(torch, self.config.autocast)):
+            return self.module(**moved)
 
     def forward_embeddings(self, batch: "Sequence[Record] | dict[str, torch.Tensor]", is_query: bool = False) -> torch.Tensor:
         """Embeddings WITH grad for training: records (collated here) or already collated inputs."""
@@ -913,6 +967,8 @@ __all__ = [
     "NyxEncoder",
     "PreparedInput",
     "QueryTemplate",
+    "compile_backbone",
+    "cpu_supports_bf16",
     "read_shards",
 ]
 
