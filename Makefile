@@ -21,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE :=
 # DeepSpeed builds no C++ ops at install time.
 export DS_BUILD_OPS := 0
 
-.PHONY: venv run test ui bench faults lock clean-state
+.PHONY: venv run test lint ui bench faults lock clean-state
 
 venv: $(STAMP)
 
@@ -38,9 +38,15 @@ $(STAMP): requirements.lock pyproject.toml
 run: venv
 	$(BIN)/python -m orchestration.run_sample
 
-## make test: install, then run the test suite.
-test: venv
+## make test: install, lint (fails fast on a lint, format or type error), then run the test suite.
+test: venv lint
 	$(BIN)/python -m pytest -q
+
+## make lint: ruff (lint rules and formatting, [tool.ruff] in pyproject.toml) and mypy on nyx/ ([tool.mypy]).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make ui: the Dagster UI (http://127.0.0.1:3000) and the MLflow UI (http://127.0.0.1:5000).
 ui: venv

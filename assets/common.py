@@ -3,7 +3,8 @@ Dagster UI can read: valid JSON, rounded numbers, inlined images)."""
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -36,10 +37,17 @@ def generator_config(profile, paths):
     """The profile's generator settings with the data-local response cache and the backbone for ``local``."""
     cfg = profile.generator
     # the one pixel budget (profile.images) also sizes the images sent to the generator and reader VLMs
-    cfg = cfg.model_copy(update={"image": dataclasses.replace(
-        cfg.image, max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels)})
+    cfg = cfg.model_copy(
+        update={
+            "image": dataclasses.replace(
+                cfg.image, max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels
+            )
+        }
+    )
     if cfg.kind == "openai" and not cfg.openai.cache_dir:
-        cfg = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.cache / "generator")})})
+        cfg = cfg.model_copy(
+            update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.cache / "generator")})}
+        )
     if cfg.kind == "local" and not cfg.local.model_path:
         cfg = cfg.model_copy(update={"local": cfg.local.model_copy(update={"model_path": backbone_path(profile)})})
     return cfg
@@ -113,8 +121,9 @@ def table_metadata(rows: Sequence[Mapping[str, Any]], digits: int = 4) -> dg.Tab
         cells.append(out)
     columns = list(dict.fromkeys(k for r in cells for k in r))
     schema = dg.TableSchema(columns=[dg.TableColumn(c, _column_type([r.get(c) for r in cells])) for c in columns])
-    return dg.MetadataValue.table(records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in cells],
-                                  schema=schema)
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in cells], schema=schema
+    )
 
 
 def readable_metadata(meta: Mapping[str, Any], digits: int = 4) -> dict[str, Any]:
@@ -125,15 +134,17 @@ def readable_metadata(meta: Mapping[str, Any], digits: int = 4) -> dict[str, Any
     for key, value in meta.items():
         if isinstance(value, dg.FloatMetadataValue):
             value = value.value
-        if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value, "ndim", None) == 0
-                                        and value.dtype.kind == "f"):
+        if isinstance(value, float) or (
+            hasattr(value, "dtype") and getattr(value, "ndim", None) == 0 and value.dtype.kind == "f"
+        ):
             value = float(value)
             out[key] = _round(value, digits) if math.isfinite(value) else NOT_AVAILABLE
         elif isinstance(value, dg.JsonMetadataValue):
             out[key] = dg.MetadataValue.json(readable(value.data, digits))
         elif isinstance(value, dg.TableMetadataValue):
-            out[key] = dg.MetadataValue.table(records=[dg.TableRecord(readable(r.data, digits)) for r in value.records],
-                                              schema=value.schema)
+            out[key] = dg.MetadataValue.table(
+                records=[dg.TableRecord(readable(r.data, digits)) for r in value.records], schema=value.schema
+            )
         elif isinstance(value, (Mapping, list, tuple)) and not isinstance(value, dg.MetadataValue):
             out[key] = dg.MetadataValue.json(readable(value, digits))
         else:
@@ -141,7 +152,9 @@ def readable_metadata(meta: Mapping[str, Any], digits: int = 4) -> dict[str, Any
     return out
 
 
-def md_image(source: Any, alt: str, caption: str | None = None, max_bytes: int | None = None) -> dg.MarkdownMetadataValue:
+def md_image(
+    source: Any, alt: str, caption: str | None = None, max_bytes: int | None = None
+) -> dg.MarkdownMetadataValue:
     """Markdown metadata showing a PNG (a matplotlib figure, PNG bytes or a PNG file) inlined as a base64 ``data:``
     URL, so that the Dagster UI renders it (it cannot follow a file path); downscaled to at most ``max_bytes``
     (default :data:`nyx.eval.plots.MAX_INLINE_BYTES`)."""

@@ -28,46 +28,59 @@ def raw_images(context: dg.AssetExecutionContext, settings: NyxSettings, config:
     paths = settings.paths
     cfg = FetchConfig(**profile_for(settings, config).fetch.model_dump())
     if not paths.raw.is_dir():
-        return dg.MaterializeResult(metadata={"status": "no remote images", "shards": 0,
-                                              "note": f"no raw data folder at {paths.raw} (raw_documents says how to "
-                                                      "make one)"})
+        return dg.MaterializeResult(
+            metadata={
+                "status": "no remote images",
+                "shards": 0,
+                "note": f"no raw data folder at {paths.raw} (raw_documents says how to make one)",
+            }
+        )
     rejects_dir = paths.rejects / "raw_images"
     reports = fetch_raw_images(paths.raw, rejects_dir, cfg, progress=context.log.info)
     remote = [r for r in reports if r.status in ("resolved", "unchanged")]
     unreadable = [r for r in reports if r.status == "unreadable"]
     for r in unreadable:
-        context.log.warning(f"shard {r.shard} ({r.file}) cannot be read, its images are not fetched (raw_documents "
-                            f"rejects it): {r.error}")
+        context.log.warning(
+            f"shard {r.shard} ({r.file}) cannot be read, its images are not fetched (raw_documents "
+            f"rejects it): {r.error}"
+        )
     if not remote:
-        return dg.MaterializeResult(metadata={"status": "no remote images", "shards": len(reports),
-                                              "unreadable_shards": len(unreadable)})
+        return dg.MaterializeResult(
+            metadata={"status": "no remote images", "shards": len(reports), "unreadable_shards": len(unreadable)}
+        )
     for r in remote:
         if r.failed:
-            context.log.warning(f"shard {r.shard}: {r.failed}/{r.urls} image URLs failed {r.reasons}, {r.dropped} "
-                                f"documents dropped (see {r.url_rejects})")
+            context.log.warning(
+                f"shard {r.shard}: {r.failed}/{r.urls} image URLs failed {r.reasons}, {r.dropped} "
+                f"documents dropped (see {r.url_rejects})"
+            )
     requested = sum(r.requested for r in remote)
     if requested and sum(r.transient_now for r in remote) == requested:
-        raise dg.Failure(f"none of the {requested} image URLs requested could be fetched, all for a transient reason "
-                         f"({_totals(remote)}): is the network reachable? A later run tries them again",
-                         metadata={"per_shard": dg.MetadataValue.md(_table(remote))})
+        raise dg.Failure(
+            f"none of the {requested} image URLs requested could be fetched, all for a transient reason "
+            f"({_totals(remote)}): is the network reachable? A later run tries them again",
+            metadata={"per_shard": dg.MetadataValue.md(_table(remote))},
+        )
     reasons = _totals(remote)
-    return dg.MaterializeResult(metadata={
-        "status": "fetched",
-        "shards": len(reports),
-        "shards_with_remote_images": len(remote),
-        "urls": sum(r.urls for r in remote),
-        "stored": sum(r.stored for r in remote),
-        "failed": sum(r.failed for r in remote),
-        "requested": requested,
-        "failed_by_reason": dg.MetadataValue.json(reasons),
-        "fetched": sum(r.fetched for r in remote),
-        "pending_retry": sum(r.pending_retry for r in remote),
-        "documents_dropped": sum(r.dropped for r in remote),
-        "store": dg.MetadataValue.path(str(paths.raw / "images")),
-        "rejects_dir": dg.MetadataValue.path(str(rejects_dir)),
-        "per_shard": dg.MetadataValue.md(_table(remote)),
-        "reports": dg.MetadataValue.json([{k: v for k, v in vars(r).items() if v is not None} for r in remote]),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "status": "fetched",
+            "shards": len(reports),
+            "shards_with_remote_images": len(remote),
+            "urls": sum(r.urls for r in remote),
+            "stored": sum(r.stored for r in remote),
+            "failed": sum(r.failed for r in remote),
+            "requested": requested,
+            "failed_by_reason": dg.MetadataValue.json(reasons),
+            "fetched": sum(r.fetched for r in remote),
+            "pending_retry": sum(r.pending_retry for r in remote),
+            "documents_dropped": sum(r.dropped for r in remote),
+            "store": dg.MetadataValue.path(str(paths.raw / "images")),
+            "rejects_dir": dg.MetadataValue.path(str(rejects_dir)),
+            "per_shard": dg.MetadataValue.md(_table(remote)),
+            "reports": dg.MetadataValue.json([{k: v for k, v in vars(r).items() if v is not None} for r in remote]),
+        }
+    )
 
 
 def _totals(reports) -> dict[str, int]:
@@ -79,9 +92,13 @@ def _totals(reports) -> dict[str, int]:
 
 
 def _table(reports) -> str:
-    rows = ["| shard | status | URLs | stored | failed | requested (fetched) | reasons | documents dropped |",
-            "|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {r.shard} | {r.status} | {r.urls} | {r.stored} | {r.failed} | {r.requested} ({r.fetched}) | "
-             f"{', '.join(f'{k}: {v}' for k, v in sorted(r.reasons.items())) or '-'} | {r.dropped}/{r.documents} |"
-             for r in reports]
+    rows = [
+        "| shard | status | URLs | stored | failed | requested (fetched) | reasons | documents dropped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r.shard} | {r.status} | {r.urls} | {r.stored} | {r.failed} | {r.requested} ({r.fetched}) | "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(r.reasons.items())) or '-'} | {r.dropped}/{r.documents} |"
+        for r in reports
+    ]
     return "\n".join(rows)

@@ -27,8 +27,9 @@ def stage_retriever(settings: NyxSettings, profile, stage: str):
     from nyx.train.stage import model_spec
 
     state = finished_stage(settings, stage)
-    return state, NyxRetriever(model=model_spec(state), mlflow_model_version=state.model_version,
-                               config=profile.index.dense_config())
+    return state, NyxRetriever(
+        model=model_spec(state), mlflow_model_version=state.model_version, config=profile.index.dense_config()
+    )
 
 
 def _embeddings_asset(stage: str) -> dg.AssetsDefinition:
@@ -42,7 +43,7 @@ def _embeddings_asset(stage: str) -> dg.AssetsDefinition:
         code_version=EMBEDDINGS_CODE_VERSION,
         automation_condition=dg.AutomationCondition.eager(),
         description=f"The {stage} model's embeddings of one shard's chunks, in the embedding store (encoded only "
-                    "where the store lacks them for this model).",
+        "where the store lacks them for this model).",
     )
     def _asset(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
         from nyx.data.records import read_jsonl
@@ -62,8 +63,12 @@ def _embeddings_asset(stage: str) -> dg.AssetsDefinition:
             stats = retriever.embed_into(records, store, source=shard, rejects=rejects, progress=context.log.info)
             rejects.write(paths.rejects / f"{stage}_embeddings" / f"{shard}.jsonl")
             context.log.info(f"{stage} embeddings of {shard}: {len(records)} chunks, {stats.to_dict()}")
-            meta = {"chunks": len(records), **stats.to_dict(), "model_version": state.model_version or "",
-                    "store": dg.MetadataValue.path(str(store.model(retriever.embedding_identity()).folder))}
+            meta = {
+                "chunks": len(records),
+                **stats.to_dict(),
+                "model_version": state.model_version or "",
+                "store": dg.MetadataValue.path(str(store.model(retriever.embedding_identity()).folder)),
+            }
         return dg.MaterializeResult(metadata=meta)
 
     return _asset
@@ -78,10 +83,11 @@ def _index_asset(stage: str) -> dg.AssetsDefinition:
         code_version=INDEX_CODE_VERSION,
         automation_condition=dg.AutomationCondition.eager(),
         description=f"The {stage} model's index of the NyxQA corpus, built from the embedding store, saved under "
-                    f"work/indexes/{stage} and named on the model version (tag nyx.index_dir) for `nyx serve`.",
+        f"work/indexes/{stage} and named on the model version (tag nyx.index_dir) for `nyx serve`.",
     )
-    def _asset(context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource,
-               config: ProfileConfig) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, settings: NyxSettings, mlflow: MlflowResource, config: ProfileConfig
+    ) -> dg.MaterializeResult:
         from nyx.data.beir import load_beir
         from nyx.data.rejects import RejectLog
         from nyx.index.corpus import build_corpus_index
@@ -94,35 +100,58 @@ def _index_asset(stage: str) -> dg.AssetsDefinition:
         rejects = RejectLog(stage=f"{stage}_index")
         corpus = list(load_beir(corpus_dir, rejects).corpus.values())
         out = paths.indexes / stage
-        report = build_corpus_index(retriever, corpus, out, store=embedding_store(settings, profile),
-                                    source="index", rejects=rejects, progress=context.log.info)
+        report = build_corpus_index(
+            retriever,
+            corpus,
+            out,
+            store=embedding_store(settings, profile),
+            source="index",
+            rejects=rejects,
+            progress=context.log.info,
+        )
         rejects.write(paths.rejects / f"{stage}_index.jsonl")
         if report["encoded"]:
-            context.log.warning(f"{stage}_index encoded {report['encoded']} document(s) the embedding store lacked "
-                                f"(materialise {stage}_embeddings for every shard to encode them there)")
+            context.log.warning(
+                f"{stage}_index encoded {report['encoded']} document(s) the embedding store lacked "
+                f"(materialise {stage}_embeddings for every shard to encode them there)"
+            )
         client = mlflow.client()
         client.set_model_version_tag(state.registered_model, state.model_version, INDEX_DIR_TAG, str(out.resolve()))
-        client.set_model_version_tag(state.registered_model, state.model_version, CORPUS_PATH_TAG,
-                                     str(corpus_dir.resolve()))
-        context.log.info(f"{stage} index: {report['documents']} documents, reused {report['reused']}, encoded "
-                         f"{report['encoded']}, {report['seconds']} s")
-        return dg.MaterializeResult(metadata={
-            "documents": report["documents"], "reused": report["reused"], "encoded": report["encoded"],
-            "rejected": report["rejected"], "model_version": state.model_version or "",
-            "corpus_hash": report["corpus_hash"], "index_type": report["index_type"],
-            "dims": dg.MetadataValue.json(report["dims"]),
-            "build_report": dg.MetadataValue.json(json.loads(json.dumps(report["build_report"], default=str))),
-            **{f"inputs_{k}": v for k, v in sorted(report["inputs"].items())},
-            "index_dir": dg.MetadataValue.path(str(out)), "seconds": report["seconds"],
-        })
+        client.set_model_version_tag(
+            state.registered_model, state.model_version, CORPUS_PATH_TAG, str(corpus_dir.resolve())
+        )
+        context.log.info(
+            f"{stage} index: {report['documents']} documents, reused {report['reused']}, encoded "
+            f"{report['encoded']}, {report['seconds']} s"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "documents": report["documents"],
+                "reused": report["reused"],
+                "encoded": report["encoded"],
+                "rejected": report["rejected"],
+                "model_version": state.model_version or "",
+                "corpus_hash": report["corpus_hash"],
+                "index_type": report["index_type"],
+                "dims": dg.MetadataValue.json(report["dims"]),
+                "build_report": dg.MetadataValue.json(json.loads(json.dumps(report["build_report"], default=str))),
+                **{f"inputs_{k}": v for k, v in sorted(report["inputs"].items())},
+                "index_dir": dg.MetadataValue.path(str(out)),
+                "seconds": report["seconds"],
+            }
+        )
 
     return _asset
 
 
 def _index_check(stage: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=f"{stage}_index", name=f"{stage}_index_consistent", blocking=True,
-                    description="built by the finished stage's model version from the current NyxQA corpus; every "
-                                "document indexed or rejected by name; a sample of documents finds itself first")
+    @dg.asset_check(
+        asset=f"{stage}_index",
+        name=f"{stage}_index_consistent",
+        blocking=True,
+        description="built by the finished stage's model version from the current NyxQA corpus; every "
+        "document indexed or rejected by name; a sample of documents finds itself first",
+    )
     def _check(settings: NyxSettings) -> dg.AssetCheckResult:
         import numpy as np
 
@@ -152,10 +181,17 @@ def _index_check(stage: str) -> dg.AssetChecksDefinition:
         tol = 8 * index.dim * np.finfo(np.float32).eps
         found = [bool(len(s) and s[0] >= own - tol) for s, own in zip(result.scores, self_score)]
         share = float(np.mean(found)) if found else 0.0
-        return dg.AssetCheckResult(passed=bool(accounted and len(index) > 0 and share == 1.0), metadata={
-            "documents": len(index), "left_out": len(left_out), "corpus": len(corpus),
-            "self_retrieval_sample": len(found), "self_retrieval_share": share,
-            "model_version": state.model_version or ""})
+        return dg.AssetCheckResult(
+            passed=bool(accounted and len(index) > 0 and share == 1.0),
+            metadata={
+                "documents": len(index),
+                "left_out": len(left_out),
+                "corpus": len(corpus),
+                "self_retrieval_sample": len(found),
+                "self_retrieval_share": share,
+                "model_version": state.model_version or "",
+            },
+        )
 
     return _check
 

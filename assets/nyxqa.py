@@ -1,4 +1,5 @@
-"""NyxQA construction: ``corpus_chunks`` -> ``synthetic_qa`` -> ``nyxqa`` -> ``hard_negatives``, with blocking checks."""
+"""NyxQA construction: ``corpus_chunks`` -> ``synthetic_qa`` -> ``nyxqa`` -> ``hard_negatives``, with blocking
+checks."""
 
 import dagster as dg
 
@@ -18,7 +19,9 @@ SHARD_AUTOMATION = dg.AutomationCondition.eager()
     automation_condition=SHARD_AUTOMATION,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
+def corpus_chunks(
+    context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig
+) -> dg.MaterializeResult:
     """Documents of one shard cut into chunks of at most `chunking.max_tokens` tokens (an image counts as one).
 
     Images stay with the chunk in which they stand; chunks with too many images, or with an image that does not
@@ -55,13 +58,21 @@ def corpus_chunks(context: dg.AssetExecutionContext, settings: NyxSettings, conf
         except Exception as e:  # noqa: BLE001 - one shard's failure is reported by name; the others go on
             failed[shard] = _shard_failure(context, shard, e)
             continue
-        per_shard[shard] = {"chunks": len(chunks), "documents": stats.get("documents", 0),
-                            "rejected": rejects.count,
-                            "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
-                            "stats": dg.MetadataValue.json(_jsonable(stats))}
+        per_shard[shard] = {
+            "chunks": len(chunks),
+            "documents": stats.get("documents", 0),
+            "rejected": rejects.count,
+            "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
+            "stats": dg.MetadataValue.json(_jsonable(stats)),
+        }
         context.log.info(f"{shard}: {len(chunks)} chunks, {stats}")
-    return _report_partitions(context, per_shard, failed, shared={"max_tokens": profile.chunking.max_tokens},
-                              totals=("chunks", "documents", "rejected"))
+    return _report_partitions(
+        context,
+        per_shard,
+        failed,
+        shared={"max_tokens": profile.chunking.max_tokens},
+        totals=("chunks", "documents", "rejected"),
+    )
 
 
 class _ShardUnavailable(Exception):
@@ -96,35 +107,55 @@ def _shard_failure(context: dg.AssetExecutionContext, shard: str, e: Exception) 
     return reason
 
 
-def _report_partitions(context: dg.AssetExecutionContext, per_shard: dict[str, dict], failed: dict[str, str],
-                       shared: dict, totals: tuple[str, ...]) -> dg.MaterializeResult:
+def _report_partitions(
+    context: dg.AssetExecutionContext,
+    per_shard: dict[str, dict],
+    failed: dict[str, str],
+    shared: dict,
+    totals: tuple[str, ...],
+) -> dg.MaterializeResult:
     """Each partition of the run gets its own shard's metadata (``per_shard``) plus ``shared``; the totals over
     the run's shards go to the step log. All shards good: one ``MaterializeResult`` with partition-scoped metadata
     (the steps after this one run). Any shard in ``failed``: the good ones are logged as materialisations of their
     own partitions, then a ``Failure`` names each failed shard and why, so that only those partitions fail."""
     if len(context.partition_keys) > 1:
-        context.log.info(f"{len(per_shard)} of {len(context.partition_keys)} shards done; totals: "
-                         + ", ".join(f"{k}={sum(m.get(k, 0) for m in per_shard.values())}" for k in totals))
+        context.log.info(
+            f"{len(per_shard)} of {len(context.partition_keys)} shards done; totals: "
+            + ", ".join(f"{k}={sum(m.get(k, 0) for m in per_shard.values())}" for k in totals)
+        )
     if not failed:
         for shard, meta in per_shard.items():
             context.add_asset_metadata(meta, partition_key=shard)
         return dg.MaterializeResult(metadata=shared)
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
     for shard, meta in per_shard.items():
-        context.log_event(dg.AssetMaterialization(
-            asset_key=context.asset_key, partition=shard, metadata={**shared, **meta},
-            tags={"dagster/code_version": code_version} if code_version else None))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=shard,
+                metadata={**shared, **meta},
+                tags={"dagster/code_version": code_version} if code_version else None,
+            )
+        )
     raise dg.Failure(
-        description=(f"{len(failed)} of {len(context.partition_keys)} shards failed: "
-                     + "; ".join(failed.values())
-                     + (f" (materialised: {', '.join(per_shard)})" if per_shard else "")),
-        metadata={"failed_shards": dg.MetadataValue.json(failed),
-                  "materialized_shards": dg.MetadataValue.json(list(per_shard))})
+        description=(
+            f"{len(failed)} of {len(context.partition_keys)} shards failed: "
+            + "; ".join(failed.values())
+            + (f" (materialised: {', '.join(per_shard)})" if per_shard else "")
+        ),
+        metadata={
+            "failed_shards": dg.MetadataValue.json(failed),
+            "materialized_shards": dg.MetadataValue.json(list(per_shard)),
+        },
+    )
 
 
-@dg.asset_check(asset=corpus_chunks, blocking=True,
-                description="unique ids; every line a readable chunk with text or an image; recounted tokens "
-                            "within budget and equal to the stored count; images resolve")
+@dg.asset_check(
+    asset=corpus_chunks,
+    blocking=True,
+    description="unique ids; every line a readable chunk with text or an image; recounted tokens "
+    "within budget and equal to the stored count; images resolve",
+)
 def corpus_chunks_valid(context: dg.AssetCheckExecutionContext, settings: NyxSettings) -> dg.AssetCheckResult:
     """Recounts every chunk with the chunker's own counter (the profile's `chunking.tokenizer`, else the
     backbone's): the text tokens of each stored text part, plus one per image, as `chunk_documents` counts them.
@@ -142,15 +173,23 @@ def corpus_chunks_valid(context: dg.AssetCheckExecutionContext, settings: NyxSet
     counter = load_token_counter(profile.chunking.tokenizer or backbone_path(profile))
     df = _chunk_frame(settings.paths.chunks.glob("*.jsonl"), counter, budget)
     problems = ["over_budget", "count_mismatch", "images_unresolved", "unreadable"]
-    return gx_check(df, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<chunk id>: <reason>"
-    ], "corpus_chunks", extra_metadata={
-        "token_budget": budget, "token_counter": counter.name, "recounted": int(df["recounted_tokens"].notna().sum()),
-        "max_tokens_recounted": int(df["recounted_tokens"].max()) if df["recounted_tokens"].notna().any() else 0,
-        "mean_tokens": float(df["recounted_tokens"].mean()) if df["recounted_tokens"].notna().any() else 0.0,
-        **{f"{c}_chunks": int(df[c].notna().sum()) for c in problems}})
+    return gx_check(
+        df,
+        [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<chunk id>: <reason>"
+        ],
+        "corpus_chunks",
+        extra_metadata={
+            "token_budget": budget,
+            "token_counter": counter.name,
+            "recounted": int(df["recounted_tokens"].notna().sum()),
+            "max_tokens_recounted": int(df["recounted_tokens"].max()) if df["recounted_tokens"].notna().any() else 0,
+            "mean_tokens": float(df["recounted_tokens"].mean()) if df["recounted_tokens"].notna().any() else 0.0,
+            **{f"{c}_chunks": int(df[c].notna().sum()) for c in problems},
+        },
+    )
 
 
 def _chunk_frame(files, counter, budget: int):
@@ -171,19 +210,35 @@ def _chunk_frame(files, counter, budget: int):
             stored = r.extra.get("n_tokens")
             recount = sum(counter.count(p.text or "") for p in r.content if p.type == "text") + r.n_images
             missing = [i for i in r.images if not (i.startswith("data:") or os.path.isfile(i))]
-            rows.append({
-                "id": r.id, "stored_tokens": stored, "recounted_tokens": recount,
-                "over_budget": f"{r.id}: {recount} tokens (text + 1 per image) > max_tokens {budget}"
-                               if recount > budget else None,
-                "count_mismatch": None if type(stored) is int and stored == recount
-                                  else f"{r.id}: stored n_tokens {stored!r} != recounted {recount}",
-                "images_unresolved": f"{r.id}: image not found: {missing[0]}" if missing else None,
-            })
+            rows.append(
+                {
+                    "id": r.id,
+                    "stored_tokens": stored,
+                    "recounted_tokens": recount,
+                    "over_budget": f"{r.id}: {recount} tokens (text + 1 per image) > max_tokens {budget}"
+                    if recount > budget
+                    else None,
+                    "count_mismatch": None
+                    if type(stored) is int and stored == recount
+                    else f"{r.id}: stored n_tokens {stored!r} != recounted {recount}",
+                    "images_unresolved": f"{r.id}: image not found: {missing[0]}" if missing else None,
+                }
+            )
         for e in rejects.items:
             who = e["record_id"] or e["location"]
             rows.append({"id": who, "unreadable": f"{who} ({e['location']}): {e['reason']}"})
-    return pd.DataFrame(rows, columns=["id", "stored_tokens", "recounted_tokens", "over_budget", "count_mismatch",
-                                       "images_unresolved", "unreadable"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "stored_tokens",
+            "recounted_tokens",
+            "over_budget",
+            "count_mismatch",
+            "images_unresolved",
+            "unreadable",
+        ],
+    )
 
 
 @dg.asset(
@@ -195,7 +250,9 @@ def _chunk_frame(files, counter, budget: int):
     automation_condition=SHARD_AUTOMATION,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig) -> dg.MaterializeResult:
+def synthetic_qa(
+    context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig
+) -> dg.MaterializeResult:
     """Question/answer pairs for a stratified sample of the chunks, from the profile's generator.
 
     The budget `qa.sample_size` is a total over the corpus, not per shard: the sample plan
@@ -236,8 +293,12 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
     if not sources:  # no shard to sample: fail naming each, before any plan or generator (a model to load)
         return _report_partitions(context, per_shard, failed, {}, totals=())
     chunk_files = sorted(paths.chunks.glob("*.jsonl"))
-    plan = plan_sample(((c.id, c.modality) for f in chunk_files for c in iter_jsonl(f)),
-                       profile.qa.sample_size, seed=profile.qa.seed, stratify=profile.qa.stratify)
+    plan = plan_sample(
+        ((c.id, c.modality) for f in chunk_files for c in iter_jsonl(f)),
+        profile.qa.sample_size,
+        seed=profile.qa.seed,
+        stratify=profile.qa.stratify,
+    )
     gen_cfg = generator_config(profile, paths)
     generator = make_generator(gen_cfg)
     try:
@@ -251,19 +312,25 @@ def synthetic_qa(context: dg.AssetExecutionContext, settings: NyxSettings, confi
                 failed[shard] = _shard_failure(context, shard, e)
                 continue
             stats.pop("sample_plan", None)  # the same for every shard: in the shared metadata
-            per_shard[shard] = {"qa_pairs": len(qa), "sampled_chunks": stats["sampled"], "rejected": rejects.count,
-                                "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
-                                "stats": dg.MetadataValue.json(_jsonable(stats))}
+            per_shard[shard] = {
+                "qa_pairs": len(qa),
+                "sampled_chunks": stats["sampled"],
+                "rejected": rejects.count,
+                "reject_reasons": dg.MetadataValue.json(rejects.reasons()),
+                "stats": dg.MetadataValue.json(_jsonable(stats)),
+            }
             context.log.info(f"{shard}: {len(qa)} QA pairs from {stats['sampled']} sampled chunks")
         generator_info = _jsonable(generator.describe())
     finally:
         generator.close()
-    shared = {"generator": gen_cfg.kind,
-              "sample_size": profile.qa.sample_size if profile.qa.sample_size else "all",
-              "total_chunks": plan.population,
-              "shards_counted": dg.MetadataValue.json([f.stem for f in chunk_files]),
-              "sample_plan": dg.MetadataValue.json(_jsonable(plan.describe())),
-              "generator_info": dg.MetadataValue.json(generator_info)}
+    shared = {
+        "generator": gen_cfg.kind,
+        "sample_size": profile.qa.sample_size if profile.qa.sample_size else "all",
+        "total_chunks": plan.population,
+        "shards_counted": dg.MetadataValue.json([f.stem for f in chunk_files]),
+        "sample_plan": dg.MetadataValue.json(_jsonable(plan.describe())),
+        "generator_info": dg.MetadataValue.json(generator_info),
+    }
     return _report_partitions(context, per_shard, failed, shared, totals=("qa_pairs", "sampled_chunks", "rejected"))
 
 
@@ -275,17 +342,28 @@ def synthetic_qa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     from assets.quality import gx_check
     from nyx.data.records import iter_jsonl
 
-    rows = [{"id": q.id, "question": (q.extra.get("question") or "").strip() or None,
-             "answer": (str(q.extra.get("answer") or "")).strip() or None, "positive_id": q.extra.get("positive_id")}
-            for f in sorted(settings.paths.synthetic_qa.glob("*.jsonl")) for q in iter_jsonl(f)]
+    rows = [
+        {
+            "id": q.id,
+            "question": (q.extra.get("question") or "").strip() or None,
+            "answer": (str(q.extra.get("answer") or "")).strip() or None,
+            "positive_id": q.extra.get("positive_id"),
+        }
+        for f in sorted(settings.paths.synthetic_qa.glob("*.jsonl"))
+        for q in iter_jsonl(f)
+    ]
     df = pd.DataFrame(rows, columns=["id", "question", "answer", "positive_id"])
-    return gx_check(df, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="question"),
-        gxe.ExpectColumnValuesToNotBeNull(column="answer"),
-        gxe.ExpectColumnValuesToNotBeNull(column="positive_id"),
-    ], "synthetic_qa")
+    return gx_check(
+        df,
+        [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="question"),
+            gxe.ExpectColumnValuesToNotBeNull(column="answer"),
+            gxe.ExpectColumnValuesToNotBeNull(column="positive_id"),
+        ],
+        "synthetic_qa",
+    )
 
 
 @dg.asset(
@@ -319,15 +397,24 @@ def nyxqa(context: dg.AssetExecutionContext, settings: NyxSettings, config: Prof
     write_jsonl(ds.queries, paths.nyxqa / "queries_all.jsonl")
     rejects.write(paths.rejects / "nyxqa.jsonl")
     sizes = {s: len(ds.split(s)) for s in ("train", "dev", "test")}
-    return dg.MaterializeResult(metadata={
-        "corpus_chunks": len(chunks), "questions": len(ds.queries), **{f"{k}_questions": v for k, v in sizes.items()},
-        "filtered": rejects.count, "filter_reasons": dg.MetadataValue.json(rejects.reasons()), "stats": dg.MetadataValue.json(_jsonable(stats)),
-        "beir_dir": dg.MetadataValue.path(str(paths.nyxqa)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "corpus_chunks": len(chunks),
+            "questions": len(ds.queries),
+            **{f"{k}_questions": v for k, v in sizes.items()},
+            "filtered": rejects.count,
+            "filter_reasons": dg.MetadataValue.json(rejects.reasons()),
+            "stats": dg.MetadataValue.json(_jsonable(stats)),
+            "beir_dir": dg.MetadataValue.path(str(paths.nyxqa)),
+        }
+    )
 
 
-@dg.asset_check(asset=nyxqa, blocking=True,
-                description="positives exist; 4 distinct options with exactly one correct; no train/test leakage")
+@dg.asset_check(
+    asset=nyxqa,
+    blocking=True,
+    description="positives exist; 4 distinct options with exactly one correct; no train/test leakage",
+)
 def nyxqa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     import great_expectations.expectations as gxe
     import pandas as pd
@@ -343,32 +430,47 @@ def nyxqa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
         choices = q.extra.get("choices") or []
         answer = q.extra.get("answer")
         idx = q.extra.get("correct_index")
-        rows.append({
-            "id": q.id, "split": q.extra.get("split"),
-            "positive_exists": q.extra.get("positive_id") in corpus_ids,
-            "n_choices": len(choices), "distinct_choices": len({str(c).strip().lower() for c in choices}),
-            "n_correct": sum(1 for c in choices if str(c).strip().lower() == str(answer).strip().lower()),
-            "index_points_to_answer": isinstance(idx, int) and 0 <= idx < len(choices) and choices[idx] == answer,
-            "question_key": " ".join(str(q.extra.get("question", "")).lower().split()),
-            "positive_id": q.extra.get("positive_id"),
-        })
+        rows.append(
+            {
+                "id": q.id,
+                "split": q.extra.get("split"),
+                "positive_exists": q.extra.get("positive_id") in corpus_ids,
+                "n_choices": len(choices),
+                "distinct_choices": len({str(c).strip().lower() for c in choices}),
+                "n_correct": sum(1 for c in choices if str(c).strip().lower() == str(answer).strip().lower()),
+                "index_points_to_answer": isinstance(idx, int) and 0 <= idx < len(choices) and choices[idx] == answer,
+                "question_key": " ".join(str(q.extra.get("question", "")).lower().split()),
+                "positive_id": q.extra.get("positive_id"),
+            }
+        )
     df = pd.DataFrame(rows)
     train = df[df.split == "train"] if len(df) else df
     held = df[df.split.isin(["dev", "test"])] if len(df) else df
     leaked_pos = set(train.get("positive_id", [])) & set(held.get("positive_id", []))
     leaked_q = set(train.get("question_key", [])) & set(held.get("question_key", []))
-    df["leak_free"] = [not (r.split != "train" and (r.positive_id in leaked_pos or r.question_key in leaked_q))
-                       for r in df.itertuples()] if len(df) else []
-    return gx_check(df, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToBeInSet(column="positive_exists", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="n_choices", value_set=[4]),
-        gxe.ExpectColumnValuesToBeInSet(column="distinct_choices", value_set=[4]),
-        gxe.ExpectColumnValuesToBeInSet(column="n_correct", value_set=[1]),
-        gxe.ExpectColumnValuesToBeInSet(column="index_points_to_answer", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="leak_free", value_set=[True]),
-    ], "nyxqa", extra_metadata={"leaked_positives": len(leaked_pos), "leaked_questions": len(leaked_q)})
+    df["leak_free"] = (
+        [
+            not (r.split != "train" and (r.positive_id in leaked_pos or r.question_key in leaked_q))
+            for r in df.itertuples()
+        ]
+        if len(df)
+        else []
+    )
+    return gx_check(
+        df,
+        [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToBeInSet(column="positive_exists", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="n_choices", value_set=[4]),
+            gxe.ExpectColumnValuesToBeInSet(column="distinct_choices", value_set=[4]),
+            gxe.ExpectColumnValuesToBeInSet(column="n_correct", value_set=[1]),
+            gxe.ExpectColumnValuesToBeInSet(column="index_points_to_answer", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="leak_free", value_set=[True]),
+        ],
+        "nyxqa",
+        extra_metadata={"leaked_positives": len(leaked_pos), "leaked_questions": len(leaked_q)},
+    )
 
 
 @dg.asset(
@@ -378,8 +480,9 @@ def nyxqa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     code_version="negatives-v2",
     automation_condition=dg.AutomationCondition.eager(),
 )
-def hard_negatives(context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig,
-                   mlflow: MlflowResource) -> dg.MaterializeResult:
+def hard_negatives(
+    context: dg.AssetExecutionContext, settings: NyxSettings, config: ProfileConfig, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     """Hard negatives for every train question: ranks `skip+1..k` of the profile's miner, minus the positive and its
     near-duplicates, `n` kept per question (paper: ranks 11-20 of mmE5, 5 kept).
 
@@ -400,26 +503,39 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: NyxSettings, con
     ms = profile.miner
     device = None if profile.device == "auto" else profile.device
     try:
-        miner = resolve_miner(ms.retriever, ms.model, device=device, batch_size=ms.batch_size,
-                              tracking_uri=mlflow.tracking_uri, download_dir=paths.work / "miners",
-                              log=context.log.info)
+        miner = resolve_miner(
+            ms.retriever,
+            ms.model,
+            device=device,
+            batch_size=ms.batch_size,
+            tracking_uri=mlflow.tracking_uri,
+            download_dir=paths.work / "miners",
+            log=context.log.info,
+        )
     except (ValueError, OSError) as e:
         raise dg.Failure(f"cannot load the miner {ms.retriever!r} (model {ms.model!r}): {e}") from e
-    records, stats = mine_hard_negatives(list(train.queries.values()), list(train.corpus.values()), miner,
-                                         cfg=ms.mining, index=True)
+    records, stats = mine_hard_negatives(
+        list(train.queries.values()), list(train.corpus.values()), miner, cfg=ms.mining, index=True
+    )
     out = paths.hard_negatives / "train.jsonl"
     with atomic_write(out) as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
     version = _negatives_data_version(miner.identity, ms.mining, paths.nyxqa / "train", out)
     context.log.info(f"mined {stats['negatives']} negatives for {len(records)} questions with {miner.label}")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
-        "queries": len(records), "miner": miner.label,
-        "miner_identity": dg.MetadataValue.json(_jsonable(miner.identity)),
-        "miner_fingerprint": miner.fingerprint(), "data_version": version,
-        "with_negatives": sum(1 for r in records if r["negative_ids"]),
-        "stats": dg.MetadataValue.json(_jsonable(stats)),
-        "path": dg.MetadataValue.path(str(out))})
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "queries": len(records),
+            "miner": miner.label,
+            "miner_identity": dg.MetadataValue.json(_jsonable(miner.identity)),
+            "miner_fingerprint": miner.fingerprint(),
+            "data_version": version,
+            "with_negatives": sum(1 for r in records if r["negative_ids"]),
+            "stats": dg.MetadataValue.json(_jsonable(stats)),
+            "path": dg.MetadataValue.path(str(out)),
+        },
+    )
 
 
 def _negatives_data_version(identity: dict, mining, train_dir, out) -> str:
@@ -433,8 +549,12 @@ def _negatives_data_version(identity: dict, mining, train_dir, out) -> str:
     from nyx.utils.io import file_sha256
 
     train_files = {p.name: file_sha256(p) for p in sorted(Path(train_dir).iterdir()) if p.is_file()}
-    payload = {"miner": identity, "mining": dataclasses.asdict(mining), "train": train_files,
-               "negatives": file_sha256(out)}
+    payload = {
+        "miner": identity,
+        "mining": dataclasses.asdict(mining),
+        "train": train_files,
+        "negatives": file_sha256(out),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -445,10 +565,13 @@ def _negatives_data_version(identity: dict, mining, train_dir, out) -> str:
 MIN_SHARE_WITH_NEGATIVES = 0.5
 
 
-@dg.asset_check(asset=hard_negatives, blocking=True,
-                description=f">= {MIN_SHARE_WITH_NEGATIVES:.0%} of train questions have a negative; negatives "
-                            "are known train-corpus chunks, never the positive or a qrels document, distinct, "
-                            "at most miner.mining.n")
+@dg.asset_check(
+    asset=hard_negatives,
+    blocking=True,
+    description=f">= {MIN_SHARE_WITH_NEGATIVES:.0%} of train questions have a negative; negatives "
+    "are known train-corpus chunks, never the positive or a qrels document, distinct, "
+    "at most miner.mining.n",
+)
 def hard_negatives_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     """Checks the mined file against the NyxQA train split it was mined for (`nyxqa/train`): one record per train
     question at most, its `positive_id` the question's own, every negative a chunk of the train corpus that is not
@@ -478,37 +601,60 @@ def hard_negatives_valid(settings: NyxSettings) -> dg.AssetCheckResult:
         unknown = [n for n in negs if n not in train.corpus]
         bad_rel = [n for n in negs if n in relevant or n == r.get("positive_id")]
         dups = sorted({n for n in negs if negs.count(n) > 1})
-        rows.append({
-            "query_id": qid, "has_negative": float(bool(negs)) if q is not None and seen[qid] == 1 else None,
-            "unknown_query": None if q is not None else f"{qid}: not a question of nyxqa/train",
-            "duplicate_record": None if seen[qid] == 1 else f"{qid}: record {seen[qid]} for this question",
-            "positive_mismatch": None if q is None or r.get("positive_id") == q.extra.get("positive_id")
-                                 else f"{qid}: positive_id {r.get('positive_id')!r} != the question's "
-                                      f"{q.extra.get('positive_id')!r}",
-            "negative_not_in_corpus": f"{qid}: negative {unknown[0]!r} is not in the train corpus" if unknown else None,
-            "negative_is_relevant": f"{qid}: negative {bad_rel[0]!r} is the positive or relevant in qrels"
-                                    if bad_rel else None,
-            "duplicate_negative": f"{qid}: negative {dups[0]!r} listed twice" if dups else None,
-            "too_many_negatives": f"{qid}: {len(negs)} negatives > miner.mining.n {n_max}"
-                                  if len(negs) > n_max else None,
-        })
+        rows.append(
+            {
+                "query_id": qid,
+                "has_negative": float(bool(negs)) if q is not None and seen[qid] == 1 else None,
+                "unknown_query": None if q is not None else f"{qid}: not a question of nyxqa/train",
+                "duplicate_record": None if seen[qid] == 1 else f"{qid}: record {seen[qid]} for this question",
+                "positive_mismatch": None
+                if q is None or r.get("positive_id") == q.extra.get("positive_id")
+                else f"{qid}: positive_id {r.get('positive_id')!r} != the question's {q.extra.get('positive_id')!r}",
+                "negative_not_in_corpus": f"{qid}: negative {unknown[0]!r} is not in the train corpus"
+                if unknown
+                else None,
+                "negative_is_relevant": f"{qid}: negative {bad_rel[0]!r} is the positive or relevant in qrels"
+                if bad_rel
+                else None,
+                "duplicate_negative": f"{qid}: negative {dups[0]!r} listed twice" if dups else None,
+                "too_many_negatives": f"{qid}: {len(negs)} negatives > miner.mining.n {n_max}"
+                if len(negs) > n_max
+                else None,
+            }
+        )
     missing = [qid for qid in train.queries if qid not in seen]  # train questions the miner wrote nothing for
     rows.extend({"query_id": qid, "has_negative": 0.0} for qid in missing)
-    problems = ["unknown_query", "duplicate_record", "positive_mismatch", "negative_not_in_corpus",
-                "negative_is_relevant", "duplicate_negative", "too_many_negatives"]
+    problems = [
+        "unknown_query",
+        "duplicate_record",
+        "positive_mismatch",
+        "negative_not_in_corpus",
+        "negative_is_relevant",
+        "duplicate_negative",
+        "too_many_negatives",
+    ]
     df = pd.DataFrame(rows, columns=["query_id", "has_negative", *problems])
     share = float(df["has_negative"].mean()) if df["has_negative"].notna().any() else 0.0
-    return gx_check(df, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        # one value per train question (null on records of unknown questions and on repeated records)
-        gxe.ExpectColumnMeanToBeBetween(column="has_negative", min_value=MIN_SHARE_WITH_NEGATIVES),
-        *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<query id>: <reason>"
-    ], "hard_negatives", extra_metadata={
-        "train_questions": len(train.queries), "records": len(recs), "questions_without_record": len(missing),
-        "share_with_negatives": share, "min_share_with_negatives": MIN_SHARE_WITH_NEGATIVES,
-        "max_negatives": n_max,
-        "mean_negatives": float(sum(len(r.get("negative_ids") or []) for r in recs) / len(recs)) if recs else 0.0,
-        **{f"{c}_records": int(df[c].notna().sum()) for c in problems}})
+    return gx_check(
+        df,
+        [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            # one value per train question (null on records of unknown questions and on repeated records)
+            gxe.ExpectColumnMeanToBeBetween(column="has_negative", min_value=MIN_SHARE_WITH_NEGATIVES),
+            *(gxe.ExpectColumnValuesToBeNull(column=c) for c in problems),  # examples: "<query id>: <reason>"
+        ],
+        "hard_negatives",
+        extra_metadata={
+            "train_questions": len(train.queries),
+            "records": len(recs),
+            "questions_without_record": len(missing),
+            "share_with_negatives": share,
+            "min_share_with_negatives": MIN_SHARE_WITH_NEGATIVES,
+            "max_negatives": n_max,
+            "mean_negatives": float(sum(len(r.get("negative_ids") or []) for r in recs) / len(recs)) if recs else 0.0,
+            **{f"{c}_records": int(df[c].notna().sum()) for c in problems},
+        },
+    )
 
 
 def _jsonable(obj):

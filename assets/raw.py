@@ -1,6 +1,5 @@
 """``raw_documents``: the OBELICS shards in ``data/raw``, validated, with DVC's md5 as their data version."""
 
-
 import os
 
 import dagster as dg
@@ -37,30 +36,46 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
     paths = settings.paths
     profile = settings.load_profile()
     if not paths.raw.is_dir():
-        raise dg.Failure(f"no raw data folder at {paths.raw}: run `python -m nyx.data.sample --out {paths.raw}` "
-                         "for the bundled sample, or put OBELICS shards there")
-    stats = ingest_raw(paths.raw, paths.documents, paths.rejects / "raw_documents",
-                       ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels),
-                       derived_dirs=[paths.chunks, paths.synthetic_qa])
+        raise dg.Failure(
+            f"no raw data folder at {paths.raw}: run `python -m nyx.data.sample --out {paths.raw}` "
+            "for the bundled sample, or put OBELICS shards there"
+        )
+    stats = ingest_raw(
+        paths.raw,
+        paths.documents,
+        paths.rejects / "raw_documents",
+        ImageConfig(max_pixels=profile.images.max_pixels, min_pixels=profile.images.min_pixels),
+        derived_dirs=[paths.chunks, paths.synthetic_qa],
+    )
     if not stats:
         raise dg.Failure(f"no OBELICS shards (*.parquet, *.jsonl) in {paths.raw}")
-    bad_shards = [{"shard": s.shard, "file": s.file, "error": s.error, "withdrawn": s.withdrawn}
-                  for s in stats if s.error is not None]
+    bad_shards = [
+        {"shard": s.shard, "file": s.file, "error": s.error, "withdrawn": s.withdrawn}
+        for s in stats
+        if s.error is not None
+    ]
     for b in bad_shards:
         context.log.warning(f"shard {b['shard']} ({b['file']}) rejected, not ingested: {b['error']}")
         for f in b["withdrawn"]:
-            context.log.warning(f"shard {b['shard']}: withdrew {f}, made from an earlier version of the shard "
-                                "that was good (nothing downstream reads it any more)")
+            context.log.warning(
+                f"shard {b['shard']}: withdrew {f}, made from an earlier version of the shard "
+                "that was good (nothing downstream reads it any more)"
+            )
     withdrawn = [f for b in bad_shards for f in b["withdrawn"]]
     if len(bad_shards) == len(stats):
-        raise dg.Failure(f"every shard in {paths.raw} was rejected: "
-                         + "; ".join(f"{b['file']}: {b['error']}" for b in bad_shards),
-                         metadata={"rejected_shards": dg.MetadataValue.json(bad_shards),
-                                   "withdrawn_files": dg.MetadataValue.json(withdrawn)})
+        raise dg.Failure(
+            f"every shard in {paths.raw} was rejected: " + "; ".join(f"{b['file']}: {b['error']}" for b in bad_shards),
+            metadata={
+                "rejected_shards": dg.MetadataValue.json(bad_shards),
+                "withdrawn_files": dg.MetadataValue.json(withdrawn),
+            },
+        )
     md5 = dvc.md5(paths.raw)
     rejected = sum(s.rejected for s in stats)
-    context.log.info(f"{len(stats)} shards ({len(bad_shards)} rejected), {sum(s.documents for s in stats)} documents, "
-                     f"{rejected} rejected")
+    context.log.info(
+        f"{len(stats)} shards ({len(bad_shards)} rejected), {sum(s.documents for s in stats)} documents, "
+        f"{rejected} rejected"
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(md5),
         metadata={
@@ -82,13 +97,18 @@ def raw_documents(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
 
 def _table(stats) -> str:
     rows = ["| shard | documents | images | rejected | skipped (unchanged) |", "|---|---|---|---|---|"]
-    rows += [f"| {s.shard} | {s.documents} | {s.images} | "
-             f"{s.rejected if s.error is None else 'whole shard: ' + s.error.replace('|', '/')} | "
-             f"{s.skipped_unchanged} |" for s in stats]
+    rows += [
+        f"| {s.shard} | {s.documents} | {s.images} | "
+        f"{s.rejected if s.error is None else 'whole shard: ' + s.error.replace('|', '/')} | "
+        f"{s.skipped_unchanged} |"
+        for s in stats
+    ]
     return "\n".join(rows)
 
 
-@dg.asset_check(asset=raw_documents, blocking=True, description="ids unique, every document non-empty, every image resolvable")
+@dg.asset_check(
+    asset=raw_documents, blocking=True, description="ids unique, every document non-empty, every image resolvable"
+)
 def raw_documents_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     import great_expectations.expectations as gxe
     import pandas as pd
@@ -98,17 +118,24 @@ def raw_documents_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     rows = []
     for f in sorted(settings.paths.documents.glob("*.jsonl")):
         for r in iter_jsonl(f):
-            rows.append({
-                "id": r.id,
-                "n_parts": len(r.content),
-                "n_images": r.n_images,
-                "images_resolve": all(ref.startswith("data:") or os.path.isfile(ref) for ref in r.images),
-            })
+            rows.append(
+                {
+                    "id": r.id,
+                    "n_parts": len(r.content),
+                    "n_images": r.n_images,
+                    "images_resolve": all(ref.startswith("data:") or os.path.isfile(ref) for ref in r.images),
+                }
+            )
     df = pd.DataFrame(rows, columns=["id", "n_parts", "n_images", "images_resolve"])
-    return gx_check(df, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="id"),
-        gxe.ExpectColumnValuesToBeBetween(column="n_parts", min_value=1),
-        gxe.ExpectColumnValuesToBeInSet(column="images_resolve", value_set=[True]),
-    ], "raw_documents", extra_metadata={"documents": len(df), "images": int(df["n_images"].sum()) if len(df) else 0})
+    return gx_check(
+        df,
+        [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="id"),
+            gxe.ExpectColumnValuesToBeBetween(column="n_parts", min_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="images_resolve", value_set=[True]),
+        ],
+        "raw_documents",
+        extra_metadata={"documents": len(df), "images": int(df["n_images"].sum()) if len(df) else 0},
+    )

@@ -16,8 +16,9 @@ from orchestration.resources import DvcResource, NyxSettings
 DATA_ASSETS = ["raw_documents", "corpus_chunks", "synthetic_qa", "nyxqa", "hard_negatives", "training_sources"]
 
 
-def snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource, *,
-             keep: tuple[str, ...] = ()) -> dg.MaterializeResult:
+def snapshot(
+    context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource, *, keep: tuple[str, ...] = ()
+) -> dg.MaterializeResult:
     """``dvc add`` + ``dvc push`` of the data folder, recorded as this asset's snapshot in ``data.dvc``; the md5 is
     the asset's data version."""
     label = context.asset_key.to_user_string()
@@ -42,12 +43,17 @@ def snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcR
     context.log.info(f"DVC snapshot {md5} of {rel} pushed to {dvc.remote_url}; the remote holds all of it")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(md5),
-        metadata={"dvc_md5": md5, "dvc_file": f"{rel}.dvc", "remote": dvc.remote_url,
-                  "status_clean": not status, "remote_clean": snap["remote_clean"],
-                  "removed_partial_files": len(snap["removed_temps"]),
-                  "snapshots": dg.MetadataValue.json(snap["snapshots"]),
-                  "not_versioned": dg.MetadataValue.json([f"{p.as_posix()}/" for p in unversioned]),
-                  "restore": dg.MetadataValue.md(f"`git checkout REV -- {rel}.dvc && dvc checkout {rel}.dvc`")},
+        metadata={
+            "dvc_md5": md5,
+            "dvc_file": f"{rel}.dvc",
+            "remote": dvc.remote_url,
+            "status_clean": not status,
+            "remote_clean": snap["remote_clean"],
+            "removed_partial_files": len(snap["removed_temps"]),
+            "snapshots": dg.MetadataValue.json(snap["snapshots"]),
+            "not_versioned": dg.MetadataValue.json([f"{p.as_posix()}/" for p in unversioned]),
+            "restore": dg.MetadataValue.md(f"`git checkout REV -- {rel}.dvc && dvc checkout {rel}.dvc`"),
+        },
     )
 
 
@@ -76,8 +82,9 @@ def data_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings, dvc:
     pool="dvc",
     code_version="snapshot-v2",
 )
-def feedback_snapshot(context: dg.AssetExecutionContext, settings: NyxSettings,
-                      dvc: DvcResource) -> dg.MaterializeResult:
+def feedback_snapshot(
+    context: dg.AssetExecutionContext, settings: NyxSettings, dvc: DvcResource
+) -> dg.MaterializeResult:
     """`dvc add data` and `dvc push` again after `feedback_preferences` (its checks passed): the version with
     the feedback triples (`data/feedback`) Stage 2 trains on, and the `dvc.data_md5` tag of the Stage-2 run.
 

@@ -37,10 +37,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import psutil
@@ -77,7 +78,7 @@ class PeakRSS:
             time.sleep(self.interval)
 
     @contextmanager
-    def measure(self) -> Iterator["PeakRSS"]:
+    def measure(self) -> Iterator[PeakRSS]:
         self.start = self.peak = self.proc.memory_info().rss
         self._stop.clear()
         t = threading.Thread(target=self._run, daemon=True)
@@ -114,8 +115,14 @@ MODES = ("research_code", "nyx_one_at_a_time", "batched")
 KNOB_MODES = {"batched_compile": {"compile": True}, "batched_bf16": {"autocast": "bfloat16"}}
 
 
-def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | None = 1,
-                   device: str = "cpu", knobs: tuple[str, ...] | None = None) -> dict[str, Any]:
+def bench_encoding(
+    n_docs: int,
+    batch_size: int,
+    repeats: int,
+    threads: int | None = 1,
+    device: str = "cpu",
+    knobs: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     """``threads``: torch intra-op threads for every mode (``None``: torch's default, one per core).
     ``device``: where the models run (``cuda``: the profile's dtype there, bf16; the CPU side stays on the CPU).
 
@@ -139,18 +146,20 @@ def bench_encoding(n_docs: int, batch_size: int, repeats: int, threads: int | No
     tmp = Path(tempfile.mkdtemp(prefix="nyx-bench-"))
     try:
         if knobs is None:
-            from nyx.model.encoder import cpu_supports_bf16
-
             import importlib.util
+
+            from nyx.model.encoder import cpu_supports_bf16
 
             # inductor on a GPU needs triton; the GPU model is bf16 already
             can_compile = device == "cpu" or importlib.util.find_spec("triton") is not None
             knobs = (("batched_compile",) if can_compile else ()) + (
-                ("batched_bf16",) if device == "cpu" and cpu_supports_bf16() else ())
+                ("batched_bf16",) if device == "cpu" and cpu_supports_bf16() else ()
+            )
         # compile time as a first user pays it: inductor's on-disk cache starts empty
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor-cache")
-        return _bench_encoding(sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats, device,
-                               tuple(knobs))
+        return _bench_encoding(
+            sample_chunks(n_docs, tiny, tmp / "sample"), n_docs, batch_size, repeats, device, tuple(knobs)
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -183,19 +192,78 @@ def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20
 
 
 #: Kernel classes of the per-kernel breakdown, by profiler event name (self time; see :func:`kernel_breakdown`).
-KERNEL_CLASSES = ("matmul", "attention", "elementwise", "copy/index", "fused (inductor)", "other ops",
-                  "python/framework")
-_MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
-           "mkldnn::_linear_pointwise", "aten::mkldnn_linear"}
-_COPY = {"aten::copy_", "aten::cat", "aten::index_select", "aten::index_copy_", "aten::index", "aten::clone",
-         "aten::masked_scatter_", "aten::_to_copy", "aten::stack", "aten::repeat_interleave", "aten::gather",
-         "aten::scatter", "aten::index_put_", "aten::_index_put_impl_", "aten::fill_", "aten::zero_",
-         "aten::contiguous", "aten::_unsafe_index"}
-_ELEMENTWISE = {"aten::mul", "aten::add", "aten::sub", "aten::div", "aten::silu", "aten::gelu", "aten::pow",
-                "aten::rsqrt", "aten::mean", "aten::neg", "aten::cos", "aten::sin", "aten::sum", "aten::exp",
-                "aten::add_", "aten::mul_", "aten::sqrt", "aten::max", "aten::argmax", "aten::linalg_vector_norm",
-                "aten::clamp_min", "aten::where", "aten::eq", "aten::ne", "aten::lt", "aten::ge", "aten::gt",
-                "aten::bitwise_and", "aten::bitwise_not", "aten::cumsum", "aten::softmax", "aten::_softmax"}
+KERNEL_CLASSES = (
+    "matmul",
+    "attention",
+    "elementwise",
+    "copy/index",
+    "fused (inductor)",
+    "other ops",
+    "python/framework",
+)
+_MATMUL = {
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_addmm_activation",
+    "mkldnn::_linear_pointwise",
+    "aten::mkldnn_linear",
+}
+_COPY = {
+    "aten::copy_",
+    "aten::cat",
+    "aten::index_select",
+    "aten::index_copy_",
+    "aten::index",
+    "aten::clone",
+    "aten::masked_scatter_",
+    "aten::_to_copy",
+    "aten::stack",
+    "aten::repeat_interleave",
+    "aten::gather",
+    "aten::scatter",
+    "aten::index_put_",
+    "aten::_index_put_impl_",
+    "aten::fill_",
+    "aten::zero_",
+    "aten::contiguous",
+    "aten::_unsafe_index",
+}
+_ELEMENTWISE = {
+    "aten::mul",
+    "aten::add",
+    "aten::sub",
+    "aten::div",
+    "aten::silu",
+    "aten::gelu",
+    "aten::pow",
+    "aten::rsqrt",
+    "aten::mean",
+    "aten::neg",
+    "aten::cos",
+    "aten::sin",
+    "aten::sum",
+    "aten::exp",
+    "aten::add_",
+    "aten::mul_",
+    "aten::sqrt",
+    "aten::max",
+    "aten::argmax",
+    "aten::linalg_vector_norm",
+    "aten::clamp_min",
+    "aten::where",
+    "aten::eq",
+    "aten::ne",
+    "aten::lt",
+    "aten::ge",
+    "aten::gt",
+    "aten::bitwise_and",
+    "aten::bitwise_not",
+    "aten::cumsum",
+    "aten::softmax",
+    "aten::_softmax",
+}
 
 
 def _kernel_class(name: str) -> str | None:
@@ -227,8 +295,8 @@ def _op_flops(name: str, shapes: list, causal: bool) -> float:
             (b, m, k), (_, _, n) = shapes[0], shapes[1]
             return 2.0 * b * m * k * n
         if "scaled_dot_product" in name and name.startswith("aten::_"):
-            (b, h, l, d), (_, _, s_, _) = shapes[0], shapes[1]
-            return 4.0 * b * h * l * s_ * d * (0.5 if causal else 1.0)
+            (b, h, n_q, d), (_, _, s_, _) = shapes[0], shapes[1]
+            return 4.0 * b * h * n_q * s_ * d * (0.5 if causal else 1.0)
     except (ValueError, TypeError, IndexError):
         pass
     return 0.0
@@ -247,6 +315,7 @@ def kernel_breakdown(encoder: Any, batches: list[dict[str, Any]], peak_gflops: f
     scopes: list[Any] = []
     hooks = []
     if visual is not None:
+
         def enter(*_: Any) -> None:
             scopes.append(record_function("nyx::vision_tower"))
             scopes[-1].__enter__()
@@ -295,8 +364,13 @@ def kernel_breakdown(encoder: Any, batches: list[dict[str, Any]], peak_gflops: f
     for c in KERNEL_CLASSES:
         s_all = seconds[(c, "vision")] + seconds[(c, "rest")]
         f_all = flops.get((c, "vision"), 0.0) + flops.get((c, "rest"), 0.0)
-        row = {"kernel": c, "seconds": s_all, "share": s_all / wall, "vision_seconds": seconds[(c, "vision")],
-               "gflop": f_all / 1e9}
+        row = {
+            "kernel": c,
+            "seconds": s_all,
+            "share": s_all / wall,
+            "vision_seconds": seconds[(c, "vision")],
+            "gflop": f_all / 1e9,
+        }
         if f_all and s_all:
             row["gflops"] = f_all / s_all / 1e9
             row["share_of_matmul_peak"] = row["gflops"] / peak_gflops
@@ -308,12 +382,19 @@ def kernel_breakdown(encoder: Any, batches: list[dict[str, Any]], peak_gflops: f
     shape_rows = []
     for (k, n), f in sorted(shapes.items(), key=lambda kv: -kv[1]):
         g = matmul_gflops(4096, k, n, encoder.device, dtype)
-        shape_rows.append({"k": k, "n": n, "gflop": f / 1e9, "gflops_alone": g, "share_of_matmul_peak": g / peak_gflops})
+        shape_rows.append(
+            {"k": k, "n": n, "gflop": f / 1e9, "gflops_alone": g, "share_of_matmul_peak": g / peak_gflops}
+        )
     total_f = sum(r["gflop"] for r in shape_rows)
     ceiling = total_f / sum(r["gflop"] / r["gflops_alone"] for r in shape_rows) if shape_rows else 0.0
-    return {"profiled_wall_seconds": wall, "rows": rows, "matmul_shapes": shape_rows,
-            "matmul_ceiling_gflops": ceiling, "matmul_ceiling_share_of_peak": ceiling / peak_gflops,
-            "vision_share": sum(seconds[(c, "vision")] for c in KERNEL_CLASSES) / wall}
+    return {
+        "profiled_wall_seconds": wall,
+        "rows": rows,
+        "matmul_shapes": shape_rows,
+        "matmul_ceiling_gflops": ceiling,
+        "matmul_ceiling_share_of_peak": ceiling / peak_gflops,
+        "vision_share": sum(seconds[(c, "vision")] for c in KERNEL_CLASSES) / wall,
+    }
 
 
 def matmul_gflops(m: int, k: int, n: int, device: Any = "cpu", dtype: Any = None, repeats: int = 10) -> float:
@@ -338,8 +419,12 @@ def padding_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Padded token slots per real token in the language model's batches (the vision tower packs its patches)."""
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     slots = sum(int(b["attention_mask"].numel()) for b in batches)
-    return {"real_tokens": real, "padded_slots": slots - real, "padding_share": (slots - real) / real,
-            "image_patches": sum(int(b["pixel_values"].shape[0]) for b in batches if "pixel_values" in b)}
+    return {
+        "real_tokens": real,
+        "padded_slots": slots - real,
+        "padding_share": (slots - real) / real,
+        "image_patches": sum(int(b["pixel_values"].shape[0]) for b in batches if "pixel_values" in b),
+    }
 
 
 class ResearchCodeEncoder:
@@ -401,8 +486,9 @@ def _phases(cpu_side: Any, model_side: Any, device: Any, gflop: float | None = N
     return {"cpu_side_seconds": cpu_s, "model_seconds": model_s, "model_gflop": gflop}
 
 
-def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats: int,
-                    device: str = "cpu", knobs: tuple[str, ...] = ()) -> dict[str, Any]:
+def _bench_encoding(
+    records: list[Record], n_docs: int, batch_size: int, repeats: int, device: str = "cpu", knobs: tuple[str, ...] = ()
+) -> dict[str, Any]:
     import torch
 
     from nyx.model.encoder import EncodeBatch, NyxEncoder
@@ -417,8 +503,7 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
     knob_encoders: dict[str, Any] = {}
     setup_s: dict[str, float] = {}
     for name in knobs:
-        knob_encoders[name] = NyxEncoder.from_pretrained("tiny", device=device, show_progress=False,
-                                                         **KNOB_MODES[name])
+        knob_encoders[name] = NyxEncoder.from_pretrained("tiny", device=device, show_progress=False, **KNOB_MODES[name])
         t0 = time.perf_counter()
         knob_encoders[name].encode_documents(records[:2], batch_size=2)
         setup_s[name] = time.perf_counter() - t0 - eager_warmup_s
@@ -434,11 +519,16 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
     def nyx_batches(bs: int) -> list[dict[str, Any]]:
         return [item.inputs for item in encoder.iter_batches(records, False, bs) if isinstance(item, EncodeBatch)]
 
-    modes = {"research_code": lambda: research.encode(records), "nyx_one_at_a_time": nyx_one_at_a_time,
-             "batched": batched}
-    phases = {"research_code": (lambda: [research.inputs(r) for r in records], research.embed),
-              "nyx_one_at_a_time": (lambda: nyx_batches(1), encoder.embed),
-              "batched": (lambda: nyx_batches(batch_size), encoder.embed)}
+    modes = {
+        "research_code": lambda: research.encode(records),
+        "nyx_one_at_a_time": nyx_one_at_a_time,
+        "batched": batched,
+    }
+    phases = {
+        "research_code": (lambda: [research.inputs(r) for r in records], research.embed),
+        "nyx_one_at_a_time": (lambda: nyx_batches(1), encoder.embed),
+        "batched": (lambda: nyx_batches(batch_size), encoder.embed),
+    }
     for name, enc_k in knob_encoders.items():
         modes[name] = lambda e=enc_k: e.encode_documents(records, batch_size=batch_size)
         phases[name] = (lambda: nyx_batches(batch_size), enc_k.embed)
@@ -459,8 +549,11 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         peaks[name] = mem.delta_mb
     dtype = encoder.module.vl_model().dtype
     peak_gflops = matmul_peak_gflops(encoder.device, dtype)
-    bf16_peak = (matmul_peak_gflops(encoder.device, torch.bfloat16)
-                 if "batched_bf16" in knobs and dtype != torch.bfloat16 else None)
+    bf16_peak = (
+        matmul_peak_gflops(encoder.device, torch.bfloat16)
+        if "batched_bf16" in knobs and dtype != torch.bfloat16
+        else None
+    )
     n = len(records)
     batch_inputs = nyx_batches(batch_size)
     result: dict[str, Any] = {
@@ -483,12 +576,15 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         "matmul_peak_gflops_bf16": bf16_peak,
         "knobs": {name: KNOB_MODES[name] for name in knobs},
         "max_abs_diff_vs_batched": {m: float(np.abs(outputs[m] - outputs["batched"]).max()) for m in all_modes},
-        "min_cosine_vs_batched": {m: float((outputs[m].astype(np.float64) * outputs["batched"]).sum(1).min())
-                                  for m in all_modes},
+        "min_cosine_vs_batched": {
+            m: float((outputs[m].astype(np.float64) * outputs["batched"]).sum(1).min()) for m in all_modes
+        },
         "padding": padding_stats(batch_inputs),
         # per kernel class, for today's batched path and each knob (same inputs, one profiled pass each)
-        "kernel_breakdown": {m: kernel_breakdown(encoder if m == "batched" else knob_encoders[m], batch_inputs,
-                                                 peak_gflops) for m in ("batched",) + tuple(knobs)},
+        "kernel_breakdown": {
+            m: kernel_breakdown(encoder if m == "batched" else knob_encoders[m], batch_inputs, peak_gflops)
+            for m in ("batched",) + tuple(knobs)
+        },
     }
     for name in all_modes:
         # The first pass is "cold": oneDNN builds a kernel for every new input shape, and one-at-a-time
@@ -497,19 +593,25 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         warm = times[name][1:] or times[name]
         med = statistics.median(warm)
         cpu_med = statistics.median(cpu[name][1:] or cpu[name])
-        ph = _phases(*phases[name], encoder.device,
-                     gflop=result["batched"]["model_gflop"] if name in knobs else None)
-        result[name] = {"seconds_median": med, "seconds_all": times[name], "docs_per_s": n / med,
-                        "docs_per_s_cold": n / times[name][0],
-                        "cpu_seconds_median": cpu_med, "docs_per_cpu_s": n / cpu_med,
-                        "peak_rss_delta_mb": peaks[name], **ph,
-                        "model_gflops": ph["model_gflop"] / ph["model_seconds"],
-                        "model_share_of_matmul_peak": ph["model_gflop"] / ph["model_seconds"] / peak_gflops}
+        ph = _phases(*phases[name], encoder.device, gflop=result["batched"]["model_gflop"] if name in knobs else None)
+        result[name] = {
+            "seconds_median": med,
+            "seconds_all": times[name],
+            "docs_per_s": n / med,
+            "docs_per_s_cold": n / times[name][0],
+            "cpu_seconds_median": cpu_med,
+            "docs_per_cpu_s": n / cpu_med,
+            "peak_rss_delta_mb": peaks[name],
+            **ph,
+            "model_gflops": ph["model_gflop"] / ph["model_seconds"],
+            "model_share_of_matmul_peak": ph["model_gflop"] / ph["model_seconds"] / peak_gflops,
+        }
         if name in knobs:
             result[name]["setup_seconds"] = setup_s[name]  # compile: the compilation (cold inductor cache)
             result[name]["speedup_vs_batched"] = {
                 "wall": result[name]["docs_per_s"] / result["batched"]["docs_per_s"],
-                "model_only": result["batched"]["model_seconds"] / result[name]["model_seconds"]}
+                "model_only": result["batched"]["model_seconds"] / result[name]["model_seconds"],
+            }
             if name == "batched_bf16" and bf16_peak:
                 result[name]["model_share_of_bf16_matmul_peak"] = result[name]["model_gflops"] / bf16_peak
     batched_s = result["batched"]
@@ -525,8 +627,9 @@ def _bench_encoding(records: list[Record], n_docs: int, batch_size: int, repeats
         }
     # What no batching can beat here: the batched model pass at this CPU's full matmul speed, with the CPU
     # side entirely hidden behind it.
-    result["speedup_ceiling_vs_research_code"] = (result["research_code"]["seconds_median"]
-                                                  / (batched_s["model_gflop"] / peak_gflops))
+    result["speedup_ceiling_vs_research_code"] = result["research_code"]["seconds_median"] / (
+        batched_s["model_gflop"] / peak_gflops
+    )
     # The issue's definition: (a) the research code's way, one document per forward pass, vs (b) batched.
     result["speedup"] = result["speedup_vs_research_code"]["wall"]
     result["target_speedup"] = TARGET_BATCH_SPEEDUP
@@ -568,12 +671,18 @@ def compare(result, want_idx: np.ndarray, want_scores: np.ndarray, doc_ids: list
             ties += 1
         else:
             mismatches += 1
-    return {"equal": mismatches == 0 and max_diff <= tol, "mismatched_queries": mismatches,
-            "tie_swaps": ties, "max_abs_score_diff": max_diff, "tolerance": tol}
+    return {
+        "equal": mismatches == 0 and max_diff <= tol,
+        "mismatched_queries": mismatches,
+        "tie_swaps": ties,
+        "max_abs_score_diff": max_diff,
+        "tolerance": tol,
+    }
 
 
-def bench_search(sizes: list[int], dims: list[int], n_queries: int, n_single: int, k: int, seed: int,
-                 batch_repeats: int = 5) -> list[dict]:
+def bench_search(
+    sizes: list[int], dims: list[int], n_queries: int, n_single: int, k: int, seed: int, batch_repeats: int = 5
+) -> list[dict]:
     """Latency per dimension. Batched figures are the best of ``batch_repeats`` runs, single-query figures
     the median (and minimum) of ``n_single`` queries: on a shared machine the minimum is the least disturbed."""
     rows = []
@@ -602,14 +711,19 @@ def bench_search(sizes: list[int], dims: list[int], n_queries: int, n_single: in
                 result = index.search(queries, k=k, dim=dim)
                 batch_ms.append((time.perf_counter() - t0) * 1000 / n_queries)
             want_idx, want_scores = exact_search(index.vectors, queries, dim, k)
-            rows.append({
-                "n": n, "dim": dim, "build_s": build_s,
-                "single_query_ms_median": statistics.median(single),
-                "single_query_ms_min": min(single),
-                "batched_ms_per_query": min(batch_ms),
-                "n_queries": n_queries, "k": k,
-                "exact_check": compare(result, want_idx, want_scores, index.doc_ids, dim),
-            })
+            rows.append(
+                {
+                    "n": n,
+                    "dim": dim,
+                    "build_s": build_s,
+                    "single_query_ms_median": statistics.median(single),
+                    "single_query_ms_min": min(single),
+                    "batched_ms_per_query": min(batch_ms),
+                    "n_queries": n_queries,
+                    "k": k,
+                    "exact_check": compare(result, want_idx, want_scores, index.doc_ids, dim),
+                }
+            )
         del index
     return rows
 
@@ -621,10 +735,17 @@ def dim_speedups(rows: list[dict], dims: list[int]) -> dict[str, Any]:
     single = at[big]["single_query_ms_median"] / at[small]["single_query_ms_median"]
     single_min = at[big]["single_query_ms_min"] / at[small]["single_query_ms_min"]
     batched = at[big]["batched_ms_per_query"] / at[small]["batched_ms_per_query"]
-    return {"n": n, "from_dim": big, "to_dim": small, "single_query": single, "single_query_min": single_min,
-            "batched": batched,
-            "target": TARGET_DIM_SPEEDUP, "meets_target_single": single >= TARGET_DIM_SPEEDUP,
-            "meets_target_batched": batched >= TARGET_DIM_SPEEDUP}
+    return {
+        "n": n,
+        "from_dim": big,
+        "to_dim": small,
+        "single_query": single,
+        "single_query_min": single_min,
+        "batched": batched,
+        "target": TARGET_DIM_SPEEDUP,
+        "meets_target_single": single >= TARGET_DIM_SPEEDUP,
+        "meets_target_batched": batched >= TARGET_DIM_SPEEDUP,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -632,73 +753,135 @@ def dim_speedups(rows: list[dict], dims: list[int]) -> dict[str, Any]:
 
 def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str, Any] | None) -> None:
     if enc is not None:
-        t = Table(title=f"Encoding: {enc['inputs']['n_records']} sample chunks "
-                        f"({enc['inputs']['n_images']} images), tiny model on {enc['device']} ({enc['dtype']}), "
-                        f"{enc['torch_threads']} torch thread(s); "
-                        f"prefetch {enc['prefetch_batches']} batches; cold = first pass, warm = median of the other {enc['repeats'] - 1}")
-        for c in ("mode", "docs/s warm", "docs/s cold", "warm s", "docs/CPU-s", "CPU side s", "model s",
-                  "model GFLOP/s", "% matmul peak", "peak RSS +MB", "max |Δ| vs batched"):
+        t = Table(
+            title=f"Encoding: {enc['inputs']['n_records']} sample chunks "
+            f"({enc['inputs']['n_images']} images), tiny model on {enc['device']} ({enc['dtype']}), "
+            f"{enc['torch_threads']} torch thread(s); "
+            f"prefetch {enc['prefetch_batches']} batches; cold = first pass, warm = median of the other {enc['repeats'] - 1}"  # noqa: E501
+        )
+        for c in (
+            "mode",
+            "docs/s warm",
+            "docs/s cold",
+            "warm s",
+            "docs/CPU-s",
+            "CPU side s",
+            "model s",
+            "model GFLOP/s",
+            "% matmul peak",
+            "peak RSS +MB",
+            "max |Δ| vs batched",
+        ):
             t.add_column(c, justify="right")
-        labels = {"research_code": "research code, 1/pass",
-                  "nyx_one_at_a_time": "Nyx, 1/pass",
-                  "batched": f"Nyx, batch {enc['batch_size']}",
-                  "batched_compile": f"Nyx, batch {enc['batch_size']}, compile",
-                  "batched_bf16": f"Nyx, batch {enc['batch_size']}, bf16 autocast"}
+        labels = {
+            "research_code": "research code, 1/pass",
+            "nyx_one_at_a_time": "Nyx, 1/pass",
+            "batched": f"Nyx, batch {enc['batch_size']}",
+            "batched_compile": f"Nyx, batch {enc['batch_size']}, compile",
+            "batched_bf16": f"Nyx, batch {enc['batch_size']}, bf16 autocast",
+        }
         knobs = tuple(enc.get("knobs", {}))
         for name in MODES + knobs:
             e = enc[name]
-            t.add_row(labels[name], f"{e['docs_per_s']:.1f}", f"{e['docs_per_s_cold']:.1f}",
-                      f"{e['seconds_median']:.2f}", f"{e['docs_per_cpu_s']:.1f}", f"{e['cpu_side_seconds']:.2f}",
-                      f"{e['model_seconds']:.2f}", f"{e['model_gflops']:.1f}",
-                      f"{100 * e['model_share_of_matmul_peak']:.0f}%", f"{e['peak_rss_delta_mb']:.0f}",
-                      f"{enc['max_abs_diff_vs_batched'][name]:.1e}")
+            t.add_row(
+                labels[name],
+                f"{e['docs_per_s']:.1f}",
+                f"{e['docs_per_s_cold']:.1f}",
+                f"{e['seconds_median']:.2f}",
+                f"{e['docs_per_cpu_s']:.1f}",
+                f"{e['cpu_side_seconds']:.2f}",
+                f"{e['model_seconds']:.2f}",
+                f"{e['model_gflops']:.1f}",
+                f"{100 * e['model_share_of_matmul_peak']:.0f}%",
+                f"{e['peak_rss_delta_mb']:.0f}",
+                f"{enc['max_abs_diff_vs_batched'][name]:.1e}",
+            )
         console.print(t)
         for name in knobs:
             e = enc[name]
-            extra = (f"; {100 * e['model_share_of_bf16_matmul_peak']:.0f}% of the bf16 matmul peak "
-                     f"({enc['matmul_peak_gflops_bf16']:.0f} GFLOP/s)" if e.get("model_share_of_bf16_matmul_peak") else "")
-            console.print(f"{labels[name]}: {e['speedup_vs_batched']['wall']:.2f}x the batched docs/s, model alone "
-                          f"{e['speedup_vs_batched']['model_only']:.2f}x; setup {e['setup_seconds']:.1f} s; "
-                          f"min cosine to batched float32 {enc['min_cosine_vs_batched'][name]:.6f}{extra}")
+            extra = (
+                f"; {100 * e['model_share_of_bf16_matmul_peak']:.0f}% of the bf16 matmul peak "
+                f"({enc['matmul_peak_gflops_bf16']:.0f} GFLOP/s)"
+                if e.get("model_share_of_bf16_matmul_peak")
+                else ""
+            )
+            console.print(
+                f"{labels[name]}: {e['speedup_vs_batched']['wall']:.2f}x the batched docs/s, model alone "
+                f"{e['speedup_vs_batched']['model_only']:.2f}x; setup {e['setup_seconds']:.1f} s; "
+                f"min cosine to batched float32 {enc['min_cosine_vs_batched'][name]:.6f}{extra}"
+            )
         pad = enc["padding"]
-        console.print(f"padding: {pad['padded_slots']:,} padded slots for {pad['real_tokens']:,} real tokens "
-                      f"({100 * pad['padding_share']:.1f}%) in the batch-{enc['batch_size']} language-model inputs; "
-                      f"{pad['image_patches']:,} image patches, packed (no padding) in the vision tower")
+        console.print(
+            f"padding: {pad['padded_slots']:,} padded slots for {pad['real_tokens']:,} real tokens "
+            f"({100 * pad['padding_share']:.1f}%) in the batch-{enc['batch_size']} language-model inputs; "
+            f"{pad['image_patches']:,} image patches, packed (no padding) in the vision tower"
+        )
         peak = enc["matmul_peak_gflops"]
         for mode, kb in enc["kernel_breakdown"].items():
-            kt = Table(title=f"Per kernel class, {labels[mode]} (one profiled pass, {kb['profiled_wall_seconds']:.2f} s; "
-                             f"vision tower {100 * kb['vision_share']:.0f}% of it); % of the {peak:.0f} GFLOP/s matmul peak")
+            kt = Table(
+                title=f"Per kernel class, {labels[mode]} (one profiled pass, {kb['profiled_wall_seconds']:.2f} s; "
+                f"vision tower {100 * kb['vision_share']:.0f}% of it); % of the {peak:.0f} GFLOP/s matmul peak"
+            )
             for c in ("kernel", "s", "% of pass", "of which vision s", "GFLOP", "GFLOP/s", "% matmul peak"):
                 kt.add_column(c, justify="right")
             for r in kb["rows"]:
-                kt.add_row(r["kernel"], f"{r['seconds']:.2f}", f"{100 * r['share']:.0f}%", f"{r['vision_seconds']:.2f}",
-                           f"{r['gflop']:.1f}" if r["gflop"] else "", f"{r['gflops']:.0f}" if "gflops" in r else "",
-                           f"{100 * r['share_of_matmul_peak']:.0f}%" if "gflops" in r else "")
+                kt.add_row(
+                    r["kernel"],
+                    f"{r['seconds']:.2f}",
+                    f"{100 * r['share']:.0f}%",
+                    f"{r['vision_seconds']:.2f}",
+                    f"{r['gflop']:.1f}" if r["gflop"] else "",
+                    f"{r['gflops']:.0f}" if "gflops" in r else "",
+                    f"{100 * r['share_of_matmul_peak']:.0f}%" if "gflops" in r else "",
+                )
             console.print(kt)
-            console.print("  matmul alone at the model's own shapes (M=4096): " + ", ".join(
-                f"{r['k']}x{r['n']} {100 * r['share_of_matmul_peak']:.0f}%" for r in kb["matmul_shapes"][:6])
-                + f"; FLOP-weighted ceiling {100 * kb['matmul_ceiling_share_of_peak']:.0f}% of peak")
+            console.print(
+                "  matmul alone at the model's own shapes (M=4096): "
+                + ", ".join(
+                    f"{r['k']}x{r['n']} {100 * r['share_of_matmul_peak']:.0f}%" for r in kb["matmul_shapes"][:6]
+                )
+                + f"; FLOP-weighted ceiling {100 * kb['matmul_ceiling_share_of_peak']:.0f}% of peak"
+            )
         ok = "meets" if enc["meets_target"] else "MISSES"
         for base, label in (("research_code", "the research code's way"), ("nyx_one_at_a_time", "Nyx at 1 doc/pass")):
             sp = enc[f"speedup_vs_{base}"]
-            console.print(f"batched vs {label}: {sp['wall']:.1f}x warm wall-clock, {sp['cold']:.1f}x cold, "
-                          f"{sp['cpu_time']:.1f}x CPU time; model alone {sp['model_only']:.1f}x, "
-                          f"CPU side alone {sp['cpu_side_only']:.1f}x")
-        console.print(f"target: {TARGET_BATCH_SPEEDUP:.0f}x vs the research code's way -> {enc['speedup']:.1f}x "
-                      f"({ok}); ceiling here (batched model FLOPs at the measured "
-                      f"{enc['matmul_peak_gflops']:.0f} GFLOP/s matmul peak, CPU side fully hidden): "
-                      f"{enc['speedup_ceiling_vs_research_code']:.1f}x")
+            console.print(
+                f"batched vs {label}: {sp['wall']:.1f}x warm wall-clock, {sp['cold']:.1f}x cold, "
+                f"{sp['cpu_time']:.1f}x CPU time; model alone {sp['model_only']:.1f}x, "
+                f"CPU side alone {sp['cpu_side_only']:.1f}x"
+            )
+        console.print(
+            f"target: {TARGET_BATCH_SPEEDUP:.0f}x vs the research code's way -> {enc['speedup']:.1f}x "
+            f"({ok}); ceiling here (batched model FLOPs at the measured "
+            f"{enc['matmul_peak_gflops']:.0f} GFLOP/s matmul peak, CPU side fully hidden): "
+            f"{enc['speedup_ceiling_vs_research_code']:.1f}x"
+        )
     if speed is None:
         return
     t = Table(title="Search: flat inner-product index over random unit vectors, per Matryoshka dimension")
-    for c in ("docs", "dim", "build s", "1 query ms median", "1 query ms min", "batched ms/query",
-              "= numpy exact", "max |Δscore|"):
+    for c in (
+        "docs",
+        "dim",
+        "build s",
+        "1 query ms median",
+        "1 query ms min",
+        "batched ms/query",
+        "= numpy exact",
+        "max |Δscore|",
+    ):
         t.add_column(c, justify="right")
     for r in search:
         chk = r["exact_check"]
-        t.add_row(f"{r['n']:,}", str(r["dim"]), f"{r['build_s']:.2f}", f"{r['single_query_ms_median']:.3f}",
-                  f"{r['single_query_ms_min']:.3f}", f"{r['batched_ms_per_query']:.3f}",
-                  "yes" if chk["equal"] else f"NO ({chk['mismatched_queries']})", f"{chk['max_abs_score_diff']:.1e}")
+        t.add_row(
+            f"{r['n']:,}",
+            str(r["dim"]),
+            f"{r['build_s']:.2f}",
+            f"{r['single_query_ms_median']:.3f}",
+            f"{r['single_query_ms_min']:.3f}",
+            f"{r['batched_ms_per_query']:.3f}",
+            "yes" if chk["equal"] else f"NO ({chk['mismatched_queries']})",
+            f"{chk['max_abs_score_diff']:.1e}",
+        )
     console.print(t)
     console.print(
         f"{speed['to_dim']} vs {speed['from_dim']} dims at {speed['n']:,} docs: "
@@ -710,21 +893,29 @@ def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-docs", type=int, default=300,
-                    help="sample documents to chunk and encode (300: the bundled sample)")
+    ap.add_argument(
+        "--n-docs", type=int, default=300, help="sample documents to chunk and encode (300: the bundled sample)"
+    )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="where the encoding benchmark runs the models (cpu, cuda)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for the encoding benchmark, both modes (0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the encoding benchmark, both modes (0: torch's default)",
+    )
     ap.add_argument("--sizes", default="10000,100000", help="corpus sizes for the search benchmark")
     ap.add_argument("--dims", default="2048,1024,512,256")
     ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
     ap.add_argument("--single", type=int, default=32, help="single-query searches timed per dim")
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--knobs", default=None,
-                    help=f"comma-separated extra batched modes ({', '.join(KNOB_MODES)}; 'none'); default: compile, "
-                         "and bf16 where the CPU has native bf16")
+    ap.add_argument(
+        "--knobs",
+        default=None,
+        help=f"comma-separated extra batched modes ({', '.join(KNOB_MODES)}; 'none'); default: compile, "
+        "and bf16 where the CPU has native bf16",
+    )
     ap.add_argument("--skip-encoding", action="store_true")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -742,19 +933,26 @@ def main(argv: list[str] | None = None) -> int:
     knobs = None if args.knobs is None else tuple(k for k in args.knobs.split(",") if k and k != "none")
     if knobs and set(knobs) - set(KNOB_MODES):
         ap.error(f"unknown --knobs {sorted(set(knobs) - set(KNOB_MODES))}; choose from {list(KNOB_MODES)}")
-    enc = None if args.skip_encoding else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads,
-                                                             args.device, knobs)
+    enc = (
+        None
+        if args.skip_encoding
+        else bench_encoding(args.n_docs, args.batch_size, args.repeats, threads, args.device, knobs)
+    )
     search = [] if args.skip_search else bench_search(sizes, dims, args.queries, args.single, args.k, seed=0)
     speed = dim_speedups(search, dims) if search else None
     print_report(enc, search, speed)
     report = {
         "benchmark": "encode_search",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "nyx_version": nyx_version(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "faiss_threads": __import__("faiss").omp_get_max_threads(),
-                    "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "faiss_threads": __import__("faiss").omp_get_max_threads(),
+            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "load_average_at_end": os.getloadavg(),
+        },
         "encoding": enc,
         "search": search,
         "dim_speedup": speed,

@@ -28,18 +28,28 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1, "epochs": 1,
-         "max_length": 256}
-OVERRIDES = {"nyxqa": {"dev_per_group": 3, "test_per_group": 4}, "miner": {"retriever": "bm25"},
-             # Stage 2 for two whole epochs: stage2_loss_not_rising then compares the same examples (epoch 1 vs 2);
-             # with 0.6 epoch it compares one batch with another, whose difficulty moves the loss more than six steps
-             # of training (3.9 -> 4.7 on this corpus once images reached training shrunk instead of dropped)
-             "stage1": {"train": TRAIN}, "stage2": {"train": {**TRAIN, "epochs": 2, "max_steps": 200}},
-             "feedback": {"top_k": 5},
-             "eval": {"baselines": ["bm25"]},
-             # recovery is measured here, not model quality: a retrained challenger is promoted even if no better,
-             # so that one fault's retraining does not fail the gate for all that follow
-             "promotion": {"gate_metrics": {"ndcg@10": -1.0, "recall@10": -1.0}}}
+TRAIN = {
+    "per_device_batch_size": 8,
+    "max_steps": 6,
+    "save_steps": 3,
+    "logging_steps": 1,
+    "epochs": 1,
+    "max_length": 256,
+}
+OVERRIDES = {
+    "nyxqa": {"dev_per_group": 3, "test_per_group": 4},
+    "miner": {"retriever": "bm25"},
+    # Stage 2 for two whole epochs: stage2_loss_not_rising then compares the same examples (epoch 1 vs 2);
+    # with 0.6 epoch it compares one batch with another, whose difficulty moves the loss more than six steps
+    # of training (3.9 -> 4.7 on this corpus once images reached training shrunk instead of dropped)
+    "stage1": {"train": TRAIN},
+    "stage2": {"train": {**TRAIN, "epochs": 2, "max_steps": 200}},
+    "feedback": {"top_k": 5},
+    "eval": {"baselines": ["bm25"]},
+    # recovery is measured here, not model quality: a retrained challenger is promoted even if no better,
+    # so that one fault's retraining does not fail the gate for all that follow
+    "promotion": {"gate_metrics": {"ndcg@10": -1.0, "recall@10": -1.0}},
+}
 LONG = json.loads(json.dumps(OVERRIDES))
 LONG["stage1"]["train"].update(max_steps=30, save_steps=2, epochs=20)
 
@@ -65,14 +75,28 @@ class Scratch:
 
     def env(self, overrides: dict[str, Any] = OVERRIDES) -> dict[str, str]:
         r = self.root
-        return {**os.environ, "NYX_DATA_DIR": str(r / "data"), "NYX_REPO_DIR": str(r),
-                "NYX_DVC_REMOTE": str(r / "remote"), "DAGSTER_HOME": str(r / "dh"),
-                "MLFLOW_TRACKING_URI": f"sqlite:///{r}/mlflow.db", "NYX_PROFILE": "sample",
-                "NYX_PROFILE_OVERRIDES": json.dumps(overrides), "OMP_NUM_THREADS": "1"}
+        return {
+            **os.environ,
+            "NYX_DATA_DIR": str(r / "data"),
+            "NYX_REPO_DIR": str(r),
+            "NYX_DVC_REMOTE": str(r / "remote"),
+            "DAGSTER_HOME": str(r / "dh"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{r}/mlflow.db",
+            "NYX_PROFILE": "sample",
+            "NYX_PROFILE_OVERRIDES": json.dumps(overrides),
+            "OMP_NUM_THREADS": "1",
+        }
 
     def start(self, overrides: dict[str, Any] = OVERRIDES) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, *PIPELINES[self.pipeline]], cwd=REPO, env=self.env(overrides),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *PIPELINES[self.pipeline]],
+            cwd=REPO,
+            env=self.env(overrides),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     def run(self, overrides: dict[str, Any] = OVERRIDES) -> tuple[int, str, float]:
         t0 = time.time()
@@ -154,11 +178,14 @@ def fault_killed_run(s: Scratch) -> dict[str, Any]:
     steps = [m.step for m in s.client().get_metric_history(run_id, "loss")]
     ok = rc == 0 and state["mlflow_run_id"] == run_id and len(steps) == len(set(steps)) and max(steps) == 40
     LONG["stage1"]["train"]["max_steps"] = 40  # the later faults start from this finished run
-    return {"saw": _lines(out, "cleaned:") or "no stale run reported",
-            "recovered": ok, "lost": "none" if ok else f"rc={rc}, steps logged {len(steps)} ({len(set(steps))} "
-                                                             "distinct)",
-            "seconds": secs, "detail": f"resumed from step {state['summary'].get('resumed_from_step')}, "
-                                       f"{len(steps)} loss steps logged once each"}
+    return {
+        "saw": _lines(out, "cleaned:") or "no stale run reported",
+        "recovered": ok,
+        "lost": "none" if ok else f"rc={rc}, steps logged {len(steps)} ({len(set(steps))} distinct)",
+        "seconds": secs,
+        "detail": f"resumed from step {state['summary'].get('resumed_from_step')}, "
+        f"{len(steps)} loss steps logged once each",
+    }
 
 
 def fault_second_make_run(s: Scratch) -> dict[str, Any]:
@@ -166,14 +193,23 @@ def fault_second_make_run(s: Scratch) -> dict[str, Any]:
     time.sleep(5)
     rc, out, secs = s.run(LONG)
     first_out, _ = first.communicate(timeout=1800)
-    return {"saw": _lines(out, "already running") or out[-160:], "recovered": rc == 3 and first.returncode == 0,
-            "lost": "none" if first.returncode == 0 else "the first run failed", "seconds": secs}
+    return {
+        "saw": _lines(out, "already running") or out[-160:],
+        "recovered": rc == 3 and first.returncode == 0,
+        "lost": "none" if first.returncode == 0 else "the first run failed",
+        "seconds": secs,
+    }
 
 
 def fault_rerun_unchanged(s: Scratch, first_run_s: float) -> dict[str, Any]:
     rc, out, secs = s.run(LONG)
-    return {"saw": _lines(out, "unchanged") or out[-160:], "recovered": rc == 0, "lost": "none",
-            "seconds": secs, "detail": f"{secs / first_run_s:.2f} of the first run's time"}
+    return {
+        "saw": _lines(out, "unchanged") or out[-160:],
+        "recovered": rc == 0,
+        "lost": "none",
+        "seconds": secs,
+        "detail": f"{secs / first_run_s:.2f} of the first run's time",
+    }
 
 
 def fault_zeroed_weights(s: Scratch) -> dict[str, Any]:
@@ -185,10 +221,13 @@ def fault_zeroed_weights(s: Scratch) -> dict[str, Any]:
     from nyx.utils.integrity import is_verified
 
     ok = rc == 0 and is_verified(s.stage1 / "final")[0]
-    return {"saw": _lines(out, "failed verification") or out[-160:], "recovered": ok,
-            "lost": "none (retrained from the last checkpoint that verifies)" if ok else f"rc={rc}",
-            "seconds": secs,
-            "detail": f"registered versions {before} -> {len(s.client().search_model_versions(query))}"}
+    return {
+        "saw": _lines(out, "failed verification") or out[-160:],
+        "recovered": ok,
+        "lost": "none (retrained from the last checkpoint that verifies)" if ok else f"rc={rc}",
+        "seconds": secs,
+        "detail": f"registered versions {before} -> {len(s.client().search_model_versions(query))}",
+    }
 
 
 def fault_truncated_shard(s: Scratch) -> dict[str, Any]:
@@ -209,12 +248,25 @@ def fault_truncated_shard(s: Scratch) -> dict[str, Any]:
     rc2, _, secs = s.run(LONG)
     back = all(f.is_file() for f in derived)
     ok = rc2 == 0 and good and not left and back
-    lost = ("none (the other shards were ingested; the bad one named in rejects/)" if good and back
-            else "good shards" if not good else "the repaired shard's outputs")
-    return {"saw": saw, "recovered": ok, "lost": lost, "seconds": secs,
-            "detail": f"run with the bad shard: exit {rc} ({partitions or 'only its partition failed'}); "
-                      + (f"{len(stale)} stale file(s) of its good version withdrawn" if not left
-                         else f"stale files left: {', '.join(left)}")}
+    lost = (
+        "none (the other shards were ingested; the bad one named in rejects/)"
+        if good and back
+        else "good shards"
+        if not good
+        else "the repaired shard's outputs"
+    )
+    return {
+        "saw": saw,
+        "recovered": ok,
+        "lost": lost,
+        "seconds": secs,
+        "detail": f"run with the bad shard: exit {rc} ({partitions or 'only its partition failed'}); "
+        + (
+            f"{len(stale)} stale file(s) of its good version withdrawn"
+            if not left
+            else f"stale files left: {', '.join(left)}"
+        ),
+    }
 
 
 def fault_killed_dvc_push(s: Scratch) -> dict[str, Any]:
@@ -239,21 +291,26 @@ def fault_killed_dvc_push(s: Scratch) -> dict[str, Any]:
     missing = len(repo.cloud_status("data"))
     rc, out, secs = s.run(LONG)
     clean = repo.cloud_status("data") == {}
-    return {"saw": f"remote lacked {missing} output(s); " + (_lines(out, "partial file") or ""),
-            "recovered": rc == 0 and clean and not list((s.root / "remote").rglob(".*.tmp")),
-            "lost": "none" if clean else "objects missing on the remote", "seconds": secs, "detail": how}
+    return {
+        "saw": f"remote lacked {missing} output(s); " + (_lines(out, "partial file") or ""),
+        "recovered": rc == 0 and clean and not list((s.root / "remote").rglob(".*.tmp")),
+        "lost": "none" if clean else "objects missing on the remote",
+        "seconds": secs,
+        "detail": how,
+    }
 
 
 #: key -> (what the table calls it, the fault, the pipelines it can be injected into); in the order they run
 FAULTS: dict[str, tuple[str, Any, frozenset[str]]] = {
-    "killed-run": ("make run killed (SIGKILL) while Stage 1 trains, run again", fault_killed_run,
-                   frozenset({"full"})),
+    "killed-run": ("make run killed (SIGKILL) while Stage 1 trains, run again", fault_killed_run, frozenset({"full"})),
     "second-run": ("two make run at once", fault_second_make_run, frozenset({"full"})),
-    "rerun-unchanged": ("make run again, nothing changed", lambda sc: fault_rerun_unchanged(sc, sc.first_run_s),
-                        frozenset({"full"})),
+    "rerun-unchanged": (
+        "make run again, nothing changed",
+        lambda sc: fault_rerun_unchanged(sc, sc.first_run_s),
+        frozenset({"full"}),
+    ),
     "zeroed-weights": ("Stage-1 weights zeroed (same size)", fault_zeroed_weights, frozenset({"full"})),
-    "truncated-shard": ("one truncated Parquet shard in data/raw", fault_truncated_shard,
-                        frozenset({"full", "data"})),
+    "truncated-shard": ("one truncated Parquet shard in data/raw", fault_truncated_shard, frozenset({"full", "data"})),
     "killed-dvc-push": ("dvc push killed mid-way", fault_killed_dvc_push, frozenset({"full"})),
 }
 
@@ -261,14 +318,17 @@ FAULTS: dict[str, tuple[str, Any, frozenset[str]]] = {
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of ``rows`` (``fault``, ``saw``, optional ``detail``, ``recovered``, ``lost``,
     ``seconds``), as printed and as kept in docs/operations.md; a ``|`` in a cell is written ``/``."""
+
     def cell(x: Any) -> str:
         return str(x).replace("|", "/").replace("\n", " ")
 
     lines = ["| fault | what the operator saw | recovered | data lost | time to recover |", "|---|---|---|---|---|"]
     for r in rows:
         saw = r["saw"] + (f" ({r['detail']})" if r.get("detail") else "")
-        lines.append(f"| {cell(r['fault'])} | {cell(saw)} | {'yes' if r['recovered'] else 'no'} | {cell(r['lost'])} "
-                     f"| {r['seconds']:.0f} s |")
+        lines.append(
+            f"| {cell(r['fault'])} | {cell(saw)} | {'yes' if r['recovered'] else 'no'} | {cell(r['lost'])} "
+            f"| {r['seconds']:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -282,8 +342,12 @@ def run_faults(s: Scratch, keys: list[str]) -> list[dict[str, Any]]:
         try:
             row = fn(s)
         except Exception as e:  # a fault that breaks the benchmark is a finding, not a crash
-            row = {"saw": f"{type(e).__name__}: {e}"[:160], "recovered": False, "lost": "?",
-                   "seconds": time.time() - t0}
+            row = {
+                "saw": f"{type(e).__name__}: {e}"[:160],
+                "recovered": False,
+                "lost": "?",
+                "seconds": time.time() - t0,
+            }
         rows.append({"fault": name, **row})
         print(f"{name}: recovered={row['recovered']} ({row['seconds']:.0f} s)", flush=True)
     return rows
@@ -307,39 +371,67 @@ def drive_data() -> int:
 
     settings = NyxSettings()
     resources = {"settings": settings, "dvc": DvcResource()}
-    defs = [raw_documents, corpus_chunks, synthetic_qa,
-            *dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])]
+    defs = [raw_documents, corpus_chunks, synthetic_qa, *dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])]
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
-        raw = dg.materialize(defs, selection=[raw_documents], instance=instance, resources=resources,
-                             run_config=run_config, raise_on_error=False)
+        raw = dg.materialize(
+            defs,
+            selection=[raw_documents],
+            instance=instance,
+            resources=resources,
+            run_config=run_config,
+            raise_on_error=False,
+        )
         if not raw.success:
             return 1
         keys = sync_shard_partitions(instance, settings.paths)
-        shards = dg.materialize(defs, selection=[corpus_chunks, synthetic_qa], instance=instance,
-                                resources=resources, run_config=run_config, raise_on_error=False,
-                                tags={"dagster/asset_partition_range_start": keys[0],
-                                      "dagster/asset_partition_range_end": keys[-1]})
+        shards = dg.materialize(
+            defs,
+            selection=[corpus_chunks, synthetic_qa],
+            instance=instance,
+            resources=resources,
+            run_config=run_config,
+            raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
         status = instance.get_status_by_partition(corpus_chunks.key, keys, corpus_chunks.partitions_def)
     print("corpus_chunks partitions: " + ", ".join(f"{k}={v.value if v else 'missing'}" for k, v in status.items()))
     return 0 if shards.success else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks.faults", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="the JSON report (default benchmarks/results/faults.json for every fault on "
-                                      "the full pipeline, faults-partial.json otherwise)")
+    parser = argparse.ArgumentParser(
+        prog="benchmarks.faults", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        help="the JSON report (default benchmarks/results/faults.json for every fault on "
+        "the full pipeline, faults-partial.json otherwise)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    parser.add_argument("--logs", help="where each run's output goes (default benchmarks/results/faults-logs, "
-                                       "faults-partial-logs for a partial run)")
-    parser.add_argument("--only", action="append", choices=list(FAULTS), metavar="KEY",
-                        help="run only this fault (repeatable; --list shows the keys)")
-    parser.add_argument("--pipeline", choices=list(PIPELINES), default="full",
-                        help="what the scratch runs: full (make run) or data (the data assets alone, fast)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="with --pipeline data: run the scratch pipeline in this process (faster: the imports "
-                             "are paid once)")
+    parser.add_argument(
+        "--logs",
+        help="where each run's output goes (default benchmarks/results/faults-logs, "
+        "faults-partial-logs for a partial run)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(FAULTS),
+        metavar="KEY",
+        help="run only this fault (repeatable; --list shows the keys)",
+    )
+    parser.add_argument(
+        "--pipeline",
+        choices=list(PIPELINES),
+        default="full",
+        help="what the scratch runs: full (make run) or data (the data assets alone, fast)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="with --pipeline data: run the scratch pipeline in this process (faster: the imports are paid once)",
+    )
     parser.add_argument("--list", action="store_true", help="list the faults and the pipelines they run in")
     parser.add_argument("--drive-data", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -356,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.in_process and args.pipeline != "data":
         parser.error("--in-process runs only the data pipeline (--pipeline data)")
     if wrong:
-        parser.error(f"--pipeline {args.pipeline} cannot run {', '.join(wrong)} (it needs "
-                     + "; ".join(f"{k}: {', '.join(sorted(FAULTS[k][2]))}" for k in wrong) + ")")
+        parser.error(
+            f"--pipeline {args.pipeline} cannot run {', '.join(wrong)} (it needs "
+            + "; ".join(f"{k}: {', '.join(sorted(FAULTS[k][2]))}" for k in wrong)
+            + ")"
+        )
     results = REPO / "benchmarks" / "results"
     stem = "faults" if keys == list(FAULTS) and args.pipeline == "full" else "faults-partial"  # keep the full table
     args.out = args.out or str(results / f"{stem}.json")

@@ -51,10 +51,11 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -66,6 +67,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "gpu_check.json"
 PHASES = ("encode", "train_plain", "train_gradcache")
 
 # ------------------------------------------------------------------------------------------------ the model
+
 
 def build_random_backbone(config: Any, device: Any, dtype: Any, seed: int = 0):
     """``Qwen2_5_VLForConditionalGeneration(config)`` with random weights, created on ``device`` in ``dtype``
@@ -102,14 +104,26 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
     backbone = build_random_backbone(config, device, dtype, seed)
     _sync(device)
     build_s = time.perf_counter() - t0
-    encoder = NyxEncoder(backbone, load_profile_processor(resolve_profile("tiny")), profile,
-                         EncoderConfig.from_profile(profile, show_progress=False))
-    info = {"profile": profile.name, "architecture": "Qwen2_5_VLForConditionalGeneration (random weights)",
-            "n_params": sum(p.numel() for p in backbone.parameters()), "dtype": str(dtype).replace("torch.", ""),
-            "device": str(device), "build_s": build_s, "hidden_size": encoder.hidden_size,
-            "text_layers": config.text_config.num_hidden_layers, "vision_depth": config.vision_config.depth,
-            "vocab_size": config.text_config.vocab_size, "processor": str(tiny_dir),
-            "token_ids": {k: getattr(config, k) for k in SPECIAL_TOKEN_ID_KEYS}}
+    encoder = NyxEncoder(
+        backbone,
+        load_profile_processor(resolve_profile("tiny")),
+        profile,
+        EncoderConfig.from_profile(profile, show_progress=False),
+    )
+    info = {
+        "profile": profile.name,
+        "architecture": "Qwen2_5_VLForConditionalGeneration (random weights)",
+        "n_params": sum(p.numel() for p in backbone.parameters()),
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": str(device),
+        "build_s": build_s,
+        "hidden_size": encoder.hidden_size,
+        "text_layers": config.text_config.num_hidden_layers,
+        "vision_depth": config.vision_config.depth,
+        "vocab_size": config.text_config.vocab_size,
+        "processor": str(tiny_dir),
+        "token_ids": {k: getattr(config, k) for k in SPECIAL_TOKEN_ID_KEYS},
+    }
     if not tiny:
         info["released_model_token_ids"] = PAPER_TOKEN_IDS  # what the real checkpoint uses, for comparison
     return encoder, info
@@ -143,9 +157,16 @@ class CheckSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        counts = dict(encode_iters=self.encode_iters, encode_e2e_docs=self.encode_e2e_docs,
-                      doc_text_tokens=self.doc_text_tokens, image_side=self.image_side, train_batch=self.train_batch,
-                      chunk_size=self.chunk_size, lora_rank=self.lora_rank, timed_steps=self.timed_steps)
+        counts = dict(
+            encode_iters=self.encode_iters,
+            encode_e2e_docs=self.encode_e2e_docs,
+            doc_text_tokens=self.doc_text_tokens,
+            image_side=self.image_side,
+            train_batch=self.train_batch,
+            chunk_size=self.chunk_size,
+            lora_rank=self.lora_rank,
+            timed_steps=self.timed_steps,
+        )
         bad = {k: v for k, v in counts.items() if v < 1}
         if bad or not self.encode_batch_sizes or min(self.encode_batch_sizes) < 1:
             raise ValueError(f"must be positive: {bad or {'encode_batch_sizes': self.encode_batch_sizes}}")
@@ -155,9 +176,20 @@ class CheckSettings:
             raise ValueError(f"optimizer must be 'deepspeed' or 'adamw', got {self.optimizer!r}")
 
     @classmethod
-    def tiny_cpu(cls, **overrides: Any) -> "CheckSettings":
-        base = dict(device="cpu", tiny=True, encode_batch_sizes=[1, 2], encode_iters=1, encode_e2e_docs=4,
-                    image_side=280, train_batch=2, chunk_size=2, warmup_steps=0, timed_steps=1, budget_s=120.0)
+    def tiny_cpu(cls, **overrides: Any) -> CheckSettings:
+        base = dict(
+            device="cpu",
+            tiny=True,
+            encode_batch_sizes=[1, 2],
+            encode_iters=1,
+            encode_e2e_docs=4,
+            image_side=280,
+            train_batch=2,
+            chunk_size=2,
+            warmup_steps=0,
+            timed_steps=1,
+            budget_s=120.0,
+        )
         return cls(**{**base, **overrides})
 
 
@@ -230,7 +262,7 @@ class PeakMemory:
         raise OSError(f"no {key} in /proc/self/status")
 
     @contextlib.contextmanager
-    def measure(self) -> Iterator["PeakMemory"]:
+    def measure(self) -> Iterator[PeakMemory]:
         import torch
 
         if self.cuda:
@@ -254,8 +286,12 @@ class PeakMemory:
                 self.peak_mib = max(self._status_mib("VmHWM"), self.base_mib)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"memory_kind": self.kind, "base_mib": self.base_mib, "peak_mib": self.peak_mib,
-                "peak_over_base_mib": self.peak_mib - self.base_mib}
+        return {
+            "memory_kind": self.kind,
+            "base_mib": self.base_mib,
+            "peak_mib": self.peak_mib,
+            "peak_over_base_mib": self.peak_mib - self.base_mib,
+        }
 
 
 def _timed(fn: Callable[[], Any], device: Any) -> tuple[Any, float]:
@@ -271,15 +307,20 @@ def _error(e: BaseException) -> dict[str, Any]:
 
     if isinstance(e, torch.cuda.OutOfMemoryError):
         torch.cuda.empty_cache()
-    return {"status": "error", "error": f"{type(e).__name__}: {e}"[:2000],
-            "traceback": traceback.format_exc(limit=8)[-4000:]}
+    return {
+        "status": "error",
+        "error": f"{type(e).__name__}: {e}"[:2000],
+        "traceback": traceback.format_exc(limit=8)[-4000:],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ inputs
 
-WORDS = ("river stone light garden window paper music bridge forest market winter engine silver harbour letter "
-         "mountain candle station island thunder museum painting village ancient modern city north south "
-         "history science people water summer color large small building festival").split()
+WORDS = (
+    "river stone light garden window paper music bridge forest market winter engine silver harbour letter "
+    "mountain candle station island thunder museum painting village ancient modern city north south "
+    "history science people water summer color large small building festival"
+).split()
 
 
 def write_images(folder: Path, n: int, side: int, seed: int) -> list[str]:
@@ -323,9 +364,12 @@ def training_examples(n: int, n_negatives: int, images: list[str], tokenizer: An
     out = []
     for i in range(n):
         a, b = WORDS[i % len(WORDS)], WORDS[(i * 5 + 3) % len(WORDS)]
-        query = Record(f"q{i}", [Part.of_text(f"Which {a} is shown near the {b} in the picture of the document?")],
-                       {"choices": [WORDS[(i + k) % len(WORDS)] for k in range(4)]})
-        out.append(TrainingExample(query, pos[i], tuple(neg[i * n_negatives:(i + 1) * n_negatives]), "gpu-check"))
+        query = Record(
+            f"q{i}",
+            [Part.of_text(f"Which {a} is shown near the {b} in the picture of the document?")],
+            {"choices": [WORDS[(i + k) % len(WORDS)] for k in range(4)]},
+        )
+        out.append(TrainingExample(query, pos[i], tuple(neg[i * n_negatives : (i + 1) * n_negatives]), "gpu-check"))
     return out
 
 
@@ -349,14 +393,25 @@ def run_encode(encoder: Any, docs: list, s: CheckSettings, budget: Budget) -> di
             collate_s = time.perf_counter() - t0
             mem = PeakMemory(s.device)
             with torch.inference_mode(), mem.measure():
-                _timed(lambda: encoder.embed(inputs), s.device)  # warm-up (kernels, allocator)
-                times = [_timed(lambda: encoder.embed(inputs), s.device)[1] for _ in range(s.encode_iters)]
+                _timed(lambda: encoder.embed(inputs), s.device)  # warm-up (kernels, allocator)  # noqa: B023
+                times = [_timed(lambda: encoder.embed(inputs), s.device)[1] for _ in range(s.encode_iters)]  # noqa: B023
             med = statistics.median(times)
             tokens = int(inputs["attention_mask"].sum())
-            rows.append({"batch_size": bs, "status": "ok", "docs_per_s": bs / med, "tokens_per_s": tokens / med,
-                         "seconds_median": med, "seconds_all": times, "tokens": tokens,
-                         "image_tokens": int((inputs["input_ids"] == encoder.module.vl_model().config.image_token_id).sum()),
-                         "collate_s": collate_s, "collate_docs_per_s": bs / collate_s, **mem.as_dict()})
+            rows.append(
+                {
+                    "batch_size": bs,
+                    "status": "ok",
+                    "docs_per_s": bs / med,
+                    "tokens_per_s": tokens / med,
+                    "seconds_median": med,
+                    "seconds_all": times,
+                    "tokens": tokens,
+                    "image_tokens": int((inputs["input_ids"] == encoder.module.vl_model().config.image_token_id).sum()),
+                    "collate_s": collate_s,
+                    "collate_docs_per_s": bs / collate_s,
+                    **mem.as_dict(),
+                }
+            )
         except Exception as e:  # noqa: BLE001 - one batch size failing (OOM) must not hide the others
             rows.append({"batch_size": bs, **_error(e)})
     single = next((r for r in rows if r["batch_size"] == 1 and r["status"] == "ok"), None)
@@ -366,27 +421,42 @@ def run_encode(encoder: Any, docs: list, s: CheckSettings, budget: Budget) -> di
     result: dict[str, Any] = {"model_only": rows}
     bs = max(s.encode_batch_sizes)
     n = min(s.encode_e2e_docs, len(docs))
-    runs = {"end_to_end": lambda: encoder.encode_documents(docs[:n], batch_size=bs),
-            # the research code's way: one document per call (images, processor and model each time)
-            "end_to_end_one_at_a_time": lambda: np.concatenate([encoder.encode_documents([d], batch_size=1)
-                                                                for d in docs[:n]])}
+    runs = {
+        "end_to_end": lambda: encoder.encode_documents(docs[:n], batch_size=bs),
+        # the research code's way: one document per call (images, processor and model each time)
+        "end_to_end_one_at_a_time": lambda: np.concatenate(
+            [encoder.encode_documents([d], batch_size=1) for d in docs[:n]]
+        ),
+    }
     for key, run in runs.items():
         if budget.exhausted():
             result[key] = {"status": "skipped", "reason": "budget"}
             continue
         try:
             emb, secs = _timed(run, s.device)
-            result[key] = {"status": "ok", "batch_size": bs if key == "end_to_end" else 1, "n_docs": n,
-                           "seconds": secs, "docs_per_s": n / secs, "dim": int(emb.shape[1]),
-                           "finite": bool(math.isfinite(float(abs(emb).sum())))}
+            result[key] = {
+                "status": "ok",
+                "batch_size": bs if key == "end_to_end" else 1,
+                "n_docs": n,
+                "seconds": secs,
+                "docs_per_s": n / secs,
+                "dim": int(emb.shape[1]),
+                "finite": bool(math.isfinite(float(abs(emb).sum()))),
+            }
         except Exception as e:  # noqa: BLE001
             result[key] = _error(e)
     if result["end_to_end"]["status"] == result["end_to_end_one_at_a_time"]["status"] == "ok":
-        result["end_to_end_speedup"] = (result["end_to_end"]["docs_per_s"]
-                                        / result["end_to_end_one_at_a_time"]["docs_per_s"])
+        result["end_to_end_speedup"] = (
+            result["end_to_end"]["docs_per_s"] / result["end_to_end_one_at_a_time"]["docs_per_s"]
+        )
     parts = rows + [result["end_to_end"], result["end_to_end_one_at_a_time"]]
-    result["status"] = ("error" if any(p["status"] == "error" for p in parts)
-                        else "ok" if any(p["status"] == "ok" for p in parts) else "skipped")
+    result["status"] = (
+        "error"
+        if any(p["status"] == "error" for p in parts)
+        else "ok"
+        if any(p["status"] == "ok" for p in parts)
+        else "skipped"
+    )
     return result
 
 
@@ -439,9 +509,17 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
     lora = LoraSettings(rank=s.lora_rank)
     backbone = encoder.backbone
     backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    backbone = get_peft_model(backbone, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                   use_dora=lora.use_dora, target_modules=lora.target_modules,
-                                                   bias="none"))
+    backbone = get_peft_model(
+        backbone,
+        LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            use_dora=lora.use_dora,
+            target_modules=lora.target_modules,
+            bias="none",
+        ),
+    )
     encoder.module.backbone = backbone
     encoder.module.train()
     trainable = [p for p in encoder.module.parameters() if p.requires_grad]
@@ -457,10 +535,18 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
             continue
         env_before = dict(os.environ)
         try:
-            cfg = TrainConfig(model=profile.name, output_dir=str(workdir / "train"), lora=lora,
-                              gradient_checkpointing=True, per_device_batch_size=s.train_batch,
-                              n_negatives=s.n_negatives, grad_cache_chunk_size=s.chunk_size, bf16=bf16, seed=s.seed,
-                              deepspeed=str(DEFAULT_DEEPSPEED_CONFIG) if backend == "deepspeed" else None)
+            cfg = TrainConfig(
+                model=profile.name,
+                output_dir=str(workdir / "train"),
+                lora=lora,
+                gradient_checkpointing=True,
+                per_device_batch_size=s.train_batch,
+                n_negatives=s.n_negatives,
+                grad_cache_chunk_size=s.chunk_size,
+                bf16=bf16,
+                seed=s.seed,
+                deepspeed=str(DEFAULT_DEEPSPEED_CONFIG) if backend == "deepspeed" else None,
+            )
             acc = ContrastiveTrainer(cfg).make_accelerator()
             optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
             model, optimizer = acc.prepare(encoder.module, optimizer)
@@ -473,19 +559,40 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
         from accelerate.utils import DistributedType
 
         is_ds = acc.distributed_type == DistributedType.DEEPSPEED
-        info = {"backend": "deepspeed_zero2" if is_ds else "torch_adamw", "backend_note": note,
-                "mixed_precision": str(acc.mixed_precision), "num_processes": acc.num_processes,
-                "lora_rank": lora.rank, "lora_alpha": lora.alpha, "lora_target": lora.target_modules,
-                "trainable_params": sum(p.numel() for p in trainable), "gradient_checkpointing": True,
-                "mrl_dims": list(profile.mrl_dims), "mrl_weights": list(profile.mrl_weights),
-                "temperature": loss_fn.temperature, "setup_s": time.perf_counter() - t0}
-        return TrainingSetup(acc, model, optimizer, trainable, loss_fn, AcceleratorBackprop(acc, model),
-                             info["backend"], note, is_ds, cfg.max_grad_norm, info)
+        info = {
+            "backend": "deepspeed_zero2" if is_ds else "torch_adamw",
+            "backend_note": note,
+            "mixed_precision": str(acc.mixed_precision),
+            "num_processes": acc.num_processes,
+            "lora_rank": lora.rank,
+            "lora_alpha": lora.alpha,
+            "lora_target": lora.target_modules,
+            "trainable_params": sum(p.numel() for p in trainable),
+            "gradient_checkpointing": True,
+            "mrl_dims": list(profile.mrl_dims),
+            "mrl_weights": list(profile.mrl_weights),
+            "temperature": loss_fn.temperature,
+            "setup_s": time.perf_counter() - t0,
+        }
+        return TrainingSetup(
+            acc,
+            model,
+            optimizer,
+            trainable,
+            loss_fn,
+            AcceleratorBackprop(acc, model),
+            info["backend"],
+            note,
+            is_ds,
+            cfg.max_grad_norm,
+            info,
+        )
     raise RuntimeError("no training backend could be set up")  # unreachable: the last attempt raises
 
 
-def run_train(mode: str, encoder: Any, setup: TrainingSetup, examples: list, s: CheckSettings,
-              budget: Budget) -> dict[str, Any]:
+def run_train(
+    mode: str, encoder: Any, setup: TrainingSetup, examples: list, s: CheckSettings, budget: Budget
+) -> dict[str, Any]:
     """Warm-up plus timed optimizer steps of ``plain_step`` or ``cached_step`` on one fixed batch."""
     import torch
 
@@ -538,17 +645,27 @@ def run_train(mode: str, encoder: Any, setup: TrainingSetup, examples: list, s: 
                 warmup_s = dt
     n_docs = len(docs)
     return {
-        "status": "ok", "mode": mode, "backend": setup.backend,
+        "status": "ok",
+        "mode": mode,
+        "backend": setup.backend,
         "chunk_size": s.chunk_size if mode == "gradcache" else None,
-        "queries": len(queries), "documents": n_docs, "hard_negatives_per_query": s.n_negatives,
+        "queries": len(queries),
+        "documents": n_docs,
+        "hard_negatives_per_query": s.n_negatives,
         "tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
         "padded_tokens": int(sum(b["attention_mask"].numel() for b in batches)),
         "images": int(sum(len(b["image_grid_thw"]) for b in batches if "image_grid_thw" in b)),
-        "collate_s": collate_s, "warmup_step_s": warmup_s,
-        "step_s": statistics.mean(times), "step_s_all": times, "steps_skipped_for_budget": skipped,
+        "collate_s": collate_s,
+        "warmup_step_s": warmup_s,
+        "step_s": statistics.mean(times),
+        "step_s_all": times,
+        "steps_skipped_for_budget": skipped,
         "examples_per_s": len(queries) / statistics.mean(times),
-        "loss": metrics["loss"], "loss_per_dim": {k: v for k, v in metrics.items() if k != "loss"},
-        "grad_norm": grad_norm, "finite": math.isfinite(metrics["loss"]), **mem.as_dict(),
+        "loss": metrics["loss"],
+        "loss_per_dim": {k: v for k, v in metrics.items() if k != "loss"},
+        "grad_norm": grad_norm,
+        "finite": math.isfinite(metrics["loss"]),
+        **mem.as_dict(),
     }
 
 
@@ -568,12 +685,20 @@ def _versions() -> dict[str, str | None]:
 def _machine(device: str) -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count(), "versions": _versions()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "versions": _versions(),
+    }
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": p.name, "memory_gib": p.total_memory / 2**30, "capability": f"{p.major}.{p.minor}",
-                       "cuda": torch.version.cuda}
+        info["gpu"] = {
+            "name": p.name,
+            "memory_gib": p.total_memory / 2**30,
+            "capability": f"{p.major}.{p.minor}",
+            "cuda": torch.version.cuda,
+        }
     return info
 
 
@@ -584,10 +709,15 @@ def run_check(s: CheckSettings, workdir: Path) -> dict[str, Any]:
     from nyx.model.profiles import resolve_dtype
 
     budget = Budget(s.budget_s)
-    report: dict[str, Any] = {"benchmark": "gpu_check",
-                              "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "settings": asdict(s), "machine": _machine(s.device), "model": None, "training": None,
-                              "phases": {p: {"status": "skipped", "reason": "budget"} for p in PHASES}}
+    report: dict[str, Any] = {
+        "benchmark": "gpu_check",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": asdict(s),
+        "machine": _machine(s.device),
+        "model": None,
+        "training": None,
+        "phases": {p: {"status": "skipped", "reason": "budget"} for p in PHASES},
+    }
     if budget.exhausted():
         return report
     torch.manual_seed(s.seed)
@@ -630,8 +760,10 @@ def print_report(report: dict[str, Any], console: Any) -> None:
 
     model = report.get("model") or {}
     gpu = report["machine"].get("gpu", {}).get("name", report["settings"]["device"])
-    title = (f"GPU check on {gpu}: {model.get('profile', '?')} architecture "
-             f"({model.get('n_params', 0) / 1e9:.2f}B params, random weights, {model.get('dtype', '?')})")
+    title = (
+        f"GPU check on {gpu}: {model.get('profile', '?')} architecture "
+        f"({model.get('n_params', 0) / 1e9:.2f}B params, random weights, {model.get('dtype', '?')})"
+    )
     t = Table(title=title)
     for c in ("phase", "setting", "status", "docs/s or step s", "tokens", "peak MiB", "peak - base MiB", "notes"):
         t.add_column(c, justify="right" if c not in ("phase", "notes", "status") else "left")
@@ -646,30 +778,59 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         for r in enc["model_only"]:
             ok = r["status"] == "ok"
             speedup = f", {r['speedup_vs_batch_1']:.1f}x batch 1" if "speedup_vs_batch_1" in r else ""
-            t.add_row("encode (model)", f"batch {r['batch_size']}", r["status"],
-                      f"{r['docs_per_s']:.1f} docs/s" if ok else "", str(r.get("tokens", "")), *mem(r),
-                      f"collate {r['collate_docs_per_s']:.1f} docs/s{speedup}" if ok
-                      else r.get("error", r.get("reason", "")))
+            t.add_row(
+                "encode (model)",
+                f"batch {r['batch_size']}",
+                r["status"],
+                f"{r['docs_per_s']:.1f} docs/s" if ok else "",
+                str(r.get("tokens", "")),
+                *mem(r),
+                f"collate {r['collate_docs_per_s']:.1f} docs/s{speedup}" if ok else r.get("error", r.get("reason", "")),
+            )
         for key in ("end_to_end_one_at_a_time", "end_to_end"):
             e2e = enc[key]
             ok = e2e["status"] == "ok"
-            speedup = (f", {enc['end_to_end_speedup']:.1f}x one at a time"
-                       if key == "end_to_end" and "end_to_end_speedup" in enc else "")
-            t.add_row("encode (end to end)", f"batch {e2e.get('batch_size', '')}", e2e["status"],
-                      f"{e2e['docs_per_s']:.1f} docs/s" if ok else "", "", "", "",
-                      f"{e2e['n_docs']} docs, images+processor+model{speedup}" if ok
-                      else e2e.get("error", e2e.get("reason", "")))
+            speedup = (
+                f", {enc['end_to_end_speedup']:.1f}x one at a time"
+                if key == "end_to_end" and "end_to_end_speedup" in enc
+                else ""
+            )
+            t.add_row(
+                "encode (end to end)",
+                f"batch {e2e.get('batch_size', '')}",
+                e2e["status"],
+                f"{e2e['docs_per_s']:.1f} docs/s" if ok else "",
+                "",
+                "",
+                "",
+                f"{e2e['n_docs']} docs, images+processor+model{speedup}"
+                if ok
+                else e2e.get("error", e2e.get("reason", "")),
+            )
     else:
         t.add_row("encode", "", enc["status"], "", "", "", "", enc.get("error", enc.get("reason", "")))
     for mode in ("plain", "gradcache"):
         r = report["phases"][f"train_{mode}"]
         ok = r["status"] == "ok"
-        setting = (f"{r['queries']}q+{r['documents']}d" + (f", chunk {r['chunk_size']}" if r.get("chunk_size") else "")
-                   if ok else "")
-        notes = (f"{r['backend']}, loss {r['loss']:.3f}, collate {r['collate_s']:.1f}s" if ok
-                 else r.get("error", r.get("reason", "")))
-        t.add_row(f"train ({mode})", setting, r["status"], f"{r['step_s']:.2f} s/step" if ok else "",
-                  str(r.get("tokens", "")), *mem(r), notes)
+        setting = (
+            f"{r['queries']}q+{r['documents']}d" + (f", chunk {r['chunk_size']}" if r.get("chunk_size") else "")
+            if ok
+            else ""
+        )
+        notes = (
+            f"{r['backend']}, loss {r['loss']:.3f}, collate {r['collate_s']:.1f}s"
+            if ok
+            else r.get("error", r.get("reason", ""))
+        )
+        t.add_row(
+            f"train ({mode})",
+            setting,
+            r["status"],
+            f"{r['step_s']:.2f} s/step" if ok else "",
+            str(r.get("tokens", "")),
+            *mem(r),
+            notes,
+        )
     console.print(t)
     train = report.get("training") or {}
     if train.get("backend_note"):
@@ -693,13 +854,26 @@ def parse_args(argv: list[str] | None) -> tuple[CheckSettings, Path]:
     args = ap.parse_args(argv)
     if args.device.startswith("cpu") and not args.tiny:
         ap.error("the paper-size model needs a GPU: use --device cuda, or --tiny on the CPU")
-    overrides = {k: v for k, v in dict(device=args.device, dtype=args.dtype, encode_batch_sizes=args.encode_batch_sizes,
-                                       train_batch=args.train_batch, chunk_size=args.chunk_size,
-                                       warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
-                                       optimizer=args.optimizer,
-                                       budget_s=args.budget_s).items() if v is not None}
-    settings = (CheckSettings.tiny_cpu(**overrides) if args.tiny and args.device.startswith("cpu")
-                else CheckSettings(tiny=args.tiny, **overrides))
+    overrides = {
+        k: v
+        for k, v in dict(
+            device=args.device,
+            dtype=args.dtype,
+            encode_batch_sizes=args.encode_batch_sizes,
+            train_batch=args.train_batch,
+            chunk_size=args.chunk_size,
+            warmup_steps=args.warmup_steps,
+            timed_steps=args.timed_steps,
+            optimizer=args.optimizer,
+            budget_s=args.budget_s,
+        ).items()
+        if v is not None
+    }
+    settings = (
+        CheckSettings.tiny_cpu(**overrides)
+        if args.tiny and args.device.startswith("cpu")
+        else CheckSettings(tiny=args.tiny, **overrides)
+    )
     return settings, args.out
 
 

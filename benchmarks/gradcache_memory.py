@@ -5,7 +5,7 @@ collated first, then the step runs; the figure is the step's extra peak memory
 (``ru_maxrss`` after the step minus RSS before it on the CPU; ``torch.cuda.max_memory_allocated`` on a GPU).
 Queries are short, documents long (``--doc-words``), one hard negative per query, so documents dominate.
 
-    .venv/bin/python benchmarks/gradcache_memory.py                       # tiny model, CPU
+    .venv/bin/python benchmarks/gradcache_memory.py                       # tiny model, CPU, batches 4 16 64 256
     .venv/bin/python benchmarks/gradcache_memory.py --batches 8 16 32 --chunk 4 --model tiny
 
 Prints a table and writes ``benchmarks/results/gradcache_memory.json``.
@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORDS = ("river stone light garden window paper music bridge forest market winter engine silver harbour "
-         "letter mountain candle station island thunder").split()
+WORDS = (
+    "river stone light garden window paper music bridge forest market winter engine silver harbour "
+    "letter mountain candle station island thunder"
+).split()
 
 
 def _records(batch: int, doc_words: int):
@@ -35,9 +37,14 @@ def _records(batch: int, doc_words: int):
     for i in range(batch):
         words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(doc_words)]
         neg = [WORDS[(i * 5 + k * 11) % len(WORDS)] for k in range(doc_words)]
-        examples.append(TrainingExample(Record.from_text(f"q{i}", f"which text mentions {WORDS[i % len(WORDS)]} {i}?"),
-                                        Record.from_text(f"d{i}", " ".join(words)),
-                                        (Record.from_text(f"n{i}", " ".join(neg)),), "bench"))
+        examples.append(
+            TrainingExample(
+                Record.from_text(f"q{i}", f"which text mentions {WORDS[i % len(WORDS)]} {i}?"),
+                Record.from_text(f"d{i}", " ".join(words)),
+                (Record.from_text(f"n{i}", " ".join(neg)),),
+                "bench",
+            )
+        )
     return batch_records(examples)
 
 
@@ -77,14 +84,21 @@ def child(mode: str, batch: int, chunk: int, doc_words: int, model: str) -> dict
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"mode": mode, "batch": batch, "chunk": chunk if mode == "gradcache" else None, "tokens": n_tokens,
-            "peak_mib": max(peak, 0) / 2**20, "seconds": seconds, "loss": float(out.loss.total),
-            "device": "cuda" if cuda else "cpu"}
+    return {
+        "mode": mode,
+        "batch": batch,
+        "chunk": chunk if mode == "gradcache" else None,
+        "tokens": n_tokens,
+        "peak_mib": max(peak, 0) / 2**20,
+        "seconds": seconds,
+        "loss": float(out.loss.total),
+        "device": "cuda" if cuda else "cpu",
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--batches", type=int, nargs="+", default=[4, 16, 64, 256])
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--doc-words", type=int, default=300)
     ap.add_argument("--model", default="tiny")
@@ -99,30 +113,48 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for batch in args.batches:
         for mode in ("plain", "gradcache"):
-            cmd = [sys.executable, __file__, "--child", mode, str(batch), "--chunk", str(args.chunk),
-                   "--doc-words", str(args.doc_words), "--model", args.model]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                str(batch),
+                "--chunk",
+                str(args.chunk),
+                "--doc-words",
+                str(args.doc_words),
+                "--model",
+                args.model,
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
                 raise RuntimeError(f"{mode} batch {batch} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(line[len("RESULT "):]))
+            rows.append(json.loads(line[len("RESULT ") :]))
             r = rows[-1]
             print(f"  {mode:9s} batch {batch:3d}: {r['peak_mib']:8.1f} MiB  {r['seconds']:6.2f} s", flush=True)
 
-    print(f"\nPeak extra memory of one step ({rows[0]['device']}, model {args.model}, "
-          f"{args.doc_words}-word documents, 1 negative/query, gradcache chunk {args.chunk})")
-    print(f"{'batch':>6} {'tokens':>8} {'plain MiB':>10} {'gradcache MiB':>14} {'ratio':>6} "
-          f"{'plain s':>8} {'gradcache s':>12} {'loss diff':>10}")
+    print(
+        f"\nPeak extra memory of one step ({rows[0]['device']}, model {args.model}, "
+        f"{args.doc_words}-word documents, 1 negative/query, gradcache chunk {args.chunk})"
+    )
+    print(
+        f"{'batch':>6} {'tokens':>8} {'plain MiB':>10} {'gradcache MiB':>14} {'ratio':>6} "
+        f"{'plain s':>8} {'gradcache s':>12} {'loss diff':>10}"
+    )
     for batch in args.batches:
         p = next(r for r in rows if r["batch"] == batch and r["mode"] == "plain")
         g = next(r for r in rows if r["batch"] == batch and r["mode"] == "gradcache")
         ratio = g["peak_mib"] / p["peak_mib"] if p["peak_mib"] > 0 else float("nan")
-        print(f"{batch:6d} {p['tokens']:8d} {p['peak_mib']:10.1f} {g['peak_mib']:14.1f} {ratio:6.2f} "
-              f"{p['seconds']:8.2f} {g['seconds']:12.2f} {abs(p['loss'] - g['loss']):10.2e}")
+        print(
+            f"{batch:6d} {p['tokens']:8d} {p['peak_mib']:10.1f} {g['peak_mib']:14.1f} {ratio:6.2f} "
+            f"{p['seconds']:8.2f} {g['seconds']:12.2f} {abs(p['loss'] - g['loss']):10.2e}"
+        )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "gradcache_memory.json"
-    out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "child"}, "rows": rows},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps({"args": {k: v for k, v in vars(args).items() if k != "child"}, "rows": rows}, indent=2) + "\n"
+    )
     print(f"\nwrote {out}")
 
 

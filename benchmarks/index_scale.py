@@ -47,7 +47,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,17 @@ def coarse_train_cpu_seconds(index: EmbeddingIndex, dim: int, config: IndexConfi
     return time.process_time() - c0
 
 
-def bench(n: int, dims: list[int], types: list[str], n_queries: int, n_single: int, recall_queries: int,
-          k: int, seed: int, query_threads: int = 1) -> list[dict[str, Any]]:
+def bench(
+    n: int,
+    dims: list[int],
+    types: list[str],
+    n_queries: int,
+    n_single: int,
+    recall_queries: int,
+    k: int,
+    seed: int,
+    query_threads: int = 1,
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     full = max(dims)
     docs = random_unit(rng, n, full)
@@ -169,21 +178,32 @@ def bench(n: int, dims: list[int], types: list[str], n_queries: int, n_single: i
             coarse_s = coarse_train_cpu_seconds(index, dim, config) if st["type"] == "ivfpq" else 0.0
             formula = memory_formula(st["type"], n, dim, st["params"], config)
             row = {
-                "type": st["type"], "dim": dim, "n": n,
-                "build_s": st["build_seconds"], "build_cpu_s": st["build_cpu_seconds"],
-                "train_s": st["train_seconds"], "train_cpu_s": st["train_cpu_seconds"], "train_points": st["train_points"],
+                "type": st["type"],
+                "dim": dim,
+                "n": n,
+                "build_s": st["build_seconds"],
+                "build_cpu_s": st["build_cpu_seconds"],
+                "train_s": st["train_seconds"],
+                "train_cpu_s": st["train_cpu_seconds"],
+                "train_points": st["train_points"],
                 "coarse_train_cpu_s": coarse_s,
-                "index_bytes": st["bytes"], "index_bytes_per_doc": st["bytes"] / n,
+                "index_bytes": st["bytes"],
+                "index_bytes_per_doc": st["bytes"] / n,
                 "vectors_bytes": index.build_report()["vectors_bytes"],
-                "recall_at_10_vs_flat": st["recall_at_10_vs_flat"], "recall_queries": st["queries"],
-                "single_query_ms_median": statistics.median(single), "single_query_ms_min": min(single),
+                "recall_at_10_vs_flat": st["recall_at_10_vs_flat"],
+                "recall_queries": st["queries"],
+                "single_query_ms_median": statistics.median(single),
+                "single_query_ms_min": min(single),
                 "batched_ms_per_query": batched,
                 "params": st["params"],
-                "formula_bytes_at_n": formula["total"], "formula_vs_measured": formula["total"] / st["bytes"],
+                "formula_bytes_at_n": formula["total"],
+                "formula_vs_measured": formula["total"] / st["bytes"],
             }
             per_m = memory_formula(st["type"], MILLION, dim, st["params"], config)
             row["per_million"] = {
-                "index_bytes": per_m["total"], "bytes_per_doc": per_m["per_document"], "fixed_bytes": per_m["fixed"],
+                "index_bytes": per_m["total"],
+                "bytes_per_doc": per_m["per_document"],
+                "fixed_bytes": per_m["fixed"],
                 "build_cpu_s": build_time_at(st["type"], MILLION, row, config),
                 "nlist": nlist_at(MILLION, config)[1] if st["type"] == "ivfpq" else None,
             }
@@ -210,54 +230,96 @@ def mb(x: float) -> str:
 
 def print_report(rows: list[dict[str, Any]], n: int, threads: int, query_threads: int) -> None:
     rq = max((r["recall_queries"] for r in rows), default=0)
-    t = Table(title=f"Measured: {n:,} random unit vectors ({max(r['dim'] for r in rows)}-dim, prefixes re-normalised), "
-                    f"FAISS {threads} thread(s) building, {query_threads} querying; recall@10 vs flat on {rq} stored "
-                    "vectors as queries")
-    for c in ("type", "dim", "docs", "build s", "build CPU s", "train CPU s; coarse", "index MiB", "B/doc",
-              "formula/measured", "recall@10", "1 query ms med/min", "batched ms/q", "params"):
+    t = Table(
+        title=f"Measured: {n:,} random unit vectors ({max(r['dim'] for r in rows)}-dim, prefixes re-normalised), "
+        f"FAISS {threads} thread(s) building, {query_threads} querying; recall@10 vs flat on {rq} stored "
+        "vectors as queries"
+    )
+    for c in (
+        "type",
+        "dim",
+        "docs",
+        "build s",
+        "build CPU s",
+        "train CPU s; coarse",
+        "index MiB",
+        "B/doc",
+        "formula/measured",
+        "recall@10",
+        "1 query ms med/min",
+        "batched ms/q",
+        "params",
+    ):
         t.add_column(c, justify="right")
     for r in rows:
         p = params_text(r["params"])
-        t.add_row(r["type"], str(r["dim"]), f"{r['n']:,}", f"{r['build_s']:.2f}", f"{r['build_cpu_s']:.2f}",
-                  f"{r['train_cpu_s']:.2f}; {r['coarse_train_cpu_s']:.2f}", mb(r["index_bytes"]),
-                  f"{r['index_bytes_per_doc']:.0f}",
-                  f"{r['formula_vs_measured']:.3f}", f"{r['recall_at_10_vs_flat']:.3f}",
-                  f"{r['single_query_ms_median']:.2f}/{r['single_query_ms_min']:.2f}",
-                  f"{r['batched_ms_per_query']:.3f}", p)
+        t.add_row(
+            r["type"],
+            str(r["dim"]),
+            f"{r['n']:,}",
+            f"{r['build_s']:.2f}",
+            f"{r['build_cpu_s']:.2f}",
+            f"{r['train_cpu_s']:.2f}; {r['coarse_train_cpu_s']:.2f}",
+            mb(r["index_bytes"]),
+            f"{r['index_bytes_per_doc']:.0f}",
+            f"{r['formula_vs_measured']:.3f}",
+            f"{r['recall_at_10_vs_flat']:.3f}",
+            f"{r['single_query_ms_median']:.2f}/{r['single_query_ms_min']:.2f}",
+            f"{r['batched_ms_per_query']:.3f}",
+            p,
+        )
     console.print(t)
     vec = rows[0]["vectors_bytes"] / n if rows else 0
-    console.print(f"stored vectors (vectors.npy, kept in memory by every type, all dims together): {vec:.0f} B/doc "
-                  f"float32, {vec / 2:.0f} B/doc with store_dtype=float16")
+    console.print(
+        f"stored vectors (vectors.npy, kept in memory by every type, all dims together): {vec:.0f} B/doc "
+        f"float32, {vec / 2:.0f} B/doc with store_dtype=float16"
+    )
     t = Table(title="Per million documents (extrapolated with the formulas in the module docstring)")
     for c in ("type", "dim", "index GB", "bytes/doc", "fixed MB", "build CPU s", "build core-min", "nlist"):
         t.add_column(c, justify="right")
     for r in rows:
         pm = r["per_million"]
-        t.add_row(r["type"], str(r["dim"]), gb(pm["index_bytes"]), f"{pm['bytes_per_doc']:.0f}",
-                  f"{pm['fixed_bytes'] / 1e6:.1f}", f"{pm['build_cpu_s']:.0f}", f"{pm['build_cpu_s'] / 60:.1f}",
-                  str(pm["nlist"] or ""))
+        t.add_row(
+            r["type"],
+            str(r["dim"]),
+            gb(pm["index_bytes"]),
+            f"{pm['bytes_per_doc']:.0f}",
+            f"{pm['fixed_bytes'] / 1e6:.1f}",
+            f"{pm['build_cpu_s']:.0f}",
+            f"{pm['build_cpu_s'] / 60:.1f}",
+            str(pm["nlist"] or ""),
+        )
     console.print(t)
     console.print(f"stored vectors per million: {gb(vec * MILLION)} GB float32, {gb(vec * MILLION / 2)} GB float16")
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The two tables in Markdown (``--markdown``), for docs/scaling.md."""
-    out = ["| type | dim | docs | build s | build CPU s (train; coarse k-means) | index MiB | "
-           "bytes/doc measured (formula ÷ measured) | recall@10 vs flat | 1 query ms (median) | batched ms/query | params |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| type | dim | docs | build s | build CPU s (train; coarse k-means) | index MiB | "
+        "bytes/doc measured (formula ÷ measured) | recall@10 vs flat | 1 query ms (median) | batched ms/query | params |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         train = f" ({r['train_cpu_s']:.2f}; {r['coarse_train_cpu_s']:.2f})" if r["train_cpu_s"] else ""
-        out.append(f"| {r['type']} | {r['dim']} | {r['n']:,} | {r['build_s']:.2f} | {r['build_cpu_s']:.2f}"
-                   f"{train} | {mb(r['index_bytes'])} | {r['index_bytes_per_doc']:.0f} "
-                   f"({r['formula_vs_measured']:.3f}) | {r['recall_at_10_vs_flat']:.3f} | "
-                   f"{r['single_query_ms_median']:.2f} | {r['batched_ms_per_query']:.3f} | {params_text(r['params'])} |")
-    out += ["", "| type | dim | index GB per 1M docs | bytes/doc + fixed MB | build CPU s per 1M | build core-min per 1M |",
-            "|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r['type']} | {r['dim']} | {r['n']:,} | {r['build_s']:.2f} | {r['build_cpu_s']:.2f}"
+            f"{train} | {mb(r['index_bytes'])} | {r['index_bytes_per_doc']:.0f} "
+            f"({r['formula_vs_measured']:.3f}) | {r['recall_at_10_vs_flat']:.3f} | "
+            f"{r['single_query_ms_median']:.2f} | {r['batched_ms_per_query']:.3f} | {params_text(r['params'])} |"
+        )
+    out += [
+        "",
+        "| type | dim | index GB per 1M docs | bytes/doc + fixed MB | build CPU s per 1M | build core-min per 1M |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         pm = r["per_million"]
         fixed = f" + {pm['fixed_bytes'] / 1e6:.1f} MB (nlist {pm['nlist']})" if pm["fixed_bytes"] else ""
-        out.append(f"| {r['type']} | {r['dim']} | {gb(pm['index_bytes'])} | {pm['bytes_per_doc']:.0f}{fixed} | "
-                   f"{pm['build_cpu_s']:.0f} | {pm['build_cpu_s'] / 60:.1f} |")
+        out.append(
+            f"| {r['type']} | {r['dim']} | {gb(pm['index_bytes'])} | {pm['bytes_per_doc']:.0f}{fixed} | "
+            f"{pm['build_cpu_s']:.0f} | {pm['build_cpu_s'] / 60:.1f} |"
+        )
     return "\n".join(out)
 
 
@@ -271,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recall-queries", type=int, default=200, help="stored vectors used as recall queries")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="FAISS OpenMP threads for building (0: FAISS's default, one per core)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="FAISS OpenMP threads for building (0: FAISS's default, one per core)"
+    )
     ap.add_argument("--query-threads", type=int, default=1, help="FAISS OpenMP threads while timing queries")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--markdown", action="store_true", help="also print the tables in Markdown")
@@ -288,23 +351,33 @@ def main(argv: list[str] | None = None) -> int:
     dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
     types = [t for t in args.types.split(",") if t]
     t0 = time.perf_counter()
-    rows = bench(args.n, dims, types, args.queries, args.single, args.recall_queries, args.k, args.seed,
-                 args.query_threads)
+    rows = bench(
+        args.n, dims, types, args.queries, args.single, args.recall_queries, args.k, args.seed, args.query_threads
+    )
     print_report(rows, args.n, faiss.omp_get_max_threads(), args.query_threads)
     if args.markdown:
         print(markdown(rows))
     seconds = time.perf_counter() - t0
     report = {
         "benchmark": "index_scale",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "nyx_version": nyx_version(),
         "command": "python benchmarks/index_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-                    "faiss_query_threads": args.query_threads,
-                    "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-                    "load_average_at_end": os.getloadavg()},
-        "n": args.n, "dims": dims, "types": types, "k": args.k, "seed": args.seed,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "faiss": faiss.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "faiss_query_threads": args.query_threads,
+            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "n": args.n,
+        "dims": dims,
+        "types": types,
+        "k": args.k,
+        "seed": args.seed,
         "rows": rows,
         "seconds": seconds,
     }

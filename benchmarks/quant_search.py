@@ -35,15 +35,17 @@ trusting a small difference.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import faiss
 import numpy as np
@@ -64,8 +66,9 @@ TARGET_INT8_RECALL = 0.99
 TARGET_PEAK_SHARE = 0.5
 
 
-def mrl_vectors(n: int, dim: int, seed: int, centres: np.ndarray | None = None,
-                chunk: int = 10_000, random: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def mrl_vectors(
+    n: int, dim: int, seed: int, centres: np.ndarray | None = None, chunk: int = 10_000, random: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` float32 rows around ``centres`` (drawn when None: n/10 of them), coordinate scale (1 + i/16)**-0.5;
     ``random``: isotropic Gaussian rows (random unit vectors once normalised), no centres."""
     rng = np.random.default_rng(seed)
@@ -120,13 +123,20 @@ def _timed(fn: Any) -> float:
 def index_with(base: EmbeddingIndex, **config: Any) -> EmbeddingIndex:
     """An index over the same stored vectors (shared, not copied) with another config."""
     m = base.manifest
-    manifest = IndexManifest(model_id=m.model_id, dim=m.dim, full_dim=m.full_dim, mrl_dims=list(m.mrl_dims),
-                             config=IndexConfig(**{**m.config.model_dump(), **config}), doc_ids=list(m.doc_ids))
+    manifest = IndexManifest(
+        model_id=m.model_id,
+        dim=m.dim,
+        full_dim=m.full_dim,
+        mrl_dims=list(m.mrl_dims),
+        config=IndexConfig(**{**m.config.model_dump(), **config}),
+        doc_ids=list(m.doc_ids),
+    )
     return EmbeddingIndex(manifest, base.stored_vectors)
 
 
-def bench_quantised(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], k: int, n_single: int,
-                    rescore_factor: int) -> list[dict[str, Any]]:
+def bench_quantised(
+    base: EmbeddingIndex, queries: np.ndarray, dims: list[int], k: int, n_single: int, rescore_factor: int
+) -> list[dict[str, Any]]:
     rows = []
     n = len(base)
     stored_per_doc = base.stored_vectors.nbytes / n
@@ -139,8 +149,10 @@ def bench_quantised(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], 
             build_s = time.perf_counter() - t0
             stats = index.manifest.build_stats[dim]
             index.search(queries[:1], k=k, dim=dim)  # warm-up
-            single = [_timed(lambda i=i: index.search(queries[i : i + 1], k=k, dim=dim)) * 1000
-                      for i in range(n_single)]
+            single = [
+                _timed(functools.partial(index.search, queries[i : i + 1], k=k, dim=dim)) * 1000
+                for i in range(n_single)
+            ]
             t0 = time.perf_counter()
             result = index.search(queries, k=k, dim=dim)
             batch_ms = (time.perf_counter() - t0) * 1000 / len(queries)
@@ -148,26 +160,43 @@ def bench_quantised(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], 
             if mode == "none":
                 exact = ids
             nbytes = stats["bytes"]
-            rows.append({
-                "dim": dim, "mode": mode, "n": n, "k": k,
-                "recall_at_10": recall_at_k(ids, exact),
-                "build_recall_at_10": stats["recall_at_10_vs_flat"],
-                "build_before_rescore_recall_at_10": stats.get("before_rescore_recall_at_10_vs_flat"),
-                "index_bytes": nbytes, "bytes_per_doc": nbytes / n, "gb_per_million": nbytes / n * 1e6 / 1e9,
-                "vs_float32_flat": nbytes / (4 * n * dim),
-                "stored_vectors_bytes_per_doc": stored_per_doc,
-                "rescore_reads_stored_vectors": mode == "binary",
-                "single_query_ms_median": statistics.median(single), "single_query_ms_min": min(single),
-                "batch": len(queries), "batched_ms_per_query": batch_ms,
-                "build_s": build_s, "params": stats["params"],
-            })
+            rows.append(
+                {
+                    "dim": dim,
+                    "mode": mode,
+                    "n": n,
+                    "k": k,
+                    "recall_at_10": recall_at_k(ids, exact),
+                    "build_recall_at_10": stats["recall_at_10_vs_flat"],
+                    "build_before_rescore_recall_at_10": stats.get("before_rescore_recall_at_10_vs_flat"),
+                    "index_bytes": nbytes,
+                    "bytes_per_doc": nbytes / n,
+                    "gb_per_million": nbytes / n * 1e6 / 1e9,
+                    "vs_float32_flat": nbytes / (4 * n * dim),
+                    "stored_vectors_bytes_per_doc": stored_per_doc,
+                    "rescore_reads_stored_vectors": mode == "binary",
+                    "single_query_ms_median": statistics.median(single),
+                    "single_query_ms_min": min(single),
+                    "batch": len(queries),
+                    "batched_ms_per_query": batch_ms,
+                    "build_s": build_s,
+                    "params": stats["params"],
+                }
+            )
             del index
         console.print(f"  dim {dim}: done", style="dim")
     return rows
 
 
-def bench_backends(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], batches: list[int], k: int,
-                   peaks: dict[str, float], thread_counts: list[int | None]) -> list[dict[str, Any]]:
+def bench_backends(
+    base: EmbeddingIndex,
+    queries: np.ndarray,
+    dims: list[int],
+    batches: list[int],
+    k: int,
+    peaks: dict[str, float],
+    thread_counts: list[int | None],
+) -> list[dict[str, Any]]:
     rows = []
     n = len(base)
     for dim in dims:
@@ -177,8 +206,13 @@ def bench_backends(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], b
             label = "1" if th == 1 else "all"
             for nq in batches:
                 q = queries[:nq]
-                row: dict[str, Any] = {"dim": dim, "n": n, "batch": nq, "threads": label,
-                                       "auto_picks": choose_backend("auto", nq, dim)}
+                row: dict[str, Any] = {
+                    "dim": dim,
+                    "n": n,
+                    "batch": nq,
+                    "threads": label,
+                    "auto_picks": choose_backend("auto", nq, dim),
+                }
                 flop = 2 * nq * n * dim
                 results = {}
                 with threads(th):
@@ -186,16 +220,19 @@ def bench_backends(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], b
                         index.manifest.config.search_backend = backend
                         index.search(q, k=k, dim=dim)  # warm-up
                         reps = 5 if nq * n * dim < 3e10 else 2
-                        best = min(_timed(lambda: results.__setitem__(backend, index.search(q, k=k, dim=dim)))
-                                   for _ in range(reps))
+                        best = min(
+                            _timed(lambda: results.__setitem__(backend, index.search(q, k=k, dim=dim)))  # noqa: B023,F821
+                            for _ in range(reps)
+                        )
                         row[f"{backend}_ms_per_query"] = best * 1000 / nq
                         row[f"{backend}_gflops"] = flop / best / 1e9
                         row[f"{backend}_peak_share"] = flop / best / 1e9 / peaks["1" if th == 1 else "all"]
                 index.manifest.config.search_backend = "auto"
                 same = sum(a == b for a, b in zip(results["faiss"].ids, results["numpy"].ids))
                 row["same_ranking_queries"] = same
-                row["max_abs_score_diff"] = float(max(np.abs(a - b).max() for a, b in
-                                                      zip(results["faiss"].scores, results["numpy"].scores)))
+                row["max_abs_score_diff"] = float(
+                    max(np.abs(a - b).max() for a, b in zip(results["faiss"].scores, results["numpy"].scores))
+                )
                 faster = "faiss" if row["faiss_ms_per_query"] <= row["numpy_ms_per_query"] else "numpy"
                 row["faster"] = faster
                 row["auto_vs_faster"] = row["auto_ms_per_query"] / row[f"{faster}_ms_per_query"]
@@ -209,34 +246,73 @@ def bench_backends(base: EmbeddingIndex, queries: np.ndarray, dims: list[int], b
 
 
 def quant_table(rows: list[dict], n: int, n_queries: int) -> Table:
-    t = Table(title=f"Quantised Matryoshka search: {n:,} docs, recall@10 vs exact float over {n_queries} fresh "
-                    "queries")
-    for col in ("dim", "index", "recall@10", "recall@10 on build", "bytes/doc", "vs float32", "GB per 1M docs",
-                "+ stored vectors GB/1M", "1 query ms", f"batch of {rows[0]['batch']} ms/query"):
+    t = Table(title=f"Quantised Matryoshka search: {n:,} docs, recall@10 vs exact float over {n_queries} fresh queries")
+    for col in (
+        "dim",
+        "index",
+        "recall@10",
+        "recall@10 on build",
+        "bytes/doc",
+        "vs float32",
+        "GB per 1M docs",
+        "+ stored vectors GB/1M",
+        "1 query ms",
+        f"batch of {rows[0]['batch']} ms/query",
+    ):
         t.add_column(col, justify="right")
     for r in rows:
         build = f"{r['build_recall_at_10']:.3f}" if r["build_recall_at_10"] is not None else "-"
         if r["build_before_rescore_recall_at_10"] is not None:
             build += f" ({r['build_before_rescore_recall_at_10']:.3f} before rescoring)"
-        t.add_row(str(r["dim"]), MODE_NAMES[r["mode"]], f"{r['recall_at_10']:.3f}", build,
-                  f"{r['bytes_per_doc']:.0f}", f"{r['vs_float32_flat']:.4f}", f"{r['gb_per_million']:.3f}",
-                  f"{r['stored_vectors_bytes_per_doc'] * 1e6 / 1e9:.2f}"
-                  + (" (read)" if r["rescore_reads_stored_vectors"] else ""),
-                  f"{r['single_query_ms_median']:.2f}", f"{r['batched_ms_per_query']:.3f}")
+        t.add_row(
+            str(r["dim"]),
+            MODE_NAMES[r["mode"]],
+            f"{r['recall_at_10']:.3f}",
+            build,
+            f"{r['bytes_per_doc']:.0f}",
+            f"{r['vs_float32_flat']:.4f}",
+            f"{r['gb_per_million']:.3f}",
+            f"{r['stored_vectors_bytes_per_doc'] * 1e6 / 1e9:.2f}"
+            + (" (read)" if r["rescore_reads_stored_vectors"] else ""),
+            f"{r['single_query_ms_median']:.2f}",
+            f"{r['batched_ms_per_query']:.3f}",
+        )
     return t
 
 
 def backend_table(rows: list[dict], peaks: dict[str, float]) -> Table:
-    t = Table(title=f"Batched flat search: FAISS vs numpy (BLAS + argpartition) vs auto; matmul peak "
-                    f"{peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all")
-    for col in ("dim", "threads", "batch", "auto picks", "faiss ms/q (GFLOP/s, % peak)", "numpy ms/q (GFLOP/s, % peak)",
-                "auto ms/q (% peak)", "auto / faster", "same ranking"):
+    t = Table(
+        title=f"Batched flat search: FAISS vs numpy (BLAS + argpartition) vs auto; matmul peak "
+        f"{peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all"
+    )
+    for col in (
+        "dim",
+        "threads",
+        "batch",
+        "auto picks",
+        "faiss ms/q (GFLOP/s, % peak)",
+        "numpy ms/q (GFLOP/s, % peak)",
+        "auto ms/q (% peak)",
+        "auto / faster",
+        "same ranking",
+    ):
         t.add_column(col, justify="right")
     for r in rows:
-        cell = lambda b: f"{r[b + '_ms_per_query']:.3f} ({r[b + '_gflops']:.0f}, {100 * r[b + '_peak_share']:.0f}%)"
-        t.add_row(str(r["dim"]), r["threads"], str(r["batch"]), r["auto_picks"], cell("faiss"), cell("numpy"),
-                  f"{r['auto_ms_per_query']:.3f} ({100 * r['auto_peak_share']:.0f}%)", f"{r['auto_vs_faster']:.2f}",
-                  f"{r['same_ranking_queries']}/{r['batch']}")
+
+        def cell(b):
+            return f"{r[b + '_ms_per_query']:.3f} ({r[b + '_gflops']:.0f}, {100 * r[b + '_peak_share']:.0f}%)"  # noqa: B023
+
+        t.add_row(
+            str(r["dim"]),
+            r["threads"],
+            str(r["batch"]),
+            r["auto_picks"],
+            cell("faiss"),
+            cell("numpy"),
+            f"{r['auto_ms_per_query']:.3f} ({100 * r['auto_peak_share']:.0f}%)",
+            f"{r['auto_vs_faster']:.2f}",
+            f"{r['same_ranking_queries']}/{r['batch']}",
+        )
     return t
 
 
@@ -262,9 +338,13 @@ def summary(quant: list[dict], backends: list[dict]) -> dict[str, Any]:
         "int8_meets_target": bool(int8) and all(r["recall_at_10"] >= TARGET_INT8_RECALL for r in int8),
         "batched_best_auto_peak_share": best_batched,
         "batched_meets_target_at_largest_batch": {
-            label: all(r["auto_peak_share"] >= TARGET_PEAK_SHARE for r in backends
-                       if r["threads"] == label and r["batch"] == max(x["batch"] for x in backends))
-            for label in best_batched},
+            label: all(
+                r["auto_peak_share"] >= TARGET_PEAK_SHARE
+                for r in backends
+                if r["threads"] == label and r["batch"] == max(x["batch"] for x in backends)
+            )
+            for label in best_batched
+        },
         "auto_never_slower_than_1_2x_the_faster": all(r["auto_vs_faster"] <= 1.2 for r in backends),
     }
 
@@ -280,21 +360,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore-factor", type=int, default=IndexConfig().rescore_factor)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", choices=("mrl", "random"), default="mrl",
-                    help="mrl: clustered Matryoshka-like vectors (default); random: random unit vectors (worst case)")
+    ap.add_argument(
+        "--data",
+        choices=("mrl", "random"),
+        default="mrl",
+        help="mrl: clustered Matryoshka-like vectors (default); random: random unit vectors (worst case)",
+    )
     ap.add_argument("--skip-backends", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--markdown", action="store_true", help="also print the tables in Markdown")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="JSON report [benchmarks/results/quant_search.json; with --data random: "
-                         "quant_search-random.json]")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON report [benchmarks/results/quant_search.json; with --data random: quant_search-random.json]",
+    )
     args = ap.parse_args(argv)
     if args.out is None:
         name = "quant_search.json" if args.data == "mrl" else f"quant_search-{args.data}.json"
         args.out = REPO / "benchmarks" / "results" / name
     if args.quick:
         args.n, args.dims, args.queries, args.single, args.batches, args.backend_dims = (
-            3000, "256,64", 32, 3, "1,32", "256")
+            3000,
+            "256,64",
+            32,
+            3,
+            "1,32",
+            "256",
+        )
     from nyx.utils.io import write_json
 
     t_start = time.perf_counter()
@@ -315,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
 
     peaks_before = {"1": matmul_peak_gflops(1), "all": matmul_peak_gflops(None)}
     peaks = dict(peaks_before)
-    console.print(f"matmul peak: {peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all "
-                  f"({os.cpu_count()} cores)", style="dim")
+    console.print(
+        f"matmul peak: {peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all ({os.cpu_count()} cores)",
+        style="dim",
+    )
     quant = bench_quantised(base, queries, dims, args.k, args.single, args.rescore_factor)
     qt = quant_table(quant, args.n, args.queries)
     console.print(qt)
@@ -326,8 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         # the peak again, before the comparison that is measured against it: the best of both (shares use it)
         peaks_after = {"1": matmul_peak_gflops(1), "all": matmul_peak_gflops(None)}
         peaks = {t: max(peaks_before[t], peaks_after[t]) for t in peaks}
-        console.print(f"matmul peak again: {peaks_after['1']:.0f} GFLOP/s on 1 thread, {peaks_after['all']:.0f} on "
-                      f"all; using the best of both", style="dim")
+        console.print(
+            f"matmul peak again: {peaks_after['1']:.0f} GFLOP/s on 1 thread, {peaks_after['all']:.0f} on "
+            f"all; using the best of both",
+            style="dim",
+        )
         bdims = sorted({int(d) for d in args.backend_dims.split(",") if int(d) <= full}, reverse=True)
         batches = [int(b) for b in args.batches.split(",")]
         backends = bench_backends(base, queries, bdims, batches, args.k, peaks, [1, None])
@@ -343,25 +441,45 @@ def main(argv: list[str] | None = None) -> int:
         f"int8: min recall@10 {summ['int8_min_recall_at_10']:.3f} at {summ['int8_max_bytes_vs_float32']:.4f} of the "
         f"float32 index (target >= {TARGET_INT8_RECALL} at 1/4: "
         f"{'met' if summ['int8_meets_target'] else 'NOT met'}); batched search, best share of the matmul peak with "
-        f"auto: " + ", ".join(f"{100 * v['auto_peak_share']:.0f}% on {k} thread(s) (dim {v['dim']}, batch {v['batch']})"
-                              for k, v in summ["batched_best_auto_peak_share"].items())
-        + f" (target {100 * TARGET_PEAK_SHARE:.0f}%)")
+        f"auto: "
+        + ", ".join(
+            f"{100 * v['auto_peak_share']:.0f}% on {k} thread(s) (dim {v['dim']}, batch {v['batch']})"
+            for k, v in summ["batched_best_auto_peak_share"].items()
+        )
+        + f" (target {100 * TARGET_PEAK_SHARE:.0f}%)"
+    )
     seconds = time.perf_counter() - t_start
     report = {
         "benchmark": "quant_search",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "nyx_version": nyx_version(),
         "command": "python benchmarks/quant_search.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "faiss": faiss.__version__, "numpy": np.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-                    "faiss_blas_threshold": faiss_blas_threshold(), "load_average_at_end": os.getloadavg()},
-        "data": ("seeded random unit vectors" if args.data == "random"
-                 else "seeded Matryoshka-like clustered unit vectors (see the docstring)"),
-        "n": args.n, "dims": dims, "k": args.k, "seed": args.seed, "queries": args.queries,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "faiss": faiss.__version__,
+            "numpy": np.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "faiss_blas_threshold": faiss_blas_threshold(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "data": (
+            "seeded random unit vectors"
+            if args.data == "random"
+            else "seeded Matryoshka-like clustered unit vectors (see the docstring)"
+        ),
+        "n": args.n,
+        "dims": dims,
+        "k": args.k,
+        "seed": args.seed,
+        "queries": args.queries,
         "rescore_factor": args.rescore_factor,
         "matmul_peak_gflops": peaks,
-        "matmul_peak_gflops_measurements": {"before": peaks_before,
-                                            "after_quantised": peaks_after if not args.skip_backends else None},
+        "matmul_peak_gflops_measurements": {
+            "before": peaks_before,
+            "after_quantised": peaks_after if not args.skip_backends else None,
+        },
         "quantised": quant,
         "backends": backends,
         "summary": summ,

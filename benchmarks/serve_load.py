@@ -27,7 +27,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see encode_search.py: FAIS
 import argparse
 import asyncio
 import base64
-import json
 import platform
 import random
 import shutil
@@ -37,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,7 @@ def build_corpus(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Record
         chunk = rng.choice(with_images if image else chunks)
         words = chunk.text.split()
         start = rng.randrange(max(1, len(words) - 12))
-        text = " ".join(words[start:start + 12]) or "a page of the sample"
+        text = " ".join(words[start : start + 12]) or "a page of the sample"
         content: list[dict[str, str]] = [{"type": "text", "text": text}]
         if image:
             content.append({"type": "image", "image": chunk.images[0]})
@@ -110,8 +109,8 @@ def request_body(q: Record, k: int) -> dict[str, Any]:
 
 
 def build_index(corpus: Path, out: Path, batch_size: int) -> dict[str, Any]:
-    from nyx.data.rejects import RejectLog
     from nyx.data.records import iter_jsonl
+    from nyx.data.rejects import RejectLog
     from nyx.retrieval import DenseConfig, NyxRetriever
 
     t0 = time.perf_counter()
@@ -130,15 +129,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, window_ms: float, max_batch: int, threads: int,
-                 log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    index: Path, window_ms: float, max_batch: int, threads: int, log: Path
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ}
     env.pop("NYX_API_KEY", None)
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "nyx.cli", "serve", str(index), "--port", str(port),
-           "--batch-window-ms", str(window_ms), "--max-batch", str(max_batch), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nyx.cli",
+        "serve",
+        str(index),
+        "--port",
+        str(port),
+        "--batch-window-ms",
+        str(window_ms),
+        "--max-batch",
+        str(max_batch),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -177,6 +190,7 @@ async def run_load(url: str, bodies: list[dict[str, Any]], n_requests: int, clie
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
         async def worker() -> None:
             nonlocal next_i
             while next_i < n_requests:
@@ -208,10 +222,12 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def bench_mode(index: Path, bodies: list[dict[str, Any]], window_ms: float, args: argparse.Namespace,
-               logs: Path) -> dict[str, Any]:
-    proc, url = start_server(index, window_ms, args.max_batch, args.server_threads,
-                             logs / f"serve-window-{window_ms:g}.log")
+def bench_mode(
+    index: Path, bodies: list[dict[str, Any]], window_ms: float, args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    proc, url = start_server(
+        index, window_ms, args.max_batch, args.server_threads, logs / f"serve-window-{window_ms:g}.log"
+    )
     try:
         asyncio.run(run_load(url, bodies, args.warmup, args.clients))  # untimed: builds kernels, fills caches
         before = httpx.get(f"{url}/health").json()["batching"]
@@ -242,13 +258,24 @@ def bench_mode(index: Path, bodies: list[dict[str, Any]], window_ms: float, args
 
 
 def print_report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    t = Table(title=f"nyx serve /search: {meta['requests']} requests from {meta['clients']} concurrent clients "
-                    f"({meta['corpus']}, {meta['index']['documents']} docs, tiny model, CPU)")
+    t = Table(
+        title=f"nyx serve /search: {meta['requests']} requests from {meta['clients']} concurrent clients "
+        f"({meta['corpus']}, {meta['index']['documents']} docs, tiny model, CPU)"
+    )
     for c in ("batching", "window ms", "QPS", "p50 ms", "p95 ms", "p99 ms", "mean batch", "same top-k", "errors"):
         t.add_column(c, justify="right")
     for r in rows:
-        t.add_row(r["batching"], f"{r['window_ms']:g}", f"{r['qps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                  f"{r['p99_ms']:.1f}", f"{r['mean_batch']:.2f}", f"{r['same_topk_as_first']:.0%}", str(r["errors"]))
+        t.add_row(
+            r["batching"],
+            f"{r['window_ms']:g}",
+            f"{r['qps']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['mean_batch']:.2f}",
+            f"{r['same_topk_as_first']:.0%}",
+            str(r["errors"]),
+        )
     console.print(t)
 
 
@@ -264,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", default="0,5", help="batching windows in ms to compare (0: batching off)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--server-threads", type=int, default=1,
-                    help="OMP_NUM_THREADS of the server (0: torch default, one per core; 1: see encode_search.py)")
+    ap.add_argument(
+        "--server-threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of the server (0: torch default, one per core; 1: see encode_search.py)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_load.json")
@@ -297,17 +328,28 @@ def main(argv: list[str] | None = None) -> int:
         r["same_topk_as_first"] = sum(r["hits"][i] == first[i] for i in common) / len(common) if common else 1.0
         r["hits_compared"] = len(common)
         del r["hits"]
-    meta = {"corpus": what, "index": index_info, "clients": args.clients, "requests": args.requests, "k": args.k,
-            "queries": len(bodies), "image_queries": sum(len(b["content"]) > 1 for b in bodies)}
+    meta = {
+        "corpus": what,
+        "index": index_info,
+        "clients": args.clients,
+        "requests": args.requests,
+        "k": args.k,
+        "queries": len(bodies),
+        "image_queries": sum(len(b["content"]) > 1 for b in bodies),
+    }
     print_report(rows, meta)
     errors = sum(r["errors"] for r in rows)
     report = {
         "benchmark": "serve_load",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "nyx_version": nyx_version(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+        },
         **meta,
         "rows": rows,
         "errors": errors,

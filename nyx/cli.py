@@ -21,9 +21,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -75,7 +76,7 @@ def echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def fail(message: str, code: int = EXIT_INPUT) -> "typer.Exit":
+def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
     """Print ``error: message`` to stderr and return the exit to raise (``raise fail(...)``)."""
     echo_err(f"error: {message}")
     return typer.Exit(code)
@@ -105,7 +106,7 @@ def rejects_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.rejects.jsonl")
 
 
-def report_rejects(rejects: RejectLog, path: Path) -> Optional[Path]:
+def report_rejects(rejects: RejectLog, path: Path) -> Path | None:
     """Write rejected records (if any) and say so on stderr."""
     if not rejects.count:
         return None
@@ -115,7 +116,7 @@ def report_rejects(rejects: RejectLog, path: Path) -> Optional[Path]:
     return path
 
 
-def parse_dims(value: Optional[str]) -> Optional[list[int]]:
+def parse_dims(value: str | None) -> list[int] | None:
     """``"2048,1024,512"`` -> ``[2048, 1024, 512]`` (a usage error if it does not parse)."""
     if value is None or not value.strip():
         return None
@@ -153,8 +154,10 @@ def check_search_dims(retriever, dims: list[int]) -> None:
         raise fail(f"the {retriever.name} retriever has no embedding dimensions; drop --dim/--dims")
     for d in dims:
         if d > max(retriever.dims):
-            raise fail(f"dimension {d} exceeds the index dimension {max(retriever.dims)} "
-                       f"(available Matryoshka dims: {retriever.dims})")
+            raise fail(
+                f"dimension {d} exceeds the index dimension {max(retriever.dims)} "
+                f"(available Matryoshka dims: {retriever.dims})"
+            )
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -163,7 +166,7 @@ _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _INGEST_WRITES = {"corpus.jsonl", "rejects.jsonl", "images"}  # what an `nyx ingest` folder holds
 
 
-def _ingest_image_config(max_pixels: Optional[int]):
+def _ingest_image_config(max_pixels: int | None):
     """The pixel budget: the profile's ``images`` (NYX_PROFILE, NYX_PROFILE_OVERRIDES), ``--max-pixels`` over it."""
     from nyx.data.images import ImageConfig
     from nyx.profiles import load_profile
@@ -182,18 +185,32 @@ def _ingest_image_config(max_pixels: Optional[int]):
 
 @app.command("ingest")
 def ingest_cmd(
-    paths: Annotated[list[Path], typer.Argument(
-        help="PDFs, images (with optional sidecar captions x.txt), JSONL records, BEIR folders, OBELICS shards "
-             "(.parquet/.jsonl), or folders of any of these.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Folder to write corpus.jsonl (and images/, rejects.jsonl) into.")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(
-        min=784, help="Pixel budget of a rendered PDF page (default: the profile's images.max_pixels).")] = None,
-    as_shard: Annotated[Optional[str], typer.Option(
-        help="Write the records as an OBELICS JSONL shard NAME.jsonl into the raw folder (with or without --out), "
-             "where the shard sensor and raw_documents pick it up.")] = None,
-    raw_dir: Annotated[Optional[Path], typer.Option(
-        help="The pipeline's raw shard folder for --as-shard (default: data/raw, or $NYX_DATA_DIR/raw).")] = None,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="PDFs, images (with optional sidecar captions x.txt), JSONL records, BEIR folders, OBELICS shards "
+            "(.parquet/.jsonl), or folders of any of these.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder to write corpus.jsonl (and images/, rejects.jsonl) into.")
+    ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(min=784, help="Pixel budget of a rendered PDF page (default: the profile's images.max_pixels)."),
+    ] = None,
+    as_shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the records as an OBELICS JSONL shard NAME.jsonl into the raw folder (with or without --out), "
+            "where the shard sensor and raw_documents pick it up."
+        ),
+    ] = None,
+    raw_dir: Annotated[
+        Path | None,
+        typer.Option(help="The pipeline's raw shard folder for --as-shard (default: data/raw, or $NYX_DATA_DIR/raw)."),
+    ] = None,
     replace_shard: Annotated[bool, typer.Option(help="Overwrite an existing shard of that name.")] = False,
 ) -> None:
     """Turn documents into a corpus (OUT/corpus.jsonl, images under OUT/images) that `nyx index` reads.
@@ -211,8 +228,11 @@ def ingest_cmd(
     if out is None and as_shard is None:
         raise typer.BadParameter("give --out DIR and/or --as-shard NAME", param_hint="--out")
     if as_shard is not None and not _SHARD_NAME.match(as_shard):
-        raise typer.BadParameter(f"shard name {as_shard!r}: letters, digits, '-' and '_' only (it becomes the "
-                                 "partition key, the file name without extensions)", param_hint="--as-shard")
+        raise typer.BadParameter(
+            f"shard name {as_shard!r}: letters, digits, '-' and '_' only (it becomes the "
+            "partition key, the file name without extensions)",
+            param_hint="--as-shard",
+        )
     if raw_dir is not None and as_shard is None:
         raise typer.BadParameter("--raw-dir goes with --as-shard", param_hint="--raw-dir")
     cfg = _ingest_image_config(max_pixels)
@@ -221,8 +241,10 @@ def ingest_cmd(
             raise fail(f"refusing to overwrite {out}: it is not a folder")
         foreign = sorted(e.name for e in out.iterdir() if e.name not in _INGEST_WRITES)
         if foreign:
-            raise fail(f"refusing to overwrite {out}: it holds files `nyx ingest` does not write "
-                       f"({', '.join(foreign[:5])}); choose an empty or new folder")
+            raise fail(
+                f"refusing to overwrite {out}: it holds files `nyx ingest` does not write "
+                f"({', '.join(foreign[:5])}); choose an empty or new folder"
+            )
     shard_file = shard_rejects = None
     if as_shard is not None:
         from nyx.data.ingest import shard_name
@@ -234,8 +256,10 @@ def ingest_cmd(
         shard_rejects = raw.parent / "rejects" / "ingest" / f"{as_shard}.jsonl"  # never a .jsonl inside raw/
         taken = [s.name for s in (list_shards(raw) if raw.is_dir() else []) if shard_name(s) == as_shard]
         if taken and not (replace_shard and taken == [shard_file.name]):
-            raise fail(f"shard {as_shard!r} already exists in {raw} ({', '.join(taken)}); choose another name"
-                       + ("" if replace_shard else " or pass --replace-shard"))
+            raise fail(
+                f"shard {as_shard!r} already exists in {raw} ({', '.join(taken)}); choose another name"
+                + ("" if replace_shard else " or pass --replace-shard")
+            )
     with user_errors():
         sources, skipped = discover(paths, exclude=[out] if out is not None else [])
     if not sources:
@@ -269,43 +293,64 @@ def ingest_cmd(
     except _NoRecords:
         if shard_rejects is not None:
             rejects.write(shard_rejects)
-        report_rejects(rejects, out.with_name(f"{out.name}.rejects.jsonl") if out is not None
-                       else shard_rejects)  # type: ignore[arg-type]
+        report_rejects(rejects, out.with_name(f"{out.name}.rejects.jsonl") if out is not None else shard_rejects)  # type: ignore[arg-type]
         raise fail(f"no usable records in {', '.join(map(str, paths))}") from None
     if shard_rejects is not None:  # the shard's rejects where the pipeline keeps them (rewritten on every run)
         rejects.write(shard_rejects)
-    rejects_file = report_rejects(rejects, out / "rejects.jsonl" if out is not None
-                                  else shard_rejects)  # type: ignore[arg-type]
+    rejects_file = report_rejects(rejects, out / "rejects.jsonl" if out is not None else shard_rejects)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
     summary = stats.summary()
-    echo_err(f"ingested {n} records ({summary['pages']} PDF pages, {summary['image_only_pages']} image-only) "
-             f"from {len(sources)} input(s) in {seconds:.1f} s")
-    print_json({
-        "out": str(out) if out is not None else None,
-        "corpus": str(out / "corpus.jsonl") if out is not None else None,
-        "shard": str(shard_file) if shard_file is not None else None,
-        **summary,
-        "rejected": rejects.count,
-        "rejects": dict(sorted(rejects.reasons().items())),
-        "rejects_file": str(rejects_file) if rejects_file else None,
-        "max_pixels": cfg.max_pixels,
-        "seconds": round(seconds, 3),
-    })
+    echo_err(
+        f"ingested {n} records ({summary['pages']} PDF pages, {summary['image_only_pages']} image-only) "
+        f"from {len(sources)} input(s) in {seconds:.1f} s"
+    )
+    print_json(
+        {
+            "out": str(out) if out is not None else None,
+            "corpus": str(out / "corpus.jsonl") if out is not None else None,
+            "shard": str(shard_file) if shard_file is not None else None,
+            **summary,
+            "rejected": rejects.count,
+            "rejects": dict(sorted(rejects.reasons().items())),
+            "rejects_file": str(rejects_file) if rejects_file else None,
+            "max_pixels": cfg.max_pixels,
+            "seconds": round(seconds, 3),
+        }
+    )
 
 
 @app.command("convert")
 def convert_cmd(
-    fmt: Annotated[str, typer.Argument(
-        metavar="FORMAT", help="mmqa, scienceqa, hotpotqa, 2wiki, musique, bamboogle or pagedoc.", show_default=False)],
-    src: Annotated[Path, typer.Argument(help="The set as its authors publish it: its file, or the folder holding its "
-                                             "files (and images or PDFs).", show_default=False)],
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            metavar="FORMAT",
+            help="mmqa, scienceqa, hotpotqa, 2wiki, musique, bamboogle or pagedoc.",
+            show_default=False,
+        ),
+    ],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="The set as its authors publish it: its file, or the folder holding its files (and images or PDFs).",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="BEIR folder to write.", show_default=False)],
-    split: Annotated[Optional[str], typer.Option(
-        help="The split to convert where the set has several (default: its evaluation split: dev for MMQA, "
-             "HotpotQA, 2Wiki and MuSiQue, test for ScienceQA).")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Convert only the first N questions.")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(
-        min=784, help="pagedoc: pixel budget of a rendered page (default: the profile's images.max_pixels).")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="The split to convert where the set has several (default: its evaluation split: dev for MMQA, "
+            "HotpotQA, 2Wiki and MuSiQue, test for ScienceQA)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Convert only the first N questions.")] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=784, help="pagedoc: pixel budget of a rendered page (default: the profile's images.max_pixels)."
+        ),
+    ] = None,
 ) -> None:
     """Turn a public benchmark, in its published files, into a BEIR folder that `nyx evaluate` and `nyx report` read.
 
@@ -328,8 +373,10 @@ def convert_cmd(
             raise fail(f"refusing to overwrite {out}: it is not a folder")
         foreign = sorted(e.name for e in out.iterdir() if e.name not in OUTPUT_ENTRIES)
         if foreign:
-            raise fail(f"refusing to overwrite {out}: it holds files `nyx convert` does not write "
-                       f"({', '.join(foreign[:5])}); choose an empty or new folder")
+            raise fail(
+                f"refusing to overwrite {out}: it holds files `nyx convert` does not write "
+                f"({', '.join(foreign[:5])}); choose an empty or new folder"
+            )
     cfg = _ingest_image_config(max_pixels) if fmt == "pagedoc" else None
     t0 = time.perf_counter()
     with user_errors():
@@ -343,39 +390,55 @@ def convert_cmd(
     for note in result.notes:
         echo_err(f"note: {note}")
     seconds = time.perf_counter() - t0
-    echo_err(f"converted {result.queries} questions, {result.docs} documents, {result.qrels} judgements "
-             f"({fmt}, split {result.split}) into {out} in {seconds:.1f} s")
+    echo_err(
+        f"converted {result.queries} questions, {result.docs} documents, {result.qrels} judgements "
+        f"({fmt}, split {result.split}) into {out} in {seconds:.1f} s"
+    )
     print_json({**result.summary(), "seconds": round(seconds, 3)})
 
 
 @app.command("index")
 def index_cmd(
-    corpus: Annotated[Path, typer.Argument(help="Corpus JSONL (Nyx part format or BEIR text), or a BEIR folder.",
-                                           show_default=False)],
+    corpus: Annotated[
+        Path, typer.Argument(help="Corpus JSONL (Nyx part format or BEIR text), or a BEIR folder.", show_default=False)
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the index into.", show_default=False)],
     retriever: Annotated[RetrieverName, typer.Option(help="Which retriever to build.")] = RetrieverName.nyx,
-    model: Annotated[Optional[str], typer.Option(
-        help="Nyx only: 'tiny', 'paper', a local model folder or a hub id [default: tiny].")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="Nyx only: a LoRA adapter folder.")] = None,
-    dim: Annotated[Optional[int], typer.Option(
-        min=1, help="Dense only: store this Matryoshka prefix instead of the full embedding.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Nyx only: 'tiny', 'paper', a local model folder or a hub id [default: tiny].")
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(help="Nyx only: a LoRA adapter folder.")] = None,
+    dim: Annotated[
+        int | None, typer.Option(min=1, help="Dense only: store this Matryoshka prefix instead of the full embedding.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per encoder forward pass (dense).")] = 16,
-    index_type: Annotated[IndexType, typer.Option(
-        help="FAISS index: exact flat, or hnsw/ivf/ivfpq for large corpora (recall@10 against flat is measured "
-             "on build and kept in the manifest).")] = IndexType.flat,
-    approximate_from: Annotated[Optional[int], typer.Option(
-        min=1, help="Use --index-type only from this many documents; flat below.")] = None,
-    store_dtype: Annotated[StoreDtypeName, typer.Option(
-        help="Dense: keep vectors as float32, or float16 (half the memory; scores change by ~1e-3).")]
-    = StoreDtypeName.float32,
-    quantize: Annotated[QuantizeName, typer.Option(
-        help="Dense, flat index: search int8 codes (1/4 of the float32 index) or sign bits (1/32, Hamming search "
-             "then float rescoring); recall@10 against exact search is measured on build.")] = QuantizeName.none,
+    index_type: Annotated[
+        IndexType,
+        typer.Option(
+            help="FAISS index: exact flat, or hnsw/ivf/ivfpq for large corpora (recall@10 against flat is measured "
+            "on build and kept in the manifest)."
+        ),
+    ] = IndexType.flat,
+    approximate_from: Annotated[
+        int | None, typer.Option(min=1, help="Use --index-type only from this many documents; flat below.")
+    ] = None,
+    store_dtype: Annotated[
+        StoreDtypeName,
+        typer.Option(help="Dense: keep vectors as float32, or float16 (half the memory; scores change by ~1e-3)."),
+    ] = StoreDtypeName.float32,
+    quantize: Annotated[
+        QuantizeName,
+        typer.Option(
+            help="Dense, flat index: search int8 codes (1/4 of the float32 index) or sign bits (1/32, Hamming search "
+            "then float rescoring); recall@10 against exact search is measured on build."
+        ),
+    ] = QuantizeName.none,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (dense).")] = True,
 ) -> None:
     """Index CORPUS into a retriever folder (OUT) that `nyx search` and `nyx evaluate` read.
 
-    Unusable records (malformed JSON, unknown part types, undecodable images, duplicate ids) are skipped, counted and written to OUT/rejects.jsonl.
+    Unusable records (malformed JSON, unknown part types, undecodable images, duplicate ids) are skipped, counted
+    and written to OUT/rejects.jsonl.
     """
     from nyx.index import IndexConfig
     from nyx.retrieval import RETRIEVER_MANIFEST, BM25Retriever, DenseConfig, MiniLMRetriever, NyxRetriever
@@ -391,14 +454,23 @@ def index_cmd(
         raise fail(f"adapter folder not found: {adapter}")
 
     if approximate_from is not None and index_type is IndexType.flat:
-        raise typer.BadParameter("--approximate-from needs an approximate --index-type (hnsw, ivf, ivfpq)",
-                                 param_hint="--approximate-from")
+        raise typer.BadParameter(
+            "--approximate-from needs an approximate --index-type (hnsw, ivf, ivfpq)", param_hint="--approximate-from"
+        )
     if quantize is not QuantizeName.none and (retriever is RetrieverName.bm25 or index_type is not IndexType.flat):
-        raise typer.BadParameter("--quantize applies to a dense retriever's flat index (--index-type flat)",
-                                 param_hint="--quantize")
-    dense = DenseConfig(batch_size=batch_size, index_dim=dim, index=IndexConfig(
-        index_type=index_type.value, approximate_from=approximate_from, store_dtype=store_dtype.value,
-        quantize=quantize.value))
+        raise typer.BadParameter(
+            "--quantize applies to a dense retriever's flat index (--index-type flat)", param_hint="--quantize"
+        )
+    dense = DenseConfig(
+        batch_size=batch_size,
+        index_dim=dim,
+        index=IndexConfig(
+            index_type=index_type.value,
+            approximate_from=approximate_from,
+            store_dtype=store_dtype.value,
+            quantize=quantize.value,
+        ),
+    )
     if retriever is RetrieverName.bm25:
         r = BM25Retriever()
     elif retriever is RetrieverName.minilm:
@@ -409,8 +481,11 @@ def index_cmd(
     rejects = RejectLog(stage="index")
     t0 = time.perf_counter()
     with user_errors():
-        n = (r.index(iter_jsonl(path, rejects), rejects=rejects) if retriever is RetrieverName.bm25
-             else r.index(iter_jsonl(path, rejects), rejects=rejects, progress=progress))
+        n = (
+            r.index(iter_jsonl(path, rejects), rejects=rejects)
+            if retriever is RetrieverName.bm25
+            else r.index(iter_jsonl(path, rejects), rejects=rejects, progress=progress)
+        )
         if n == 0:
             report_rejects(rejects, out.with_name(f"{out.name}.rejects.jsonl"))
             raise fail(f"no usable documents in {path}")
@@ -420,21 +495,33 @@ def index_cmd(
     inputs = dict(r.last_encode.inputs) if getattr(r, "last_encode", None) is not None else {}
     fitted = ""
     if inputs.get("records_with_shrunk_images") or inputs.get("records_with_dropped_images"):
-        fitted = (f"; {inputs.get('records_with_shrunk_images', 0)} record(s) had images shrunk to fit the model's "
-                  f"context, {inputs.get('records_with_dropped_images', 0)} had images dropped")
+        fitted = (
+            f"; {inputs.get('records_with_shrunk_images', 0)} record(s) had images shrunk to fit the model's "
+            f"context, {inputs.get('records_with_dropped_images', 0)} had images dropped"
+        )
     echo_err(f"indexed {n} documents with {r.name} into {out} in {seconds:.1f} s{fitted}")
-    print_json({"out": str(out), **r.describe(), "rejected": rejects.count, "inputs": inputs,
-                "rejects_file": str(rejects_file) if rejects_file else None, "seconds": round(seconds, 3)})
+    print_json(
+        {
+            "out": str(out),
+            **r.describe(),
+            "rejected": rejects.count,
+            "inputs": inputs,
+            "rejects_file": str(rejects_file) if rejects_file else None,
+            "seconds": round(seconds, 3),
+        }
+    )
 
 
 @app.command("search")
 def search_cmd(
     index_dir: Annotated[Path, typer.Argument(help="A folder written by `nyx index`.", show_default=False)],
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Query text.")] = None,
-    image: Annotated[Optional[list[Path]], typer.Option(
-        "--image", "-i", help="Query image (repeat for several; placed after the text, in order).")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Query text.")] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", "-i", help="Query image (repeat for several; placed after the text, in order)."),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
-    dim: Annotated[Optional[int], typer.Option(min=1, help="Matryoshka dimension to search at (dense).")] = None,
+    dim: Annotated[int | None, typer.Option(min=1, help="Matryoshka dimension to search at (dense).")] = None,
 ) -> None:
     """Search an index with one mixed-modal query; prints the ranked documents as JSON."""
     images = list(image or [])
@@ -454,13 +541,15 @@ def search_cmd(
         run = r.search([query], k=k, dim=dim)
     ms = (time.perf_counter() - t0) * 1000
     ranked = sorted(run.get("query", {}).items(), key=lambda kv: -kv[1])
-    print_json({
-        "query": {"text": text, "images": [str(p) for p in images]},
-        "retriever": r.name,
-        "dim": dim if dim is not None else (max(r.dims) if r.dims else None),
-        "latency_ms": round(ms, 3),
-        "results": [{"rank": i, "id": d, "score": s} for i, (d, s) in enumerate(ranked, start=1)],
-    })
+    print_json(
+        {
+            "query": {"text": text, "images": [str(p) for p in images]},
+            "retriever": r.name,
+            "dim": dim if dim is not None else (max(r.dims) if r.dims else None),
+            "latency_ms": round(ms, 3),
+            "results": [{"rank": i, "id": d, "score": s} for i, (d, s) in enumerate(ranked, start=1)],
+        }
+    )
 
 
 @app.command("evaluate")
@@ -469,17 +558,26 @@ def evaluate_cmd(
     queries: Annotated[Path, typer.Option(help="Queries JSONL.", show_default=False)],
     qrels: Annotated[Path, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Metrics JSON to write.", show_default=False)],
-    dims: Annotated[Optional[str], typer.Option(
-        help="Comma-separated Matryoshka dims, e.g. 2048,1024,512,256 [default: the index's dim and its "
-             "Matryoshka dims].")] = None,
-    run_out: Annotated[Optional[Path], typer.Option(
-        help="Write the TREC run here (with several dims, the first dim's run; the others get a "
-             ".d<dim> suffix before the extension).")] = None,
+    dims: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated Matryoshka dims, e.g. 2048,1024,512,256 [default: the index's dim and its "
+            "Matryoshka dims]."
+        ),
+    ] = None,
+    run_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the TREC run here (with several dims, the first dim's run; the others get a "
+            ".d<dim> suffix before the extension)."
+        ),
+    ] = None,
     depth: Annotated[int, typer.Option(min=1, help="Documents retrieved per query.")] = 100,
 ) -> None:
     """Score an index on judged queries: Recall@1/5/10/20, nDCG@10, MRR@10 per Matryoshka dimension.
 
-    Only queries with judgements in QRELS are searched; judged queries missing from QUERIES score 0. Rejected queries and qrels lines are written beside OUT (<out>.rejects.jsonl).
+    Only queries with judgements in QRELS are searched; judged queries missing from QUERIES score 0. Rejected
+    queries and qrels lines are written beside OUT (<out>.rejects.jsonl).
     """
     from rich.console import Console
     from rich.table import Table
@@ -541,17 +639,26 @@ def evaluate_cmd(
 
 @app.command("report")
 def report_cmd(
-    indexes: Annotated[list[str], typer.Argument(
-        help="Index folders written by `nyx index`, each optionally named: NAME=DIR (default name: the folder's).",
-        show_default=False)],
-    queries: Annotated[Path, typer.Option(help="Queries JSONL (NyxQA queries carry choices and answers).",
-                                          show_default=False)],
+    indexes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Index folders written by `nyx index`, each optionally named: NAME=DIR (default name: the folder's).",
+            show_default=False,
+        ),
+    ],
+    queries: Annotated[
+        Path, typer.Option(help="Queries JSONL (NyxQA queries carry choices and answers).", show_default=False)
+    ],
     qrels: Annotated[Path, typer.Option(help="BEIR qrels TSV.", show_default=False)],
-    corpus: Annotated[Path, typer.Option(help="Corpus JSONL the indexes were built from (the reader reads it).",
-                                         show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json and the plots.",
-                                      show_default=False)],
-    reader: Annotated[str, typer.Option(help="'minilm' (offline stand-in reader) or 'none' (retrieval only).")] = "minilm",
+    corpus: Annotated[
+        Path, typer.Option(help="Corpus JSONL the indexes were built from (the reader reads it).", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.md, report.json and the plots.", show_default=False)
+    ],
+    reader: Annotated[
+        str, typer.Option(help="'minilm' (offline stand-in reader) or 'none' (retrieval only).")
+    ] = "minilm",
     top_n: Annotated[int, typer.Option(min=1, help="Documents the reader sees.")] = 1,
 ) -> None:
     """Render the evaluation report (the `eval_report` asset's) for any indexes and judged queries: retrieval at
@@ -582,8 +689,15 @@ def report_cmd(
 
         rd = MiniLMOptionReader()
     with user_errors():
-        report = evaluate_retrievers(retrievers, qs, judged, docs, reader=rd, top_n=top_n,
-                                     meta={"queries_file": str(queries), "corpus_file": str(corpus)})
+        report = evaluate_retrievers(
+            retrievers,
+            qs,
+            judged,
+            docs,
+            reader=rd,
+            top_n=top_n,
+            meta={"queries_file": str(queries), "corpus_file": str(corpus)},
+        )
         files = write_report(report, out)
     if rejects.count:
         rejects.write(out / "rejects.jsonl")
@@ -593,28 +707,46 @@ def report_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    source: Annotated[str, typer.Argument(
-        help="A folder written by `nyx index`, or a registry URI: models:/NAME@ALIAS (followed when it moves) or "
-             "models:/NAME/VERSION.", show_default=False)],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A folder written by `nyx index`, or a registry URI: models:/NAME@ALIAS (followed when it moves) or "
+            "models:/NAME/VERSION.",
+            show_default=False,
+        ),
+    ],
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1 exposes the API to the "
-                                           "network (set NYX_API_KEY).")] = "127.0.0.1",
-    batch_window_ms: Annotated[float, typer.Option(
-        min=0, help="Collect concurrent queries this long into one encoder call (0: no batching).")] = 5.0,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind; anything but 127.0.0.1 exposes the API to the network (set NYX_API_KEY)."),
+    ] = "127.0.0.1",
+    batch_window_ms: Annotated[
+        float, typer.Option(min=0, help="Collect concurrent queries this long into one encoder call (0: no batching).")
+    ] = 5.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most queries per encoder call.")] = 32,
-    poll_seconds: Annotated[float, typer.Option(
-        min=0, help="Registry alias sources: check the alias this often and swap in a new version (0: never).")]
-    = 30.0,
-    corpus: Annotated[Optional[Path], typer.Option(
-        help="Corpus JSONL or BEIR folder the index was built from, for return_documents (registry sources: "
-             "used when the version has no nyx.corpus_path tag).")] = None,
+    poll_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Registry alias sources: check the alias this often and swap in a new version (0: never)."
+        ),
+    ] = 30.0,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Corpus JSONL or BEIR folder the index was built from, for return_documents (registry sources: "
+            "used when the version has no nyx.corpus_path tag)."
+        ),
+    ] = None,
     max_request_bytes: Annotated[int, typer.Option(min=1, help="Largest request body.")] = 16 * 1024 * 1024,
     max_image_bytes: Annotated[int, typer.Option(min=1, help="Largest decoded query image.")] = 10 * 1024 * 1024,
     max_image_pixels: Annotated[int, typer.Option(min=1, help="Most pixels in a query image.")] = 16_000_000,
     max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = 1000,
-    tracking_uri: Annotated[Optional[str], typer.Option(
-        envvar="MLFLOW_TRACKING_URI", help="MLflow registry for models:/ sources (default: sqlite under mlflow/).")]
-    = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI", help="MLflow registry for models:/ sources (default: sqlite under mlflow/)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a search API over HTTP (POST /search, POST /embed, GET /health, docs at /docs) for a model and its
@@ -636,9 +768,15 @@ def serve_cmd(
         raise fail(f"corpus not found: {corpus}")
     if source.startswith(REGISTRY_PREFIX) and tracking_uri is None:
         tracking_uri = f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
-    settings = ServeSettings(batch_window_ms=batch_window_ms, max_batch=max_batch, poll_seconds=poll_seconds,
-                             max_request_bytes=max_request_bytes, max_image_bytes=max_image_bytes,
-                             max_image_pixels=max_image_pixels, max_k=max_k)
+    settings = ServeSettings(
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+        poll_seconds=poll_seconds,
+        max_request_bytes=max_request_bytes,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+        max_k=max_k,
+    )
     try:
         server_app = create_app(source, corpus=corpus, settings=settings, tracking_uri=tracking_uri)
     except (ServeError, OSError, ValueError) as e:

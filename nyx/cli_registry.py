@@ -12,11 +12,13 @@ import typer
 
 from nyx.paths import REPO_ROOT
 
-app = typer.Typer(help="Model registry: champion/challenger aliases of the registered retriever (MLflow).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Model registry: champion/challenger aliases of the registered retriever (MLflow).", no_args_is_help=True
+)
 
-TrackingOpt = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                           help="MLflow tracking URI (default: sqlite under mlflow/)")
+TrackingOpt = typer.Option(
+    None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: sqlite under mlflow/)"
+)
 NameOpt = typer.Option(None, "--name", help="registered model name (default: the profile's promotion.registered_model)")
 
 
@@ -45,12 +47,17 @@ def status(tracking_uri: str = TrackingOpt, name: str | None = NameOpt) -> None:
     try:
         model = c.get_registered_model(name)
     except Exception as e:
-        raise typer.Exit(_err(f"no registered model {name!r}: {e}"))
+        raise typer.Exit(_err(f"no registered model {name!r}: {e}")) from None
     versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
-    out = {"champion": alias_version(c, name, CHAMPION), "challenger": alias_version(c, name, CHALLENGER),
-           "previous_champion": (model.tags or {}).get(PREVIOUS_TAG),
-           "versions": {v.version: {"stage": (v.tags or {}).get("nyx.stage"),
-                                    **all_version_metrics(c, name, v.version)} for v in versions}}
+    out = {
+        "champion": alias_version(c, name, CHAMPION),
+        "challenger": alias_version(c, name, CHALLENGER),
+        "previous_champion": (model.tags or {}).get(PREVIOUS_TAG),
+        "versions": {
+            v.version: {"stage": (v.tags or {}).get("nyx.stage"), **all_version_metrics(c, name, v.version)}
+            for v in versions
+        },
+    }
     typer.echo(json.dumps(out, indent=2))
 
 
@@ -63,7 +70,7 @@ def promote(version: str, tracking_uri: str = TrackingOpt, name: str | None = Na
     try:
         previous = do_promote(_client(tracking_uri), name, version)
     except Exception as e:
-        raise typer.Exit(_err(f"cannot promote version {version} of {name!r}: {e}"))
+        raise typer.Exit(_err(f"cannot promote version {version} of {name!r}: {e}")) from None
     typer.echo(json.dumps({"champion": version, "previous_champion": previous}))
 
 
@@ -76,12 +83,10 @@ def rollback(tracking_uri: str = TrackingOpt, name: str | None = NameOpt) -> Non
     try:
         frm, to = do_rollback(_client(tracking_uri), name)
     except Exception as e:  # no previous champion, unknown model, unreachable store
-        raise typer.Exit(_err(str(e)))
+        raise typer.Exit(_err(str(e))) from None
     typer.echo(json.dumps({"champion": to, "rolled_back_from": frm}))
 
 
 def _err(msg: str) -> int:
     typer.echo(f"error: {msg}", err=True)
     return 1
-
-

@@ -19,7 +19,7 @@ class DataPaths:
     root: Path
 
     @classmethod
-    def at(cls, root: str | os.PathLike | None = None) -> "DataPaths":
+    def at(cls, root: str | os.PathLike | None = None) -> DataPaths:
         return cls(Path(root) if root is not None else default_data_dir())
 
     @property

@@ -43,7 +43,9 @@ class QASettings(BaseModel):
     only."""
 
     model_config = ConfigDict(extra="forbid")
-    sample_size: int | None = Field(None, ge=1, description="chunks sampled for QA in total over all shards (None: all)")
+    sample_size: int | None = Field(
+        None, ge=1, description="chunks sampled for QA in total over all shards (None: all)"
+    )
     stratify: bool = True
     seed: int = 0
 
@@ -59,11 +61,14 @@ class MinerSettings(BaseModel):
     ``NyxEncoder`` loads (default ``"tiny"``)."""
 
     model_config = ConfigDict(extra="forbid")
-    retriever: str = Field("minilm", description="'minilm', 'bm25', 'mme5', 'nyx', a saved retriever or model "
-                                                 "folder, or models:/<name>@<alias>")
+    retriever: str = Field(
+        "minilm",
+        description="'minilm', 'bm25', 'mme5', 'nyx', a saved retriever or model folder, or models:/<name>@<alias>",
+    )
     model: str | None = Field(None, description="the model of 'mme5' (hub id, folder, 'tiny') or 'nyx'")
-    batch_size: int | None = Field(None, ge=1, description="records per forward pass of a model miner (None: the "
-                                                           "retriever's default)")
+    batch_size: int | None = Field(
+        None, ge=1, description="records per forward pass of a model miner (None: the retriever's default)"
+    )
     mining: MiningConfig = Field(default_factory=MiningConfig)
 
 
@@ -114,19 +119,27 @@ class TrainingSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                      description="unique; names the converted folder, metadata keys and the MLflow tag "
-                                  "dvc.md5.source.<name>")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="unique; names the converted folder, metadata keys and the MLflow tag dvc.md5.source.<name>",
+    )
     format: SourceFormat
-    path: str = Field(description="the source file (JSONL, or a JSON array for the gold text QA files); a relative "
-                                  "path is relative to the data root (NYX_DATA_DIR)")
+    path: str = Field(
+        description="the source file (JSONL, or a JSON array for the gold text QA files); a relative "
+        "path is relative to the data root (NYX_DATA_DIR)"
+    )
     recipe: Literal["gold", "retrieved"] | None = Field(
-        None, description="text QA formats only (default gold): how positives and negatives are chosen")
-    image_root: str | None = Field(None, description="research/triples: folder image paths are relative to "
-                                                     "(default: the file's folder; relative: to the data root)")
+        None, description="text QA formats only (default gold): how positives and negatives are chosen"
+    )
+    image_root: str | None = Field(
+        None,
+        description="research/triples: folder image paths are relative to "
+        "(default: the file's folder; relative: to the data root)",
+    )
     cap: int | None = Field(None, ge=1, description="convert only the first N rows of the file")
     expected_rows: tuple[int, int] | None = Field(
-        None, description="(min, max) usable triples after conversion; outside it the blocking check fails")
+        None, description="(min, max) usable triples after conversion; outside it the blocking check fails"
+    )
     weight: float = Field(1.0, gt=0, description="mixing weight in Stage 1 (0.5 keeps half, 2.0 doubles)")
 
     @model_validator(mode="before")
@@ -137,13 +150,14 @@ class TrainingSource(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _recipe_for_text_qa(self) -> "TrainingSource":
+    def _recipe_for_text_qa(self) -> TrainingSource:
         if self.format in TEXT_QA_FORMATS:
             if self.recipe is None:
                 self.recipe = "gold"
         elif self.recipe is not None:
-            raise ValueError(f"source {self.name!r}: recipe is for the text QA formats {TEXT_QA_FORMATS}, "
-                             f"not {self.format!r}")
+            raise ValueError(
+                f"source {self.name!r}: recipe is for the text QA formats {TEXT_QA_FORMATS}, not {self.format!r}"
+            )
         if self.expected_rows is not None and not 0 <= self.expected_rows[0] <= self.expected_rows[1]:
             raise ValueError(f"source {self.name!r}: expected_rows must be (min, max) with 0 <= min <= max")
         return self
@@ -155,13 +169,17 @@ class StageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: dict[str, Any] = Field(default_factory=dict)
     extra_sources: list[TrainingSource] = Field(
-        default_factory=list, description="external training sets (Stage 1), converted by the training_sources "
-                                          "asset; see TrainingSource")
-    nyxqa_cap: int | None = Field(None, ge=1, description="NyxQA train questions in the mix at most (seeded "
-                                                         "subsample; the paper: 20k)")
+        default_factory=list,
+        description="external training sets (Stage 1), converted by the training_sources asset; see TrainingSource",
+    )
+    nyxqa_cap: int | None = Field(
+        None, ge=1, description="NyxQA train questions in the mix at most (seeded subsample; the paper: 20k)"
+    )
     eval_folders: list[str] = Field(
-        default_factory=list, description="BEIR folders of evaluation sets whose queries no training source may "
-                                          "contain (besides NyxQA dev and test); relative: to the data root")
+        default_factory=list,
+        description="BEIR folders of evaluation sets whose queries no training source may "
+        "contain (besides NyxQA dev and test); relative: to the data root",
+    )
 
     @field_validator("extra_sources")
     @classmethod
@@ -175,8 +193,10 @@ class StageSettings(BaseModel):
 
 class Stage2Settings(StageSettings):
     mode: Literal["continue", "retrain"] = Field(
-        "continue", description="continue from Stage 1 on feedback triples, or retrain from the base on the "
-                                "Stage-1 mix plus feedback (what the released model did)")
+        "continue",
+        description="continue from Stage 1 on feedback triples, or retrain from the base on the "
+        "Stage-1 mix plus feedback (what the released model did)",
+    )
     feedback_split: str = "train"
 
 
@@ -189,7 +209,9 @@ class IndexSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(16, ge=1, description="records per encoder forward pass")
-    shard_size: int = Field(1024, ge=1, description="records per stored segment: a killed encode keeps the finished ones")
+    shard_size: int = Field(
+        1024, ge=1, description="records per stored segment: a killed encode keeps the finished ones"
+    )
     config: IndexConfig = Field(default_factory=IndexConfig)
 
     def dense_config(self) -> DenseConfig:
@@ -202,13 +224,19 @@ class ExtraEvalSet(BaseModel):
     with the same retrievers, each built on this set's corpus; reported under its ``name``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-                      description="unique, not 'nyxqa'; prefixes the set's MLflow metrics and names its report")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="unique, not 'nyxqa'; prefixes the set's MLflow metrics and names its report",
+    )
     path: str = Field(description="the BEIR folder; a relative path is relative to the data root (NYX_DATA_DIR)")
-    split: str = Field("test", description="which qrels/<split>.tsv to read (the folder's qrels.tsv if it has no "
-                                           "such file)")
-    corpus: str | None = Field(None, description="another BEIR folder or corpus JSONL to retrieve from, for sets "
-                                                 "that ship none (Bamboogle); relative: to the data root")
+    split: str = Field(
+        "test", description="which qrels/<split>.tsv to read (the folder's qrels.tsv if it has no such file)"
+    )
+    corpus: str | None = Field(
+        None,
+        description="another BEIR folder or corpus JSONL to retrieve from, for sets "
+        "that ship none (Bamboogle); relative: to the data root",
+    )
 
 
 class EvalSettings(BaseModel):
@@ -218,7 +246,8 @@ class EvalSettings(BaseModel):
     top_n: int = 1
     dims: list[int] | None = Field(None, description="None: the model's Matryoshka dims")
     extra_sets: list[ExtraEvalSet] = Field(
-        default_factory=list, description="converted public benchmarks eval_report evaluates beside NyxQA")
+        default_factory=list, description="converted public benchmarks eval_report evaluates beside NyxQA"
+    )
 
     @field_validator("extra_sets")
     @classmethod
@@ -234,7 +263,8 @@ class PromotionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gate_metrics: dict[str, float] = Field(
         default_factory=lambda: {"ndcg@10": 0.0, "recall@10": 0.0},
-        description="metric -> margin the challenger must beat the champion by (test split, full dim)")
+        description="metric -> margin the challenger must beat the champion by (test split, full dim)",
+    )
     registered_model: str = "nyx-retriever"
 
 
@@ -244,9 +274,13 @@ class FetchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     concurrency: int = Field(16, ge=1, description="downloads in flight at once")
-    per_host_rate: float = Field(4.0, ge=0, description="requests per second to one host, retries included (0: no limit)")
+    per_host_rate: float = Field(
+        4.0, ge=0, description="requests per second to one host, retries included (0: no limit)"
+    )
     timeout: float = Field(20.0, gt=0, description="seconds for one attempt, from the request to the last byte")
-    retries: int = Field(3, ge=0, description="further attempts after a 5xx, 429, timeout or connection error (never a 4xx)")
+    retries: int = Field(
+        3, ge=0, description="further attempts after a 5xx, 429, timeout or connection error (never a 4xx)"
+    )
     backoff: float = Field(1.0, ge=0, description="seconds before the first retry; doubles with each")
     max_backoff: float = Field(60.0, ge=0, description="longest wait between two attempts (also caps Retry-After)")
     max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="larger images are aborted and rejected (too_large)")
@@ -288,7 +322,7 @@ class PipelineProfile(BaseModel):
         training, evaluation and serving all read it from here."""
         return {"max_pixels": self.images.max_pixels, "min_pixels": self.images.min_pixels}
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "PipelineProfile":
+    def with_overrides(self, overrides: dict[str, Any] | None) -> PipelineProfile:
         """A copy with nested overrides applied (``{"images": {"max_pixels": 1000}}``), validated."""
         if not overrides:
             return self
@@ -306,64 +340,156 @@ def _deep_update(base: dict, upd: dict) -> None:
 
 
 #: The 24 MMEB training subsets of the paper's Stage-1 mix (file names under ``external/mmeb/``)
-MMEB_SUBSETS = ("TAT-DQA", "ArxivQA", "InfoSeek_it2t", "InfoSeek_it2it", "ImageNet_1K", "N24News", "HatefulMemes",
-                "SUN397", "VOC2007", "InfographicsVQA", "ChartQA", "A-OKVQA", "DocVQA", "OK-VQA", "Visual7W", "VisDial",
-                "CIRR", "NIGHTS", "WebQA", "VisualNews_i2t", "VisualNews_t2i", "MSCOCO_i2t", "MSCOCO_t2i", "MSCOCO")
+MMEB_SUBSETS = (
+    "TAT-DQA",
+    "ArxivQA",
+    "InfoSeek_it2t",
+    "InfoSeek_it2it",
+    "ImageNet_1K",
+    "N24News",
+    "HatefulMemes",
+    "SUN397",
+    "VOC2007",
+    "InfographicsVQA",
+    "ChartQA",
+    "A-OKVQA",
+    "DocVQA",
+    "OK-VQA",
+    "Visual7W",
+    "VisDial",
+    "CIRR",
+    "NIGHTS",
+    "WebQA",
+    "VisualNews_i2t",
+    "VisualNews_t2i",
+    "MSCOCO_i2t",
+    "MSCOCO_t2i",
+    "MSCOCO",
+)
 #: The paper's Stage-1 mix besides NyxQA (capped at 20k, ``nyxqa_cap``): each MMEB subset with mmE5's hard negatives
 #: (first 30k rows), mmE5-synthetic's Retrieval and VQA subsets, and HotpotQA, 2WikiMultihopQA and MuSiQue train with
 #: pre-retrieved passages (top-1 positive, ranks 11+ negatives). Paths are relative to the data root: put the files
 #: there (research-format JSONL or parquet, images under ``images/``; the text QA sets as
 #: ``<set>/train_with_retrieved_docs.jsonl``). Equal weights.
 PAPER_SOURCES: list[dict[str, Any]] = [
-    *({"name": f"mmeb-{s.lower()}", "format": "research", "path": f"external/mmeb/{s}.jsonl",
-       "image_root": "external/mmeb/images", "cap": 30_000, "expected_rows": (1, 30_000)} for s in MMEB_SUBSETS),
-    *({"name": f"mme5-synthetic-{s.lower()}", "format": "research", "path": f"external/mme5_synthetic/{s}.jsonl",
-       "image_root": "external/mme5_synthetic/images", "expected_rows": (1, 10_000_000)} for s in ("Retrieval", "VQA")),
-    *({"name": s, "format": s, "recipe": "retrieved", "path": f"external/{s}/train_with_retrieved_docs.jsonl",
-       "expected_rows": (1, 10_000_000)} for s in ("hotpotqa", "2wikimultihopqa", "musique")),
+    *(
+        {
+            "name": f"mmeb-{s.lower()}",
+            "format": "research",
+            "path": f"external/mmeb/{s}.jsonl",
+            "image_root": "external/mmeb/images",
+            "cap": 30_000,
+            "expected_rows": (1, 30_000),
+        }
+        for s in MMEB_SUBSETS
+    ),
+    *(
+        {
+            "name": f"mme5-synthetic-{s.lower()}",
+            "format": "research",
+            "path": f"external/mme5_synthetic/{s}.jsonl",
+            "image_root": "external/mme5_synthetic/images",
+            "expected_rows": (1, 10_000_000),
+        }
+        for s in ("Retrieval", "VQA")
+    ),
+    *(
+        {
+            "name": s,
+            "format": s,
+            "recipe": "retrieved",
+            "path": f"external/{s}/train_with_retrieved_docs.jsonl",
+            "expected_rows": (1, 10_000_000),
+        }
+        for s in ("hotpotqa", "2wikimultihopqa", "musique")
+    ),
 ]
 
 PROFILES: dict[str, PipelineProfile] = {
     "sample": PipelineProfile(
-        name="sample", model="tiny", sample=SampleDataSettings(),
+        name="sample",
+        model="tiny",
+        sample=SampleDataSettings(),
         generator=GeneratorConfig(kind="cloze"),
         qa=QASettings(sample_size=None),
         nyxqa=NyxQAConfig(dev_per_group=20, test_per_group=40),
         miner=MinerSettings(retriever="minilm"),
         # the tiny model is random: full fine-tuning at a high learning rate, small batches, a few CPU minutes
-        stage1=StageSettings(train={"model": "tiny", "lora": {"enabled": False}, "learning_rate": 3e-4,
-                                    "per_device_batch_size": 32, "n_negatives": 1, "save_steps": 20,
-                                    "logging_steps": 5, "warmup_ratio": 0.05, "max_length": 320, "epochs": 4}),
+        stage1=StageSettings(
+            train={
+                "model": "tiny",
+                "lora": {"enabled": False},
+                "learning_rate": 3e-4,
+                "per_device_batch_size": 32,
+                "n_negatives": 1,
+                "save_steps": 20,
+                "logging_steps": 5,
+                "warmup_ratio": 0.05,
+                "max_length": 320,
+                "epochs": 4,
+            }
+        ),
         feedback=FeedbackConfig(top_k=10),
-        stage2=Stage2Settings(mode="continue", train={"model": "tiny", "lora": {"enabled": False},
-                                                      "learning_rate": 1e-4, "per_device_batch_size": 32,
-                                                      "n_negatives": 1, "epochs": 1, "save_steps": 20,
-                                                      "logging_steps": 5, "max_length": 320}),
+        stage2=Stage2Settings(
+            mode="continue",
+            train={
+                "model": "tiny",
+                "lora": {"enabled": False},
+                "learning_rate": 1e-4,
+                "per_device_batch_size": 32,
+                "n_negatives": 1,
+                "epochs": 1,
+                "save_steps": 20,
+                "logging_steps": 5,
+                "max_length": 320,
+            },
+        ),
     ),
     "paper": PipelineProfile(
-        name="paper", model="paper", device="cuda",
+        name="paper",
+        model="paper",
+        device="cuda",
         chunking=ChunkingConfig(max_tokens=200, max_images=5, drop_last_partial=True),
         generator=GeneratorConfig(kind="openai", openai=OpenAISettings(model="OpenGVLab/InternVL3-78B")),
         qa=QASettings(sample_size=10_000),  # in total, of 46,741 chunks
         nyxqa=NyxQAConfig(dev_per_group=200, test_per_group=200),
         miner=MinerSettings(retriever="mme5", model="intfloat/mmE5-mllama-11b-instruct"),  # the paper's miner
-        stage1=StageSettings(train={"model": "paper", "lora": {"enabled": True, "rank": 8, "alpha": 64,
-                                                               "dropout": 0.1, "use_dora": False},
-                                    "gradient_checkpointing": True, "learning_rate": 1e-5, "warmup_ratio": 0.05,
-                                    "max_grad_norm": 5.0, "epochs": 1, "per_device_batch_size": 20,
-                                    "n_negatives": 1, "temperature": 0.02,
-                                    "grad_cache": True, "grad_cache_chunk_size": 4,
-                                    "deepspeed": "configs/deepspeed_zero2.json"},
-                             extra_sources=PAPER_SOURCES, nyxqa_cap=20_000),
+        stage1=StageSettings(
+            train={
+                "model": "paper",
+                "lora": {"enabled": True, "rank": 8, "alpha": 64, "dropout": 0.1, "use_dora": False},
+                "gradient_checkpointing": True,
+                "learning_rate": 1e-5,
+                "warmup_ratio": 0.05,
+                "max_grad_norm": 5.0,
+                "epochs": 1,
+                "per_device_batch_size": 20,
+                "n_negatives": 1,
+                "temperature": 0.02,
+                "grad_cache": True,
+                "grad_cache_chunk_size": 4,
+                "deepspeed": "configs/deepspeed_zero2.json",
+            },
+            extra_sources=PAPER_SOURCES,
+            nyxqa_cap=20_000,
+        ),
         feedback=FeedbackConfig(top_k=30),
         reader=ReaderSettings(kind="openai"),  # Qwen2.5-VL-7B-Instruct, the paper's reader
         launch=LaunchSettings(kind="torchrun", processes_per_node=8),  # 20 per GPU x 8 GPUs = 160 per step
-        stage2=Stage2Settings(mode="continue", train={"model": "paper", "lora": {"enabled": True, "rank": 8,
-                                                                                 "alpha": 64, "dropout": 0.1},
-                                                      "gradient_checkpointing": True, "learning_rate": 1e-5,
-                                                      "per_device_batch_size": 20, "n_negatives": 3,
-                                                      "grad_cache": True, "grad_cache_chunk_size": 4,
-                                                      "deepspeed": "configs/deepspeed_zero2.json"}),
+        stage2=Stage2Settings(
+            mode="continue",
+            train={
+                "model": "paper",
+                "lora": {"enabled": True, "rank": 8, "alpha": 64, "dropout": 0.1},
+                "gradient_checkpointing": True,
+                "learning_rate": 1e-5,
+                "per_device_batch_size": 20,
+                "n_negatives": 3,
+                "grad_cache": True,
+                "grad_cache_chunk_size": 4,
+                "deepspeed": "configs/deepspeed_zero2.json",
+            },
+        ),
     ),
 }
 
@@ -373,8 +499,16 @@ PROFILES: dict[str, PipelineProfile] = {
 #: HTTP path has its own tests). Every switch (LoRA r 8 / alpha 64 / dropout 0.1 on the language model, ZeRO-2,
 #: gradient cache, cross-device negatives, Stage 2 ``continue`` on the adapter, selection on dev) stays as the paper
 #: sets it; ``tests/test_profiles.py`` lists these paths and checks that nothing else differs.
-_REHEARSAL_TRAIN = {"model": "tiny", "learning_rate": 5e-4, "per_device_batch_size": 4, "grad_cache_chunk_size": 2,
-                    "max_length": 256, "max_steps": 8, "save_steps": 4, "logging_steps": 1}
+_REHEARSAL_TRAIN = {
+    "model": "tiny",
+    "learning_rate": 5e-4,
+    "per_device_batch_size": 4,
+    "grad_cache_chunk_size": 2,
+    "max_length": 256,
+    "max_steps": 8,
+    "save_steps": 4,
+    "logging_steps": 1,
+}
 REHEARSAL_SCALE: dict[str, Any] = {
     "name": "rehearsal",
     "model": "tiny",
@@ -389,12 +523,24 @@ REHEARSAL_SCALE: dict[str, Any] = {
     "miner": {"model": "tiny"},
     # the paper's mix at fixture scale: a research-format (MMEB-like) and a HotpotQA-format (distractor setting)
     # source, written offline by nyx.data.sample_sources (prepare_sample) under the data root
-    "stage1": {"train": _REHEARSAL_TRAIN, "extra_sources": [
-        {"name": "mmeb-sample", "format": "research", "path": "external/mmeb_sample/train.jsonl",
-         "expected_rows": (8, 8)},
-        {"name": "hotpotqa-sample", "format": "hotpotqa", "recipe": "gold", "path": "external/hotpotqa_sample/train.json",
-         "expected_rows": (6, 6)},
-    ]},
+    "stage1": {
+        "train": _REHEARSAL_TRAIN,
+        "extra_sources": [
+            {
+                "name": "mmeb-sample",
+                "format": "research",
+                "path": "external/mmeb_sample/train.jsonl",
+                "expected_rows": (8, 8),
+            },
+            {
+                "name": "hotpotqa-sample",
+                "format": "hotpotqa",
+                "recipe": "gold",
+                "path": "external/hotpotqa_sample/train.json",
+                "expected_rows": (6, 6),
+            },
+        ],
+    },
     # two epochs of the (few) feedback triples, so that the loss check compares the same examples early and late
     "stage2": {"train": {**_REHEARSAL_TRAIN, "max_steps": None, "epochs": 2}},
 }

@@ -34,8 +34,15 @@ class GateDecision:
     compared: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"challenger": self.challenger, "champion": self.champion, "passed": self.passed,
-                "split": self.split, "unchanged": self.unchanged, "reasons": self.reasons, "compared": self.compared}
+        return {
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "passed": self.passed,
+            "split": self.split,
+            "unchanged": self.unchanged,
+            "reasons": self.reasons,
+            "compared": self.compared,
+        }
 
 
 def client(tracking_uri: str | None = None):
@@ -65,7 +72,7 @@ def version_metrics(c, name: str, version: str, split: str) -> dict[str, float]:
     for k, v in tags.items():
         if k.startswith(prefix):
             try:
-                out[k[len(prefix):].replace("_at_", "@")] = float(v)
+                out[k[len(prefix) :].replace("_at_", "@")] = float(v)
             except ValueError:
                 pass
     return out
@@ -73,8 +80,11 @@ def version_metrics(c, name: str, version: str, split: str) -> dict[str, float]:
 
 def all_version_metrics(c, name: str, version: str) -> dict[str, dict[str, float]]:
     """Every split's metrics of a version: ``{"dev": {...}, "test": {...}}``."""
-    splits = {k[len(METRIC_TAG_PREFIX):].split(".", 1)[0] for k in (c.get_model_version(name, version).tags or {})
-              if k.startswith(METRIC_TAG_PREFIX) and k.count(".") >= 2}
+    splits = {
+        k[len(METRIC_TAG_PREFIX) :].split(".", 1)[0]
+        for k in (c.get_model_version(name, version).tags or {})
+        if k.startswith(METRIC_TAG_PREFIX) and k.count(".") >= 2
+    }
     return {s: version_metrics(c, name, version, s) for s in sorted(splits)}
 
 
@@ -91,14 +101,17 @@ def gate(c, name: str, challenger: str, margins: dict[str, float], split: str = 
     champion, any challenger with every gate metric recorded passes. Any other split is refused: the test split
     is for reporting, and a model chosen on it would have its test numbers inflated."""
     if split != SELECTION_SPLIT:
-        raise ValueError(f"the promotion gate decides on the {SELECTION_SPLIT!r} split, not {split!r}: test metrics "
-                         "never select a model")
+        raise ValueError(
+            f"the promotion gate decides on the {SELECTION_SPLIT!r} split, not {split!r}: test metrics "
+            "never select a model"
+        )
     champion = alias_version(c, name, CHAMPION)
     ch_m = version_metrics(c, name, challenger, split)
     decision = GateDecision(challenger=challenger, champion=champion, passed=True, split=split)
     if champion == challenger:
-        decision.reasons.append(f"version {challenger} already is the champion: nothing new to promote "
-                                f"(champion v{challenger} unchanged)")
+        decision.reasons.append(
+            f"version {challenger} already is the champion: nothing new to promote (champion v{challenger} unchanged)"
+        )
         decision.unchanged = True
         return decision
     cp_m = version_metrics(c, name, champion, split) if champion else {}
@@ -110,8 +123,9 @@ def gate(c, name: str, challenger: str, margins: dict[str, float], split: str = 
             decision.reasons.append(f"challenger v{challenger} has no recorded {split} {metric}")
         elif champion is not None and old is not None and not new > old + margin:
             decision.passed = False
-            decision.reasons.append(f"{split} {metric}: challenger {new:.4f} does not beat champion {old:.4f} "
-                                    f"+ {margin}")
+            decision.reasons.append(
+                f"{split} {metric}: challenger {new:.4f} does not beat champion {old:.4f} + {margin}"
+            )
     if decision.passed:
         decision.reasons.append("no champion yet" if champion is None else "beats the champion on every gate metric")
     return decision

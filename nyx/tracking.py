@@ -46,32 +46,38 @@ class TrainingReporter:
     def log_params(self, params: dict[str, Any]) -> None:
         if not self._mlflow_run:
             return
-        from mlflow import MlflowClient
         from mlflow.entities import Param
+
+        from mlflow import MlflowClient
 
         client = MlflowClient()
         existing = client.get_run(self._mlflow_run).data.params
         flat = {k: str(v)[:6000] for k, v in _flatten(params).items() if k not in existing}
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), 100):
-            client.log_batch(self._mlflow_run, params=items[i:i + 100])
+            client.log_batch(self._mlflow_run, params=items[i : i + 100])
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        clean = {
+            k.replace("@", "_at_"): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(float(v))
+        }
         if self._mlflow_run and clean and self._already_logged(step, clean):
             return
         if self._mlflow_run and clean:
-            from mlflow import MlflowClient
-            from mlflow.entities import Metric
             import time
+
+            from mlflow.entities import Metric
+
+            from mlflow import MlflowClient
 
             ts = int(time.time() * 1000)
             MlflowClient().log_batch(self._mlflow_run, metrics=[Metric(k, v, ts, step) for k, v in clean.items()])
         if self.pipes is not None and step % self._log_every == 0:
-            self.pipes.log.info("step %d: %s" % (step, ", ".join(f"{k}={v:.4g}" for k, v in clean.items())))
+            self.pipes.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in clean.items()))
 
     def _already_logged(self, step: int, clean: dict[str, float]) -> bool:
         """True when the run already holds ``step`` (logged before a kill, replayed after the resume): it is not
@@ -104,7 +110,9 @@ class TrainingReporter:
 
             client = MlflowClient()
             client.set_tag(self._mlflow_run, "nyx.replayed_steps", str(int(self.replayed["steps"])))
-            client.set_tag(self._mlflow_run, "nyx.replayed_max_abs_loss_diff", f"{self.replayed['max_abs_loss_diff']:.3g}")
+            client.set_tag(
+                self._mlflow_run, "nyx.replayed_max_abs_loss_diff", f"{self.replayed['max_abs_loss_diff']:.3g}"
+            )
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=_pipes_metadata(metadata or {}))
         self.close()

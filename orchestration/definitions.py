@@ -13,10 +13,15 @@ from orchestration.sensors import SENSORS
 
 
 def resources() -> dict:
-    return {"settings": NyxSettings(), "mlflow": MlflowResource(), "dvc": DvcResource(), "launcher": TrainingLauncher(),
-            # how training processes are run: a local subprocess here; swap in dagster-k8s's PipesK8sClient to run
-            # them as Kubernetes pods (docs/scaling.md)
-            "pipes": dg.PipesSubprocessClient()}
+    return {
+        "settings": NyxSettings(),
+        "mlflow": MlflowResource(),
+        "dvc": DvcResource(),
+        "launcher": TrainingLauncher(),
+        # how training processes are run: a local subprocess here; swap in dagster-k8s's PipesK8sClient to run
+        # them as Kubernetes pods (docs/scaling.md)
+        "pipes": dg.PipesSubprocessClient(),
+    }
 
 
 @dg.definitions
@@ -24,6 +29,5 @@ def defs() -> dg.Definitions:
     loaded = dg.components.load_defs(assets)
     return dg.Definitions.merge(
         loaded,
-        dg.Definitions(resources=resources(), jobs=[*JOBS, *graph_jobs(loaded)], schedules=SCHEDULES,
-                       sensors=SENSORS),
+        dg.Definitions(resources=resources(), jobs=[*JOBS, *graph_jobs(loaded)], schedules=SCHEDULES, sensors=SENSORS),
     )

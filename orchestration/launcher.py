@@ -26,30 +26,36 @@ class TrainingLauncher(dg.ConfigurableResource):
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int | None = Field(
-        default=None, description="None: a free port of this machine, picked per launch (single node); several "
-                                  "nodes need a fixed one")
+        default=None,
+        description="None: a free port of this machine, picked per launch (single node); several "
+        "nodes need a fixed one",
+    )
     rdzv_endpoint: str | None = Field(default=None, description="host:port for torchrun's c10d rendezvous (multi-node)")
     hostfile: str | None = Field(default=None, description="DeepSpeed host file for multi-node runs")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for every rank (NCCL_*, etc.)")
 
-    def resolved(self, launch: "LaunchSettings | None" = None) -> "LaunchSettings":
+    def resolved(self, launch: LaunchSettings | None = None) -> LaunchSettings:
         """The profile's launch settings with this resource's overrides applied."""
         from nyx.profiles import LaunchSettings
 
         base = launch or LaunchSettings()
-        return LaunchSettings(kind=self.kind or base.kind,
-                              processes_per_node=self.nproc_per_node or base.processes_per_node,
-                              nodes=self.nnodes or base.nodes)
+        return LaunchSettings(
+            kind=self.kind or base.kind,
+            processes_per_node=self.nproc_per_node or base.processes_per_node,
+            nodes=self.nnodes or base.nodes,
+        )
 
     def _port(self, nnodes: int) -> int:
         if self.master_port is not None:
             return self.master_port
         if nnodes > 1:
-            raise dg.Failure(f"{nnodes} nodes need a fixed master_port (and master_addr) in the launcher resource, "
-                             "one that every node can reach")
+            raise dg.Failure(
+                f"{nnodes} nodes need a fixed master_port (and master_addr) in the launcher resource, "
+                "one that every node can reach"
+            )
         return _free_port()  # per launch: two pipelines (or a test beside a run) on one machine never collide
 
-    def command(self, module: str, args: list[str], launch: "LaunchSettings | None" = None) -> list[str]:
+    def command(self, module: str, args: list[str], launch: LaunchSettings | None = None) -> list[str]:
         """The command that starts ``python -m module args`` in the processes ``launch`` (the profile's) asks for."""
         py = sys.executable
         how = self.resolved(launch)
@@ -57,8 +63,10 @@ class TrainingLauncher(dg.ConfigurableResource):
 
         if kind == "python":
             if nproc != 1 or nnodes != 1:
-                raise dg.Failure(f"launcher kind 'python' runs one process, {nproc * nnodes} asked for: use "
-                                 "'torchrun' or 'deepspeed' for more")
+                raise dg.Failure(
+                    f"launcher kind 'python' runs one process, {nproc * nnodes} asked for: use "
+                    "'torchrun' or 'deepspeed' for more"
+                )
             return [py, "-m", module, *args]
         if kind == "torchrun":
             cmd = [py, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}"]
@@ -69,11 +77,17 @@ class TrainingLauncher(dg.ConfigurableResource):
                 cmd += [f"--master_addr={self.master_addr}", f"--master_port={self._port(nnodes)}"]
             return [*cmd, "-m", module, *args]
         if nnodes > 1 and not self.hostfile:
-            raise dg.Failure(f"launcher kind 'deepspeed' with nnodes={nnodes} needs a hostfile listing the nodes "
-                             "(without one DeepSpeed would silently train on this node only)")
+            raise dg.Failure(
+                f"launcher kind 'deepspeed' with nnodes={nnodes} needs a hostfile listing the nodes "
+                "(without one DeepSpeed would silently train on this node only)"
+            )
         ds = Path(py).with_name("deepspeed")
-        cmd = [str(ds) if ds.exists() else "deepspeed", f"--num_gpus={nproc}",
-               f"--master_addr={self.master_addr}", f"--master_port={self._port(nnodes)}"]
+        cmd = [
+            str(ds) if ds.exists() else "deepspeed",
+            f"--num_gpus={nproc}",
+            f"--master_addr={self.master_addr}",
+            f"--master_port={self._port(nnodes)}",
+        ]
         if self.hostfile:
             cmd += [f"--hostfile={self.hostfile}", f"--num_nodes={nnodes}"]
         return [*cmd, "--module", module, *args]

@@ -17,7 +17,11 @@ def shard_keys(paths: DataPaths) -> list[str]:
     manifest = paths.raw / "manifest.txt"  # optional: shards listed by name (one per line) before they are copied
     if manifest.is_file():
         listed = [ln.strip() for ln in manifest.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        keys |= {shard_name(x) for x in listed if (paths.raw / x).exists() or (paths.raw / f"{shard_name(x)}.parquet").exists()}
+        keys |= {
+            shard_name(x)
+            for x in listed
+            if (paths.raw / x).exists() or (paths.raw / f"{shard_name(x)}.parquet").exists()
+        }
     return sorted(keys)
 
 

@@ -34,15 +34,20 @@ def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
         return
     sample = profile.sample
     if sample is None:
-        raise FileNotFoundError(f"profile {name!r} reads your corpus from {paths.raw} (OBELICS shards), and there "
-                                "are none: put shards there, or run the bundled sample with NYX_PROFILE=sample "
-                                "or rehearsal")
+        raise FileNotFoundError(
+            f"profile {name!r} reads your corpus from {paths.raw} (OBELICS shards), and there "
+            "are none: put shards there, or run the bundled sample with NYX_PROFILE=sample "
+            "or rehearsal"
+        )
     generate_sample(paths.raw, n_docs=sample.n_docs, seed=sample.seed)
 
 
-def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
-                      run_config: dict[str, Any] | None = None,
-                      resources: dict[str, Any] | None = None) -> list[dg.ExecuteInProcessResult]:
+def materialize_graph(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> list[dg.ExecuteInProcessResult]:
     """Materialise every asset of ``defs`` in dependency order, in layers: every unpartitioned asset whose parents
     are done runs in one run; then every shard-partitioned asset whose parents are done runs once per shard
     partition; and so on (raw_documents, then chunks and QA per shard, then NyxQA to Stage 1, then Stage 1's
@@ -73,9 +78,13 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
     def run(selection: set[dg.AssetKey] | list[dg.AssetKey], partition_key: str | None = None) -> bool:
         with PoolWatcher(instance):  # a step waiting for a pool slot says who holds it, every 30 s
             r = jobs[partition_key is not None].execute_in_process(
-                run_config=run_config, instance=instance, partition_key=partition_key,
-                asset_selection=sorted(selection), raise_on_error=partition_key is None,
-                tags={"nyx/profile": settings.profile, "nyx/launched_by": "make run", **run_tags()})
+                run_config=run_config,
+                instance=instance,
+                partition_key=partition_key,
+                asset_selection=sorted(selection),
+                raise_on_error=partition_key is None,
+                tags={"nyx/profile": settings.profile, "nyx/launched_by": "make run", **run_tags()},
+            )
         results.append(r)
         return r.success
 
@@ -92,8 +101,9 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance,
                 continue
             if not run(layer, partition_key=key):
                 failed[key] = results[-1].run_id
-                log.error("shard %s failed (run %s); the other shards go on, and the run ends with an error",
-                          key, failed[key])
+                log.error(
+                    "shard %s failed (run %s); the other shards go on, and the run ends with an error", key, failed[key]
+                )
     if failed:
         raise PartitionsFailed(failed, results)
     return results
@@ -104,10 +114,12 @@ class PartitionsFailed(RuntimeError):
 
     def __init__(self, failed: dict[str, str], results: list[dg.ExecuteInProcessResult]):
         self.failed, self.results = failed, results
-        super().__init__(f"{len(failed)} shard partition(s) failed: "
-                         + ", ".join(f"{k} (run {r})" for k, r in sorted(failed.items()))
-                         + ". The other shards and the downstream assets were materialised without them; see each "
-                           "run's step log in the Dagster UI, fix the shard and materialise its partitions again.")
+        super().__init__(
+            f"{len(failed)} shard partition(s) failed: "
+            + ", ".join(f"{k} (run {r})" for k, r in sorted(failed.items()))
+            + ". The other shards and the downstream assets were materialised without them; see each "
+            "run's step log in the Dagster UI, fix the shard and materialise its partitions again."
+        )
 
 
 def graph_layers(graph, keys: list[dg.AssetKey]) -> list[tuple[bool, set[dg.AssetKey]]]:
@@ -126,7 +138,8 @@ def graph_layers(graph, keys: list[dg.AssetKey]) -> list[tuple[bool, set[dg.Asse
             for k in todo - layer:
                 node = graph.get(k)
                 if (node.partitions_def is not None) == kind and all(
-                        p in done or p in layer or p not in todo for p in node.parent_keys):
+                    p in done or p in layer or p not in todo for p in node.parent_keys
+                ):
                     layer.add(k)
                     grew = True
         if layer:

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import types
 import typing
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, create_model
@@ -92,9 +92,10 @@ def overrides_model(model: type, path: str = "", cache: dict[str, type] | None =
     fields: dict[str, Any] = {}
     for field, annotation in _fields(model).items():
         ctype = _config_type(annotation, f"{path}_{field}" if path else field, cache)
-        fields[field] = (Optional[ctype if ctype is not None else Any], None)
-    cls = create_model(name, __base__=_Overrides, __doc__=f"Overrides of {model.__name__} (every field optional).",
-                       **fields)
+        fields[field] = ((ctype if ctype is not None else Any) | None, None)
+    cls = create_model(
+        name, __base__=_Overrides, __doc__=f"Overrides of {model.__name__} (every field optional).", **fields
+    )
     cache[name] = cls
     return cls
 

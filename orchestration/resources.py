@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -44,8 +45,9 @@ class NyxSettings(dg.ConfigurableResource):
     overrides: ProfileOverrides = Field(  # type: ignore[valid-type]
         default_factory=ProfileOverrides,
         description="nested profile overrides for every asset, on top of NYX_PROFILE_OVERRIDES (a run's launchpad "
-                    "config adds its own on top); typed like the assets' ``overrides``: the launchpad refuses "
-                    "unknown settings")
+        "config adds its own on top); typed like the assets' ``overrides``: the launchpad refuses "
+        "unknown settings",
+    )
 
     @property
     def paths(self) -> DataPaths:
@@ -54,8 +56,11 @@ class NyxSettings(dg.ConfigurableResource):
     def load_profile(self, run_overrides: dict[str, Any] | None = None):
         from nyx.profiles import load_profile
 
-        return (load_profile(self.profile, environment_overrides()).with_overrides(given(self.overrides))
-                .with_overrides(run_overrides))
+        return (
+            load_profile(self.profile, environment_overrides())
+            .with_overrides(given(self.overrides))
+            .with_overrides(run_overrides)
+        )
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -67,14 +72,16 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_root: str = Field(default_factory=lambda: str(REPO_ROOT / "mlflow" / "artifacts"))
     experiment: str = "nyx"
     ui_url: str = "http://127.0.0.1:5000"
-    dagster_ui_url: str = Field(default_factory=lambda: os.environ.get("NYX_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
-                                description="the Dagster UI, for the dagster.run_url tag of MLflow runs")
+    dagster_ui_url: str = Field(
+        default_factory=lambda: os.environ.get("NYX_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
+        description="the Dagster UI, for the dagster.run_url tag of MLflow runs",
+    )
 
     def _prepare(self) -> str:
         import mlflow
 
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -96,17 +103,24 @@ class MlflowResource(dg.ConfigurableResource):
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     @contextlib.contextmanager
-    def start_run(self, run_name: str | None = None, run_id: str | None = None, tags: dict[str, Any] | None = None) -> Iterator[Any]:
+    def start_run(
+        self, run_name: str | None = None, run_id: str | None = None, tags: dict[str, Any] | None = None
+    ) -> Iterator[Any]:
         import mlflow
 
         exp_id = self._prepare()
-        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id, run_name=run_name, tags=tags) as run:
+        with mlflow.start_run(
+            run_id=run_id, experiment_id=None if run_id else exp_id, run_name=run_name, tags=tags
+        ) as run:
             yield run
 
     def env(self) -> dict[str, str]:
         """Variables that let an external process (Pipes, torchrun) log to the same store."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_EXPERIMENT_ID": self._prepare(),
-                "MLFLOW_DISABLE_TELEMETRY": "true"}
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_EXPERIMENT_ID": self._prepare(),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{self._prepare()}/runs/{run_id}"
@@ -115,7 +129,8 @@ class MlflowResource(dg.ConfigurableResource):
         """Link the Dagster run of ``context`` and the MLflow run ``run_id`` both ways: the Dagster run gets the tags
         ``mlflow/<asset>`` (the MLflow run id) and ``mlflow/<asset>_url`` (shown on the run's page and searchable in
         the runs list; one pair per asset, as one Dagster run of ``weekly_retrain`` holds several MLflow runs), the
-        MLflow run the tags ``dagster.run_id`` and ``dagster.run_url``. A run resumed by a later Dagster run keeps its first
+        MLflow run the tags ``dagster.run_id`` and ``dagster.run_url``. A run resumed by a later Dagster run
+        keeps its first
         ``dagster.run_id`` and points ``dagster.run_url`` at the latest."""
         client = self.client()
         if "dagster.run_id" not in client.get_run(run_id).data.tags:

@@ -33,7 +33,6 @@ def _run(paths) -> int:
 
     from orchestration.definitions import defs as lazy_defs
     from orchestration.pipeline import PartitionsFailed, materialize_graph, prepare_sample
-
     from orchestration.stale_runs import clean_stale_runs
 
     t0 = time.time()
@@ -41,7 +40,7 @@ def _run(paths) -> int:
     instance = dg.DagsterInstance.get()
     for cleaned in clean_stale_runs(instance):  # runs of killed processes would hold their pool slots for ever
         print(f"cleaned: {cleaned.line()}")
-    defs = lazy_defs() if callable(lazy_defs) else lazy_defs
+    defs = lazy_defs()
     failed = None
     try:
         results = materialize_graph(defs, instance)
@@ -53,11 +52,13 @@ def _run(paths) -> int:
 
     profile = os.environ.get("NYX_PROFILE", "sample")
     ok = sum(r.success for r in results)
-    print(f"Nyx pipeline, profile {profile!r}: {ok} of {len(results)} runs succeeded in {elapsed/60:.1f} min")
+    print(f"Nyx pipeline, profile {profile!r}: {ok} of {len(results)} runs succeeded in {elapsed / 60:.1f} min")
     for line in summarize(results):
         print("  " + line)
     print("\nLook at it:")
-    print("  make ui    -> Dagster UI http://127.0.0.1:3000 (runs, lineage, checks) and MLflow UI http://127.0.0.1:5000")
+    print(
+        "  make ui    -> Dagster UI http://127.0.0.1:3000 (runs, lineage, checks) and MLflow UI http://127.0.0.1:5000"
+    )
     print(f"  data:      {paths.root}  (DVC-tracked: `dvc status data.dvc`)")
     print(f"  reports:   {paths.reports}")
     if failed is not None:

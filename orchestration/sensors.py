@@ -11,8 +11,12 @@ from orchestration.resources import MlflowResource, NyxSettings
 CHAMPION_ASSET = dg.AssetKey("champion_model")
 
 
-@dg.sensor(job=nightly_incremental, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Registers new OBELICS shards in data/raw as partitions and requests their processing.")
+@dg.sensor(
+    job=nightly_incremental,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Registers new OBELICS shards in data/raw as partitions and requests their processing.",
+)
 def new_shard_sensor(context: dg.SensorEvaluationContext, settings: NyxSettings):
     on_disk = shard_keys(settings.paths)
     known = set(context.instance.get_dynamic_partitions(SHARDS.name))
@@ -35,8 +39,9 @@ def champion_in_dagster(instance: dg.DagsterInstance) -> str | None:
     return None if value in (None, "none") else str(value)
 
 
-def champion_change(instance: dg.DagsterInstance, settings: NyxSettings,
-                    mlflow: MlflowResource) -> dg.AssetMaterialization | None:
+def champion_change(
+    instance: dg.DagsterInstance, settings: NyxSettings, mlflow: MlflowResource
+) -> dg.AssetMaterialization | None:
     """A materialisation of ``champion_model`` recording the registry's ``champion`` alias when it differs from what
     Dagster last recorded (a promotion or rollback made with the CLI or in the MLflow UI); ``None`` when they agree."""
     from nyx.registry import CHAMPION, alias_version
@@ -54,15 +59,20 @@ def champion_change(instance: dg.DagsterInstance, settings: NyxSettings,
         metadata={
             "champion_version": current,
             "previous_champion": known or "none",
-            "changed_by": "the registry (nyx registry promote/rollback or the MLflow UI), seen by champion_alias_sensor",
+            "changed_by": "the registry (nyx registry promote/rollback or the MLflow UI), seen by champion_alias_sensor",  # noqa: E501
             "alias_source_run": version.run_id or "none",
             "model_version_page": dg.MetadataValue.url(mlflow.model_version_url(name, current)),
-        })
+        },
+    )
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING, asset_selection=[CHAMPION_ASSET],
-           description="Reports a champion alias moved outside Dagster (nyx registry promote/rollback, the MLflow UI) "
-                       "as a materialisation of champion_model, so that the UI and the registry agree.")
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[CHAMPION_ASSET],
+    description="Reports a champion alias moved outside Dagster (nyx registry promote/rollback, the MLflow UI) "
+    "as a materialisation of champion_model, so that the UI and the registry agree.",
+)
 def champion_alias_sensor(context: dg.SensorEvaluationContext, settings: NyxSettings, mlflow: MlflowResource):
     change = champion_change(context.instance, settings, mlflow)
     if change is None:

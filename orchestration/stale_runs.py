@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import dagster as dg
 
@@ -61,8 +61,9 @@ def clean_stale_runs(instance: dg.DagsterInstance) -> list[CleanedRun]:
         pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
         if pid is None or run_host != host or _alive(int(pid)):
             continue
-        reason = (f"its process {pid} on {host} is gone (killed?): marked failed and its pool slots freed before "
-                  "a new run")
+        reason = (
+            f"its process {pid} on {host} is gone (killed?): marked failed and its pool slots freed before a new run"
+        )
         instance.report_run_failed(run, reason)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         cleaned.append(CleanedRun(run.run_id, run.status.value, reason))
@@ -87,16 +88,17 @@ def pool_waits(instance: dg.DagsterInstance) -> list[str]:
             continue
         holders = ", ".join(f"run {c.run_id} (step {c.step_key})" for c in info.claimed_slots) or "nobody (yet)"
         for p in waiting:
-            lines.append(f"run {p.run_id} step {p.step_key} waits for pool {pool!r} "
-                         f"({info.slot_count} slot(s)), held by {holders}")
+            lines.append(
+                f"run {p.run_id} step {p.step_key} waits for pool {pool!r} "
+                f"({info.slot_count} slot(s)), held by {holders}"
+            )
     return lines
 
 
 class PoolWatcher:
     """Every ``interval`` seconds while active, report (print) every step waiting for a pool slot and who holds it."""
 
-    def __init__(self, instance: dg.DagsterInstance, interval: float = 30.0,
-                 report: Callable[[str], None] = print):
+    def __init__(self, instance: dg.DagsterInstance, interval: float = 30.0, report: Callable[[str], None] = print):
         self.instance, self.interval, self.report = instance, interval, report
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nyx-pool-watcher", daemon=True)
@@ -109,7 +111,7 @@ class PoolWatcher:
             except Exception as e:  # a watcher never breaks the run it watches
                 self.report(f"pool watcher: {type(e).__name__}: {e}")
 
-    def __enter__(self) -> "PoolWatcher":
+    def __enter__(self) -> PoolWatcher:
         self._thread.start()
         return self
 

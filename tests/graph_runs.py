@@ -14,13 +14,27 @@ import dagster as dg
 
 def graph_env(root: Path, profile: str, overrides: dict[str, Any]) -> dict[str, str]:
     """The environment that points every store of the pipeline under ``root``."""
-    return {"NYX_DATA_DIR": str(root / "data"), "NYX_REPO_DIR": str(root), "NYX_DVC_REMOTE": str(root / "remote"),
-            "DAGSTER_HOME": str(root / "dh"), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-            "NYX_PROFILE_OVERRIDES": json.dumps(overrides), "NYX_PROFILE": profile}
+    return {
+        "NYX_DATA_DIR": str(root / "data"),
+        "NYX_REPO_DIR": str(root),
+        "NYX_DVC_REMOTE": str(root / "remote"),
+        "DAGSTER_HOME": str(root / "dh"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "NYX_PROFILE_OVERRIDES": json.dumps(overrides),
+        "NYX_PROFILE": profile,
+    }
 
 
-def run_whole_graph(root: Path, profile: str, overrides: dict[str, Any], *, n_docs: int, seed: int,
-                    n_shards: int = 2, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_whole_graph(
+    root: Path,
+    profile: str,
+    overrides: dict[str, Any],
+    *,
+    n_docs: int,
+    seed: int,
+    n_shards: int = 2,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A synthetic sample of ``n_docs`` documents in ``n_shards`` shards, then every asset materialised."""
     from nyx.data.sample import generate_sample
 
@@ -32,12 +46,11 @@ def run_whole_graph(root: Path, profile: str, overrides: dict[str, Any], *, n_do
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
+        from nyx.retrieval.dense import DOCUMENTS_ENCODED
         from orchestration.definitions import defs as lazy
         from orchestration.pipeline import materialize_graph
 
-        from nyx.retrieval.dense import DOCUMENTS_ENCODED
-
-        defs = lazy() if callable(lazy) else lazy
+        defs = lazy()
         instance = dg.DagsterInstance.from_config(str(root / "dh"))
         before = DOCUMENTS_ENCODED.copy()
         results = materialize_graph(defs, instance)
@@ -48,5 +61,10 @@ def run_whole_graph(root: Path, profile: str, overrides: dict[str, Any], *, n_do
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return {"root": root, "results": results, "defs": defs, "instance": instance,
-            "documents_encoded": dict(encoded)}  # per (model id, revision), by dense retrievers in this process
+    return {
+        "root": root,
+        "results": results,
+        "defs": defs,
+        "instance": instance,
+        "documents_encoded": dict(encoded),
+    }  # per (model id, revision), by dense retrievers in this process

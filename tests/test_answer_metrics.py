@@ -39,8 +39,9 @@ def test_token_f1_hand_computed():
     assert token_f1("completely wrong", "right answer") == 0.0
 
 
-@pytest.mark.parametrize("pred", ["B", "(B)", "B.", "B)", "Answer: B", "answer: b", "The answer is B", "(b)",
-                                  "B) Paris", "Option B", "[B]"])
+@pytest.mark.parametrize(
+    "pred", ["B", "(B)", "B.", "B)", "Answer: B", "answer: b", "The answer is B", "(b)", "B) Paris", "Option B", "[B]"]
+)
 def test_letter_forms_name_the_option(pred):
     assert option_letter(pred, 4) == 1
     assert mc_correct(pred, ["Rome", "Paris", "Oslo", "Bern"], 1)
@@ -70,11 +71,11 @@ def _q(qid, modality, answer, choices=None, correct_index=None):
 
 def test_answer_metrics_hand_computed_with_modality_breakdown():
     queries = [
-        _q("q1", "text", "Paris", ["Rome", "Paris", "Oslo", "Bern"], 1),      # right by text: acc 1, em 1, f1 1
-        _q("q2", "image1", "Paris", ["Rome", "Paris", "Oslo", "Bern"], 1),    # "Berlin": 0, 0, 0
-        _q("q3", "text", "red apple"),                                          # open "apple": em 0, f1 2/3
-        _q("q4", "image1", "Oslo", ["Rome", "Paris", "Oslo", "Bern"], 2),     # missing: 0, 0, 0
-        _q("q5", "image2+", "Bern", ["Rome", "Paris", "Oslo", "Bern"], 3),    # letter "D": acc 1, em 0, f1 0
+        _q("q1", "text", "Paris", ["Rome", "Paris", "Oslo", "Bern"], 1),  # right by text: acc 1, em 1, f1 1
+        _q("q2", "image1", "Paris", ["Rome", "Paris", "Oslo", "Bern"], 1),  # "Berlin": 0, 0, 0
+        _q("q3", "text", "red apple"),  # open "apple": em 0, f1 2/3
+        _q("q4", "image1", "Oslo", ["Rome", "Paris", "Oslo", "Bern"], 2),  # missing: 0, 0, 0
+        _q("q5", "image2+", "Bern", ["Rome", "Paris", "Oslo", "Bern"], 3),  # letter "D": acc 1, em 0, f1 0
     ]
     preds = {"q1": "paris", "q2": "Berlin", "q3": "apple", "q5": "D"}
     m = answer_metrics(preds, queries)

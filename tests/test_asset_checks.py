@@ -46,9 +46,18 @@ EXTRA_RELEVANT = {"q0": "c9"}  # a second relevant document in qrels (not the po
 
 def _write_train_split(data, name="train"):
     corpus = [Record.from_text(f"c{i}", f"chunk {i} about town {i}", doc_id=f"d{i}") for i in range(N_CHUNKS)]
-    queries = [Record.from_text(q, f"question {q}?", positive_id=p, split=name, answer=f"town {p[1:]}",
-                                choices=[f"town {p[1:]}", "town x", "town y", "town z"], correct_index=0)
-               for q, p in POSITIVES.items()]
+    queries = [
+        Record.from_text(
+            q,
+            f"question {q}?",
+            positive_id=p,
+            split=name,
+            answer=f"town {p[1:]}",
+            choices=[f"town {p[1:]}", "town x", "town y", "town z"],
+            correct_index=0,
+        )
+        for q, p in POSITIVES.items()
+    ]
     qrels = {q: {p: 1} for q, p in POSITIVES.items()}
     for q, d in EXTRA_RELEVANT.items():
         qrels[q][d] = 1
@@ -56,6 +65,7 @@ def _write_train_split(data, name="train"):
 
 
 # -- hard_negatives_valid ----------------------------------------------------------------------------------------
+
 
 def _good_negatives() -> list[dict]:
     negs = {"q0": ["c4", "c5", "c6"], "q1": ["c5", "c7"], "q2": ["c4"], "q3": []}  # 3 of 4 questions: 75%
@@ -86,20 +96,31 @@ def _edit(recs, qid, **changes):
 
 
 HARD_NEGATIVE_CASES = {
-    "negative not in the corpus": (lambda rs: _edit(rs, "q1", negative_ids=["c5", "ghost#c0"]),
-                                   "negative_not_in_corpus", "q1"),
+    "negative not in the corpus": (
+        lambda rs: _edit(rs, "q1", negative_ids=["c5", "ghost#c0"]),
+        "negative_not_in_corpus",
+        "q1",
+    ),
     "negative is the positive": (lambda rs: _edit(rs, "q2", negative_ids=["c4", "c2"]), "negative_is_relevant", "q2"),
     "negative relevant in qrels": (lambda rs: _edit(rs, "q0", negative_ids=["c4", "c9"]), "negative_is_relevant", "q0"),
     "duplicate negative": (lambda rs: _edit(rs, "q1", negative_ids=["c5", "c5"]), "duplicate_negative", "q1"),
-    "more than miner.mining.n": (lambda rs: _edit(rs, "q0", negative_ids=["c1", "c2", "c3", "c4", "c5", "c6"]),
-                                 "too_many_negatives", "q0"),
+    "more than miner.mining.n": (
+        lambda rs: _edit(rs, "q0", negative_ids=["c1", "c2", "c3", "c4", "c5", "c6"]),
+        "too_many_negatives",
+        "q0",
+    ),
     "positive is not the question's": (lambda rs: _edit(rs, "q3", positive_id="c8"), "positive_mismatch", "q3"),
-    "unknown question": (lambda rs: rs + [{"query_id": "q9", "positive_id": "c1", "negative_ids": ["c4"]}],
-                         "unknown_query", "q9"),
+    "unknown question": (
+        lambda rs: rs + [{"query_id": "q9", "positive_id": "c1", "negative_ids": ["c4"]}],
+        "unknown_query",
+        "q9",
+    ),
     "two records for one question": (lambda rs: rs + [dict(rs[2])], "duplicate_record", "q2"),
     # no per-record fault: only a quarter of the questions got negatives (below MIN_SHARE_WITH_NEGATIVES)
-    "too few questions with negatives": (lambda rs: _edit(_edit(rs, "q1", negative_ids=[]), "q2", negative_ids=[]),
-                                         "has_negative"),
+    "too few questions with negatives": (
+        lambda rs: _edit(_edit(rs, "q1", negative_ids=[]), "q2", negative_ids=[]),
+        "has_negative",
+    ),
     # questions the miner wrote nothing for count as questions without negatives
     "questions missing from the file": (lambda rs: rs[:1], "has_negative"),
 }
@@ -118,8 +139,10 @@ def test_hard_negatives_check_fails_on_bad_records(tmp_path, case):
 # -- corpus_chunks_valid ---------------------------------------------------------------------------------------
 
 BUDGET = 24
-WORDS = ("harbour fishing boats painted orange every spring while the mayor Anna Varholmsson opened a museum near "
-         "the old station in 1950 with 1,237 residents").split()
+WORDS = (
+    "harbour fishing boats painted orange every spring while the mayor Anna Varholmsson opened a museum near "
+    "the old station in 1950 with 1,237 residents"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +152,9 @@ def bpe_dir(tmp_path_factory):
     from nyx.model.profiles import train_tiny_tokenizer
 
     d = tmp_path_factory.mktemp("tok")
-    train_tiny_tokenizer([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4,
-                         vocab_size=400).save_pretrained(d)
+    train_tiny_tokenizer(
+        [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4, vocab_size=400
+    ).save_pretrained(d)
     return d
 
 
@@ -139,10 +163,14 @@ def _documents(img_dir) -> list[Record]:
     Image.new("RGB", (32, 24), (200, 30, 30)).save(img)
     docs = []
     for d in range(4):
-        sents = [" ".join(WORDS[(d + k) % 7:(d + k) % 7 + 5 + k % 4]).capitalize() + "." for k in range(9)]
+        sents = [" ".join(WORDS[(d + k) % 7 : (d + k) % 7 + 5 + k % 4]).capitalize() + "." for k in range(9)]
         # short parts around the image, so chunks hold several text parts (each counted on its own)
-        content = [Part.of_text(sents[0]), Part.of_image(str(img)), Part.of_text(sents[1]),
-                   Part.of_text(" ".join(sents[2:]))]
+        content = [
+            Part.of_text(sents[0]),
+            Part.of_image(str(img)),
+            Part.of_text(sents[1]),
+            Part.of_text(" ".join(sents[2:])),
+        ]
         docs.append(Record(f"doc{d}", content))
     return docs
 
@@ -217,14 +245,19 @@ def test_corpus_chunks_check_counts_each_image_as_one_token(tmp_path, bpe_dir):
     prefixes = (" ".join((WORDS[i:] + WORDS[:i]) * 2)[:n] for i in range(len(WORDS)) for n in range(1, 400))
     text = next(t for t in prefixes if not t.endswith(" ") and counter.count(t) == BUDGET)
     image = next(i for r in iter_jsonl(path) for i in r.images)
-    chunks = list(iter_jsonl(path)) + [Record("doc9#c0", [Part.of_text(text), Part.of_image(image)],
-                                              extra={"doc_id": "doc9", "ordinal": 0, "n_tokens": BUDGET,
-                                                     "n_images": 1})]
+    chunks = list(iter_jsonl(path)) + [
+        Record(
+            "doc9#c0",
+            [Part.of_text(text), Part.of_image(image)],
+            extra={"doc_id": "doc9", "ordinal": 0, "n_tokens": BUDGET, "n_images": 1},
+        )
+    ]
     write_jsonl(chunks, path)
     res = _run_chunks(tmp_path, bpe_dir)
     _assert_fails_on(res, "over_budget", "doc9#c0")
-    assert [e for e in _failures(res)["over_budget"]] == [f"doc9#c0: {BUDGET + 1} tokens (text + 1 per image) > "
-                                                          f"max_tokens {BUDGET}"]
+    assert [e for e in _failures(res)["over_budget"]] == [
+        f"doc9#c0: {BUDGET + 1} tokens (text + 1 per image) > max_tokens {BUDGET}"
+    ]
     _assert_fails_on(res, "count_mismatch", "doc9#c0")
 
 
@@ -247,8 +280,12 @@ def test_corpus_chunks_check_fails_on_a_missing_image(tmp_path, bpe_dir):
 def test_corpus_chunks_check_fails_on_an_unreadable_line_and_names_it(tmp_path, bpe_dir):
     path = _chunk_store(tmp_path, bpe_dir)
     victim = next(iter_jsonl(path)).id
-    lines = [json.dumps({**json.loads(x), "content": [{"type": "text", "text": "   "}]})
-             if json.loads(x)["id"] == victim else x for x in path.read_text().splitlines()]
+    lines = [
+        json.dumps({**json.loads(x), "content": [{"type": "text", "text": "   "}]})
+        if json.loads(x)["id"] == victim
+        else x
+        for x in path.read_text().splitlines()
+    ]
     path.write_text("\n".join(lines) + "\n")
     res = _run_chunks(tmp_path, bpe_dir)
     _assert_fails_on(res, "unreadable", victim, "no text and no image")
@@ -263,13 +300,15 @@ def test_corpus_chunks_check_fails_on_duplicate_ids_across_shards(tmp_path, bpe_
 
 # -- feedback_preferences_valid ----------------------------------------------------------------------------------
 
+
 def _good_triples():
     from nyx.feedback.preferences import FeedbackTriple
 
-    return [FeedbackTriple("q0", "c0", ["c4", "c5"], positive_rank=2, n_correct_windows=1, stage1_rank_of_gold=2),
-            FeedbackTriple("q1", "c6", ["c3", "c7", "c8"], positive_rank=1, n_correct_windows=1,
-                           stage1_rank_of_gold=None),
-            FeedbackTriple("q2", "c2", [], positive_rank=10, n_correct_windows=1, stage1_rank_of_gold=10)]
+    return [
+        FeedbackTriple("q0", "c0", ["c4", "c5"], positive_rank=2, n_correct_windows=1, stage1_rank_of_gold=2),
+        FeedbackTriple("q1", "c6", ["c3", "c7", "c8"], positive_rank=1, n_correct_windows=1, stage1_rank_of_gold=None),
+        FeedbackTriple("q2", "c2", [], positive_rank=10, n_correct_windows=1, stage1_rank_of_gold=10),
+    ]
 
 
 def _write_feedback(data, triples, training=None):
@@ -285,8 +324,16 @@ def _write_feedback(data, triples, training=None):
     rows = training if training is not None else [(t.query_id, t.positive_id, t.negative_ids) for t in triples]
     with open(base / "train_triples.jsonl", "w") as f:
         for q, p, negs in rows:
-            f.write(json.dumps({"query": split.queries[q].to_json(base), "positive": split.corpus[p].to_json(base),
-                                "negatives": [split.corpus[n].to_json(base) for n in negs]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "query": split.queries[q].to_json(base),
+                        "positive": split.corpus[p].to_json(base),
+                        "negatives": [split.corpus[n].to_json(base) for n in negs],
+                    }
+                )
+                + "\n"
+            )
 
 
 def _run_feedback(tmp_path, triples, training=None):
@@ -308,6 +355,7 @@ def _triple_case(i, **changes):
         for k, v in changes.items():
             setattr(ts[i], k, v)
         return ts, None
+
     return make
 
 
@@ -315,6 +363,7 @@ def _training_case(edit):
     def make():
         ts = _good_triples()
         return ts, edit([(t.query_id, t.positive_id, list(t.negative_ids)) for t in ts])
+
     return make
 
 
@@ -323,21 +372,34 @@ FEEDBACK_CASES = {
     "positive not in the corpus": (_triple_case(0, positive_id="ghost"), "unknown_document", "q0"),
     "negative not in the corpus": (_triple_case(1, negative_ids=["c3", "ghost"]), "unknown_document", "q1"),
     "negative is gold in qrels": (_triple_case(0, negative_ids=["c4", "c9"]), "gold_negative", "q0"),
-    "negative is the question's gold though not the positive": (_triple_case(1, negative_ids=["c1"]),
-                                                                 "gold_negative", "q1"),
+    "negative is the question's gold though not the positive": (
+        _triple_case(1, negative_ids=["c1"]),
+        "gold_negative",
+        "q1",
+    ),
     "rank beyond top_k": (_triple_case(2, positive_rank=11), "rank_out_of_range", "q2"),
     "rank below 1": (_triple_case(2, positive_rank=0), "rank_out_of_range", "q2"),
     "too many negatives": (_triple_case(1, negative_ids=["c3", "c4", "c7", "c8"]), "too_many_negatives", "q1"),
     "one query twice": (_triple_case(2, query_id="q0", positive_id="c0"), "query_id"),
     # the training file (what Stage 2 reads) differs from triples.jsonl, which alone looks fine
     "positive among negatives in the training file": (
-        _training_case(lambda rows: [rows[0], ("q1", "c6", ["c3", "c6"]), rows[2]]), "positive_is_negative", "q1"),
-    "training file in another order": (_training_case(lambda rows: [rows[1], rows[0], rows[2]]),
-                                       "files_disagree", "q0", "q1"),
+        _training_case(lambda rows: [rows[0], ("q1", "c6", ["c3", "c6"]), rows[2]]),
+        "positive_is_negative",
+        "q1",
+    ),
+    "training file in another order": (
+        _training_case(lambda rows: [rows[1], rows[0], rows[2]]),
+        "files_disagree",
+        "q0",
+        "q1",
+    ),
     "training file one line short": (_training_case(lambda rows: rows[:2]), "files_disagree", "q2"),
     "training file one line long": (_training_case(lambda rows: rows + [("q3", "c3", [])]), "files_disagree", "q3"),
-    "training file with other negatives": (_training_case(lambda rows: [rows[0], ("q1", "c6", ["c3"]), rows[2]]),
-                                           "files_disagree", "q1"),
+    "training file with other negatives": (
+        _training_case(lambda rows: [rows[0], ("q1", "c6", ["c3"]), rows[2]]),
+        "files_disagree",
+        "q1",
+    ),
 }
 
 

@@ -19,10 +19,13 @@ FAST = {"overrides": {"miner": {"retriever": "bm25"}, "nyxqa": {"dev_per_group":
 
 
 def _resources(tmp_path):
-    return {"settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
-            "dvc": DvcResource(repo_dir=str(tmp_path)),
-            "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                                     artifact_root=str(tmp_path / "artifacts"))}
+    return {
+        "settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
+        "dvc": DvcResource(repo_dir=str(tmp_path)),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts")
+        ),
+    }
 
 
 def _instance_with_shards(tmp_path, keys):
@@ -51,12 +54,22 @@ def test_nyxqa_chain_materialises_with_passing_checks(tmp_path, sample_raw):
     res = _resources(tmp_path)
     dg.materialize([raw_documents], instance=instance, resources=res)
     for key in ["shard-00000", "shard-00001"]:
-        r = dg.materialize(DATA_ASSETS, selection=[corpus_chunks, synthetic_qa], partition_key=key,
-                           instance=instance, resources=res,
-                           run_config=_run_config("corpus_chunks", "synthetic_qa"))
+        r = dg.materialize(
+            DATA_ASSETS,
+            selection=[corpus_chunks, synthetic_qa],
+            partition_key=key,
+            instance=instance,
+            resources=res,
+            run_config=_run_config("corpus_chunks", "synthetic_qa"),
+        )
         assert r.success
-    r = dg.materialize(DATA_ASSETS, selection=[nyxqa, hard_negatives], instance=instance, resources=res,
-                       run_config=_run_config("nyxqa", "hard_negatives"))
+    r = dg.materialize(
+        DATA_ASSETS,
+        selection=[nyxqa, hard_negatives],
+        instance=instance,
+        resources=res,
+        run_config=_run_config("nyxqa", "hard_negatives"),
+    )
     assert r.success
     checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
     assert checks.get("nyxqa_valid") is True and checks.get("hard_negatives_valid") is True, checks
@@ -74,9 +87,15 @@ def test_duplicate_document_ids_across_shards_fail_blocking_check_and_stop_downs
     table = pq.read_table(raw / "shard-00000.parquet")
     pq.write_table(table, raw / "shard-00002.parquet")
     instance = _instance_with_shards(tmp_path, ["shard-00000", "shard-00001", "shard-00002"])
-    result = dg.materialize(DATA_ASSETS, selection=[raw_documents, corpus_chunks], instance=instance, resources=_resources(tmp_path),
-                            partition_key="shard-00000", raise_on_error=False,
-                            run_config=_run_config("corpus_chunks"))
+    result = dg.materialize(
+        DATA_ASSETS,
+        selection=[raw_documents, corpus_chunks],
+        instance=instance,
+        resources=_resources(tmp_path),
+        partition_key="shard-00000",
+        raise_on_error=False,
+        run_config=_run_config("corpus_chunks"),
+    )
     assert not result.success
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evals["raw_documents_valid"].passed is False
@@ -123,8 +142,14 @@ def test_synthetic_qa_budget_is_a_total_over_shard_partitions(tmp_path):
     cfg = {"ops": {"synthetic_qa": {"config": {"overrides": {"qa": {"sample_size": 30}}}}}}
     sampled = {}
     for shard in sizes:
-        r = dg.materialize(DATA_ASSETS, selection=[synthetic_qa], partition_key=shard, instance=instance,
-                           resources=_resources(tmp_path), run_config=cfg)
+        r = dg.materialize(
+            DATA_ASSETS,
+            selection=[synthetic_qa],
+            partition_key=shard,
+            instance=instance,
+            resources=_resources(tmp_path),
+            run_config=cfg,
+        )
         meta = r.asset_materializations_for_node("synthetic_qa")[0].metadata
         assert meta["total_chunks"].value == 165 and meta["shards_counted"].value == sorted(sizes)
         sampled[shard] = meta["sampled_chunks"].value
@@ -168,8 +193,10 @@ def _raw_with_truncated_shard(tmp_path, sample_raw3, bad="shard-00001"):
 
 
 def _failure_messages(result) -> str:
-    return "\n".join(str(e.step_failure_data.error.message) + str(e.step_failure_data.user_failure_data or "")
-                     for e in result.get_step_failure_events())
+    return "\n".join(
+        str(e.step_failure_data.error.message) + str(e.step_failure_data.user_failure_data or "")
+        for e in result.get_step_failure_events()
+    )
 
 
 def test_truncated_parquet_shard_is_rejected_by_name_and_the_good_shards_ingested(tmp_path, sample_raw3):
@@ -179,8 +206,9 @@ def test_truncated_parquet_shard_is_rejected_by_name_and_the_good_shards_ingeste
 
     ids = _raw_with_truncated_shard(tmp_path, sample_raw3)
     instance = _instance_with_shards(tmp_path, THREE_SHARDS)
-    result = dg.materialize(DATA_ASSETS, selection=[raw_documents], instance=instance, resources=_resources(tmp_path),
-                            raise_on_error=False)
+    result = dg.materialize(
+        DATA_ASSETS, selection=[raw_documents], instance=instance, resources=_resources(tmp_path), raise_on_error=False
+    )
     assert result.success, _failure_messages(result)
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"raw_documents_valid": True}
     data = tmp_path / "data"
@@ -206,15 +234,28 @@ def test_rejected_shard_fails_only_its_own_downstream_partition(tmp_path, sample
     instance = _instance_with_shards(tmp_path, THREE_SHARDS)
     res = _resources(tmp_path)
     assert dg.materialize([raw_documents], instance=instance, resources=res).success
-    bad = dg.materialize(DATA_ASSETS, selection=[corpus_chunks], partition_key="shard-00001", instance=instance,
-                         resources=res, run_config=_run_config("corpus_chunks"), raise_on_error=False)
+    bad = dg.materialize(
+        DATA_ASSETS,
+        selection=[corpus_chunks],
+        partition_key="shard-00001",
+        instance=instance,
+        resources=res,
+        run_config=_run_config("corpus_chunks"),
+        raise_on_error=False,
+    )
     assert not bad.success
     message = _failure_messages(bad)
     assert "shard 'shard-00001' was rejected at ingestion: shard-00001.parquet: " in message, message
     assert "Parquet magic bytes not found in footer" in message
     assert not (tmp_path / "data" / "chunks" / "shard-00001.jsonl").exists()
-    good = dg.materialize(DATA_ASSETS, selection=[corpus_chunks], partition_key="shard-00002", instance=instance,
-                          resources=res, run_config=_run_config("corpus_chunks"))
+    good = dg.materialize(
+        DATA_ASSETS,
+        selection=[corpus_chunks],
+        partition_key="shard-00002",
+        instance=instance,
+        resources=res,
+        run_config=_run_config("corpus_chunks"),
+    )
     assert good.success and (tmp_path / "data" / "chunks" / "shard-00002.jsonl").read_text().strip()
 
 
@@ -237,7 +278,9 @@ def test_truncated_jsonl_shard_keeps_its_complete_lines_and_rejects_the_cut_reco
     assert meta["rejected_shard_count"].value == 0 and meta["rejected_shards"].value == []
     kept = [r.id for r in iter_jsonl(tmp_path / "data" / "documents" / "shard-00002.jsonl")]
     assert kept == [r["id"] for r in rows[:-1]]
-    (item,) = [json.loads(x) for x in
-               (tmp_path / "data" / "rejects" / "raw_documents" / "shard-00002.jsonl").read_text().splitlines()]
+    (item,) = [
+        json.loads(x)
+        for x in (tmp_path / "data" / "rejects" / "raw_documents" / "shard-00002.jsonl").read_text().splitlines()
+    ]
     assert item["location"] == f"shard-00002.jsonl:{len(rows) - 1}"
     assert item["reason"].startswith("malformed JSON") and "truncated" in item["reason"]

@@ -30,9 +30,11 @@ def dataset(tmp_path):
         Record("c3", [Part.of_image(str(img)), Part.of_text("Chart only.")]),
     ]
     queries = [
-        Record("q1", [Part.of_text("Which river runs through Varnholm?")],
-               {"answer": "Ouse", "choices": ["Ouse", "Tees", "Wear", "Eden"], "correct_index": 0,
-                "modality": "image1"}),
+        Record(
+            "q1",
+            [Part.of_text("Which river runs through Varnholm?")],
+            {"answer": "Ouse", "choices": ["Ouse", "Tees", "Wear", "Eden"], "correct_index": 0, "modality": "image1"},
+        ),
         Record("q2", [Part.of_image(str(img)), Part.of_text("What does the chart show?")], {"modality": "text"}),
     ]
     qrels = {"q1": {"c1": 1}, "q2": {"c3": 1, "c1": 0}}
@@ -76,7 +78,9 @@ def test_rewrite_keeps_images_stored_inside_the_folder(tmp_path, dataset):
     write_beir(folder, ds.corpus.values(), ds.queries.values(), ds.qrels)  # default 'reference' mode
     again = load_beir(folder)
     assert all(Image.open(p).size == (30, 30) for r in again.corpus.values() for p in r.images)
-    assert json.loads((folder / "corpus.jsonl").read_text().splitlines()[0])["content"][1]["image"].startswith("images/")
+    assert json.loads((folder / "corpus.jsonl").read_text().splitlines()[0])["content"][1]["image"].startswith(
+        "images/"
+    )
 
 
 def test_failed_write_leaves_previous_version(tmp_path, dataset):
@@ -93,12 +97,15 @@ def test_bad_qrels_lines_and_unknown_ids_are_rejected(tmp_path, dataset):
     corpus, queries, qrels, _ = dataset
     folder = write_beir(tmp_path / "beir", corpus, queries, qrels)
     with open(folder / "qrels.tsv", "a") as f:
-        f.write("q1\tc2\tyes\n" "q1\tc2\n" "q9\tc1\t1\n" "q1\tc404\t1\n" "q1\tc2\t2.0\n")
+        f.write("q1\tc2\tyes\nq1\tc2\nq9\tc1\t1\nq1\tc404\t1\nq1\tc2\t2.0\n")
     rejects = RejectLog()
     ds = load_beir(folder, rejects)
     assert ds.qrels["q1"] == {"c1": 1, "c2": 2}
-    assert rejects.reasons() == {"malformed qrels line": 2, "qrels name an unknown query": 1,
-                                 "qrels name an unknown document 'c404'": 1}
+    assert rejects.reasons() == {
+        "malformed qrels line": 2,
+        "qrels name an unknown query": 1,
+        "qrels name an unknown document 'c404'": 1,
+    }
     with pytest.raises(RecordError, match="malformed qrels line"):
         read_qrels(folder / "qrels.tsv")
 
@@ -118,8 +125,12 @@ def test_trec_run_round_trip_ranks_by_score(tmp_path):
     run = {"q2": {"b": 0.5, "a": 0.5, "c": 0.9}, "q1": {"x": -1.25}}
     path = write_trec_run(run, tmp_path / "run.trec", tag="nyx-test")
     lines = path.read_text().splitlines()
-    assert lines == ["q1 Q0 x 1 -1.250000 nyx-test", "q2 Q0 c 1 0.900000 nyx-test",
-                     "q2 Q0 a 2 0.500000 nyx-test", "q2 Q0 b 3 0.500000 nyx-test"]
+    assert lines == [
+        "q1 Q0 x 1 -1.250000 nyx-test",
+        "q2 Q0 c 1 0.900000 nyx-test",
+        "q2 Q0 a 2 0.500000 nyx-test",
+        "q2 Q0 b 3 0.500000 nyx-test",
+    ]
     assert read_trec_run(path) == {"q1": {"x": -1.25}, "q2": {"c": 0.9, "a": 0.5, "b": 0.5}}
     with pytest.raises(ValueError):
         write_trec_run(run, tmp_path / "bad.trec", tag="two words")
@@ -136,7 +147,7 @@ def test_a_qrels_row_with_score_zero_is_not_relevant_and_never_counts_as_a_hit(t
     corpus = [Record.from_text(d, f"Document {d}.") for d in ("d0", "d1", "d2")]
     queries = [Record.from_text("q1", "First question?"), Record.from_text("q2", "Second question?")]
     folder = write_beir(tmp_path / "beir", corpus, queries, {})
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" "q1\td0\t0\n" "q1\td1\t1\n" "q2\td0\t0\n")
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t0\nq1\td1\t1\nq2\td0\t0\n")
     # Loading keeps a score-0 judgement as 0 (or drops it): it never becomes relevant.
     assert read_qrels(folder / "qrels.tsv")["q1"] == {"d0": 0, "d1": 1}
     ds = load_beir(folder)

@@ -17,8 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_path):
     out = tmp_path / "encode_search.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "encode_search.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "encode_search.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     enc = report["encoding"]
@@ -29,14 +34,22 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
         assert row["model_gflop"] > 0
         # the same inputs and the same float32 model give the same unit vectors in every mode, up to rounding
         # (measured <= 3e-7); the tolerance is that of one float32 norm over the tiny model's 128 dims
-        assert_within(f"encode_search: {mode} vs batched embeddings", enc["max_abs_diff_vs_batched"][mode], 0.0,
-                      rounding_tol(EPS32, 128))
+        assert_within(
+            f"encode_search: {mode} vs batched embeddings",
+            enc["max_abs_diff_vs_batched"][mode],
+            0.0,
+            rounding_tol(EPS32, 128),
+        )
     # the knob modes (EncoderConfig.compile, .autocast) run side by side with today's batched path
     from nyx.model.encoder import cpu_supports_bf16
 
     assert set(enc["knobs"]) == {"batched_compile"} | ({"batched_bf16"} if cpu_supports_bf16() else set())
-    assert_within("encode_search: batched_compile vs batched embeddings", enc["max_abs_diff_vs_batched"]["batched_compile"],
-                  0.0, rounding_tol(EPS32, 128))
+    assert_within(
+        "encode_search: batched_compile vs batched embeddings",
+        enc["max_abs_diff_vs_batched"]["batched_compile"],
+        0.0,
+        rounding_tol(EPS32, 128),
+    )
     for mode in enc["knobs"]:
         assert enc[mode]["docs_per_s"] > 0 and enc[mode]["speedup_vs_batched"]["model_only"] > 0
     if "batched_bf16" in enc["knobs"]:  # bf16 rounding (eps 2**-7), not float32's: cosine to float32 close to 1
@@ -44,10 +57,17 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
         assert enc["batched_bf16"]["model_share_of_bf16_matmul_peak"] > 0
     pad = enc["padding"]
     assert pad["real_tokens"] > 0 and pad["padded_slots"] >= 0 and pad["padding_share"] >= 0
-    for mode, kb in enc["kernel_breakdown"].items():
+    for _mode, kb in enc["kernel_breakdown"].items():
         rows = {r["kernel"]: r for r in kb["rows"]}
-        assert set(rows) == {"matmul", "attention", "elementwise", "copy/index", "fused (inductor)", "other ops",
-                             "python/framework"}
+        assert set(rows) == {
+            "matmul",
+            "attention",
+            "elementwise",
+            "copy/index",
+            "fused (inductor)",
+            "other ops",
+            "python/framework",
+        }
         assert sum(r["share"] for r in kb["rows"]) == pytest.approx(1.0, abs=0.05)  # the remainder is python
         assert rows["matmul"]["gflop"] > 0 and rows["attention"]["gflop"] > 0
         assert kb["matmul_shapes"] and kb["matmul_ceiling_gflops"] > 0
@@ -60,14 +80,23 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
     for row in report["search"]:
         check = row["exact_check"]
         assert check["tolerance"] == pytest.approx(rounding_tol(EPS32, row["dim"]), rel=1e-12)
-        assert_within(f"encode_search: flat search scores at dim {row['dim']}", check["max_abs_score_diff"], 0.0,
-                      check["tolerance"])
+        assert_within(
+            f"encode_search: flat search scores at dim {row['dim']}",
+            check["max_abs_score_diff"],
+            0.0,
+            check["tolerance"],
+        )
     assert "target: 5x vs the research code's way" in proc.stdout
 
 
 def _run_quick(script: str, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 

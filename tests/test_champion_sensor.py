@@ -43,8 +43,9 @@ def test_cli_promotion_and_rollback_are_reported_on_champion_model(tmp_path):
 
     # the pipeline promoted v1 (a champion_model materialisation says so)
     reg.promote(client, NAME, versions[0])
-    instance.report_runless_asset_event(dg.AssetMaterialization(CHAMPION_ASSET,
-                                                                metadata={"champion_version": versions[0]}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(CHAMPION_ASSET, metadata={"champion_version": versions[0]})
+    )
     assert isinstance(_evaluate(instance, settings, mlflow), dg.SkipReason)
 
     # an operator promotes v2 with the CLI: the sensor reports it, once

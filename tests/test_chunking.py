@@ -28,7 +28,9 @@ def _png(path, color=(200, 30, 30), size=(40, 30)):
 
 def _sentences(prefix: str, n: int, words: int = 5) -> str:
     """``n`` sentences of exactly ``words`` words each, e.g. 'A0 w1 w2 w3 end.'"""
-    return " ".join(f"{prefix.upper()}{i} " + " ".join(f"w{j}" for j in range(1, words - 1)) + " end." for i in range(n))
+    return " ".join(
+        f"{prefix.upper()}{i} " + " ".join(f"w{j}" for j in range(1, words - 1)) + " end." for i in range(n)
+    )
 
 
 def _cfg(**kw):
@@ -57,8 +59,17 @@ def test_sentence_splitter_keeps_abbreviations_and_breaks_at_sentence_ends():
 
 
 def test_every_chunk_respects_the_budget_with_images_counted_as_one_token(images):
-    doc = Record("d1", [Part.of_text(_sentences("a", 6)), Part.of_image(images[0]), Part.of_image(images[1]),
-                        Part.of_text(_sentences("b", 5)), Part.of_image(images[2]), Part.of_text(_sentences("c", 3))])
+    doc = Record(
+        "d1",
+        [
+            Part.of_text(_sentences("a", 6)),
+            Part.of_image(images[0]),
+            Part.of_image(images[1]),
+            Part.of_text(_sentences("b", 5)),
+            Part.of_image(images[2]),
+            Part.of_text(_sentences("c", 3)),
+        ],
+    )
     chunks, stats = chunk_documents([doc], _cfg(max_tokens=12), WS)
     assert len(chunks) > 3
     for c in chunks:
@@ -110,8 +121,10 @@ def test_image_stays_where_it_stands(images):
 
 
 def test_ids_are_stable_across_runs_and_drop_settings(images):
-    docs = [Record.from_text("docA", _sentences("a", 9)),
-            Record("docB", [Part.of_text(_sentences("b", 4)), Part.of_image(images[0]), Part.of_text("The end.")])]
+    docs = [
+        Record.from_text("docA", _sentences("a", 9)),
+        Record("docB", [Part.of_text(_sentences("b", 4)), Part.of_image(images[0]), Part.of_text("The end.")]),
+    ]
     first, _ = chunk_documents(docs, _cfg(max_tokens=12), WS)
     second, _ = chunk_documents(docs, _cfg(max_tokens=12), WS)
     assert [c.to_json() for c in first] == [c.to_json() for c in second]
@@ -125,8 +138,14 @@ def test_ids_are_stable_across_runs_and_drop_settings(images):
 
 
 def test_chunks_with_more_than_max_images_are_dropped(images):
-    doc = Record("d1", [Part.of_text("A picture gallery of the harbour follows here."),
-                        *[Part.of_image(i) for i in images[:7]], Part.of_text(_sentences("z", 4))])
+    doc = Record(
+        "d1",
+        [
+            Part.of_text("A picture gallery of the harbour follows here."),
+            *[Part.of_image(i) for i in images[:7]],
+            Part.of_text(_sentences("z", 4)),
+        ],
+    )
     chunks, stats = chunk_documents([doc], _cfg(max_tokens=20, max_images=5), WS)
     assert stats["dropped"] == {"too_many_images": 1}
     assert all(c.n_images <= 5 for c in chunks)
@@ -139,8 +158,17 @@ def test_a_chunk_with_an_undecodable_image_is_rejected_with_its_reason(tmp_path,
     good = images[0]
     bad = tmp_path / "broken.png"
     bad.write_bytes(open(good, "rb").read()[:60])  # truncated PNG
-    docs = [Record("d1", [Part.of_text(_sentences("a", 2)), Part.of_image(str(bad)), Part.of_text(_sentences("b", 3)),
-                          Part.of_image(good)])]
+    docs = [
+        Record(
+            "d1",
+            [
+                Part.of_text(_sentences("a", 2)),
+                Part.of_image(str(bad)),
+                Part.of_text(_sentences("b", 3)),
+                Part.of_image(good),
+            ],
+        )
+    ]
     rejects = RejectLog(stage="chunking")
     chunks, stats = chunk_documents(docs, _cfg(max_tokens=12), WS, rejects=rejects)
     assert stats["rejected"] == 1 and stats["dropped"] == {"image_failed": 1}
@@ -154,8 +182,11 @@ def test_a_chunk_with_an_undecodable_image_is_rejected_with_its_reason(tmp_path,
 def test_hf_token_counter_of_the_backbone_tokenizer_gives_exact_budgets():
     counter = load_token_counter(None)  # the tiny profile's tokenizer (built offline on first use)
     assert isinstance(counter, HFTokenCounter)
-    text = ("The Golden Gate Bridge was painted international orange in 1937. " * 3
-            + "Supercalifragilisticexpialidocious " * 40 + ". Done.")
+    text = (
+        "The Golden Gate Bridge was painted international orange in 1937. " * 3
+        + "Supercalifragilisticexpialidocious " * 40
+        + ". Done."
+    )
     chunks, stats = chunk_documents([Record.from_text("d", text)], ChunkingConfig(max_tokens=20), counter)
     assert stats["sentences_cut_by_tokens"] >= 1
     for c in chunks:
@@ -202,9 +233,9 @@ def test_an_over_long_sentence_is_cut_into_pieces_of_exactly_max_tokens():
 def test_text_and_image_of_exactly_max_tokens_are_one_chunk(images):
     t, im = Part.of_text, Part.of_image
     at_budget = [
-        [t(_words("A", 11)), im(images[0])],                      # text then image
-        [im(images[0]), t(_words("A", 11))],                      # image then text
-        [t(_words("A", 6)), im(images[0]), t(_words("B", 5))],    # image between two texts
+        [t(_words("A", 11)), im(images[0])],  # text then image
+        [im(images[0]), t(_words("A", 11))],  # image then text
+        [t(_words("A", 6)), im(images[0]), t(_words("B", 5))],  # image between two texts
         [im(images[0]), t(_words("A", 5) + " " + _words("B", 5)), im(images[1])],  # merged text between images
     ]
     for content in at_budget:

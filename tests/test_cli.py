@@ -15,18 +15,40 @@ from nyx.cli import app
 runner = CliRunner()
 
 CORPUS = [
-    {"id": "lighthouse", "content": [{"type": "text", "text": "The lighthouse keeper climbed the spiral stairs at dusk."}]},
-    {"id": "bakery", "content": [{"type": "text", "text": "Fresh sourdough bread is baked every morning in the village."}]},
-    {"id": "chess", "content": [{"type": "text", "text": "The chess grandmaster sacrificed her queen to win the match."}]},
-    {"id": "volcano", "content": [{"type": "text", "text": "The volcano eruption covered the island in ash."},
-                                  {"type": "image", "image": "images/red.png"}]},
-    {"id": "garden", "content": [{"type": "image", "image": "images/green.png"},
-                                 {"type": "text", "text": "Tomatoes ripen in the greenhouse garden."}]},
+    {
+        "id": "lighthouse",
+        "content": [{"type": "text", "text": "The lighthouse keeper climbed the spiral stairs at dusk."}],
+    },
+    {
+        "id": "bakery",
+        "content": [{"type": "text", "text": "Fresh sourdough bread is baked every morning in the village."}],
+    },
+    {
+        "id": "chess",
+        "content": [{"type": "text", "text": "The chess grandmaster sacrificed her queen to win the match."}],
+    },
+    {
+        "id": "volcano",
+        "content": [
+            {"type": "text", "text": "The volcano eruption covered the island in ash."},
+            {"type": "image", "image": "images/red.png"},
+        ],
+    },
+    {
+        "id": "garden",
+        "content": [
+            {"type": "image", "image": "images/green.png"},
+            {"type": "text", "text": "Tomatoes ripen in the greenhouse garden."},
+        ],
+    },
     {"id": "picture", "content": [{"type": "image", "image": "images/green.png"}]},
 ]
 QUERIES = [
     {"id": "q1", "content": [{"type": "text", "text": "who climbed the lighthouse stairs"}]},
-    {"id": "q2", "content": [{"type": "text", "text": "volcano eruption ash"}, {"type": "image", "image": "images/red.png"}]},
+    {
+        "id": "q2",
+        "content": [{"type": "text", "text": "volcano eruption ash"}, {"type": "image", "image": "images/red.png"}],
+    },
     {"id": "q3", "content": [{"type": "image", "image": "images/green.png"}]},
 ]
 QRELS = [("q1", "lighthouse", 1), ("q2", "volcano", 1), ("q3", "picture", 1)]
@@ -79,8 +101,18 @@ def test_index_search_evaluate_flow(beir, tmp_path, retriever, dims):
     assert 1 <= len(found["results"]) <= 3 and found["retriever"] == retriever
 
     metrics, run = tmp_path / "metrics.json", tmp_path / "run.trec"
-    res = _invoke("evaluate", out, "--queries", beir / "queries.jsonl", "--qrels", beir / "qrels.tsv",
-                  "--out", metrics, "--run-out", run)
+    res = _invoke(
+        "evaluate",
+        out,
+        "--queries",
+        beir / "queries.jsonl",
+        "--qrels",
+        beir / "qrels.tsv",
+        "--out",
+        metrics,
+        "--run-out",
+        run,
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(metrics.read_text())
     assert [row["dim"] for row in report["rows"]] == dims
@@ -100,8 +132,18 @@ def test_index_search_evaluate_flow(beir, tmp_path, retriever, dims):
     if retriever == "minilm":  # real pretrained text model: the text queries find their documents
         assert first["q1"]["recall@1"] == 1.0 and first["q2"]["recall@1"] == 1.0
     if dims[0] is not None:
-        res = _invoke("evaluate", out, "--queries", beir / "queries.jsonl", "--qrels", beir / "qrels.tsv",
-                      "--out", tmp_path / "m2.json", "--dims", str(dims[0] * 2))
+        res = _invoke(
+            "evaluate",
+            out,
+            "--queries",
+            beir / "queries.jsonl",
+            "--qrels",
+            beir / "qrels.tsv",
+            "--out",
+            tmp_path / "m2.json",
+            "--dims",
+            str(dims[0] * 2),
+        )
         assert res.exit_code == 1 and "exceeds the index dimension" in res.stderr
 
 
@@ -109,8 +151,20 @@ def test_index_search_evaluate_flow(beir, tmp_path, retriever, dims):
 def test_evaluate_a_chosen_set_of_dims_writes_one_run_per_dim(beir, tmp_path):
     out = tmp_path / "index"
     assert _index(beir, out, "nyx", "--dim", "64").exit_code == 0
-    res = _invoke("evaluate", out, "--queries", beir / "queries.jsonl", "--qrels", beir / "qrels.tsv",
-                  "--out", tmp_path / "m.json", "--dims", "64,16", "--run-out", tmp_path / "run.trec")
+    res = _invoke(
+        "evaluate",
+        out,
+        "--queries",
+        beir / "queries.jsonl",
+        "--qrels",
+        beir / "qrels.tsv",
+        "--out",
+        tmp_path / "m.json",
+        "--dims",
+        "64,16",
+        "--run-out",
+        tmp_path / "run.trec",
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "m.json").read_text())
     assert [r["dim"] for r in report["rows"]] == [64, 16]
@@ -149,12 +203,15 @@ def test_index_refuses_to_overwrite_a_folder_that_is_not_an_index(beir, tmp_path
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args", [
-    ["--retriever", "nope"],
-    ["--retriever", "bm25", "--dim", "8"],
-    ["--retriever", "bm25", "--model", "tiny"],
-    ["--batch-size", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--retriever", "nope"],
+        ["--retriever", "bm25", "--dim", "8"],
+        ["--retriever", "bm25", "--model", "tiny"],
+        ["--batch-size", "0"],
+    ],
+)
 def test_index_usage_errors_exit_2(beir, tmp_path, args):
     res = _invoke("index", beir / "corpus.jsonl", "--out", tmp_path / "i", *args)
     assert res.exit_code == 2, res.output
@@ -182,10 +239,15 @@ def test_search_prints_ranked_json(bm25_index):
 
 def test_evaluate_errors(beir, bm25_index, tmp_path):
     q, qr = beir / "queries.jsonl", beir / "qrels.tsv"
-    assert _invoke("evaluate", bm25_index, "--queries", q, "--qrels", qr, "--out", tmp_path / "m.json",
-                   "--dims", "abc").exit_code == 2
-    res = _invoke("evaluate", bm25_index, "--queries", tmp_path / "none.jsonl", "--qrels", qr,
-                  "--out", tmp_path / "m.json")
+    assert (
+        _invoke(
+            "evaluate", bm25_index, "--queries", q, "--qrels", qr, "--out", tmp_path / "m.json", "--dims", "abc"
+        ).exit_code
+        == 2
+    )
+    res = _invoke(
+        "evaluate", bm25_index, "--queries", tmp_path / "none.jsonl", "--qrels", qr, "--out", tmp_path / "m.json"
+    )
     assert res.exit_code == 1 and "queries file not found" in res.stderr
     assert _invoke("evaluate", bm25_index, "--queries", q, "--qrels", qr).exit_code == 2  # no --out
 
@@ -220,29 +282,71 @@ def test_report_renders_markdown_json_and_plots_for_several_indexes(tmp_path):
     from nyx.data.beir import write_beir
     from nyx.data.records import Record
 
-    corpus = [Record.from_text(f"d{i}", t) for i, t in enumerate(
-        ["The barn in Alder is red.", "The mill in Brook is blue.", "The bridge in Cove is green."])]
-    queries = [Record.from_text("q0", "What colour is the barn in Alder?", choices=["red", "blue", "green", "black"],
-                                correct_index=0, answer="red"),
-               Record.from_text("q1", "What colour is the mill in Brook?", choices=["red", "blue", "green", "black"],
-                                correct_index=1, answer="blue")]
+    corpus = [
+        Record.from_text(f"d{i}", t)
+        for i, t in enumerate(
+            ["The barn in Alder is red.", "The mill in Brook is blue.", "The bridge in Cove is green."]
+        )
+    ]
+    queries = [
+        Record.from_text(
+            "q0",
+            "What colour is the barn in Alder?",
+            choices=["red", "blue", "green", "black"],
+            correct_index=0,
+            answer="red",
+        ),
+        Record.from_text(
+            "q1",
+            "What colour is the mill in Brook?",
+            choices=["red", "blue", "green", "black"],
+            correct_index=1,
+            answer="blue",
+        ),
+    ]
     beir = tmp_path / "beir"
     write_beir(beir, corpus, queries, {"q0": {"d0": 1}, "q1": {"d1": 1}})
     runner = CliRunner()
     for name in ("bm25", "minilm"):
-        r = runner.invoke(app, ["index", str(beir / "corpus.jsonl"), "--out", str(tmp_path / name),
-                                "--retriever", name])
+        r = runner.invoke(
+            app, ["index", str(beir / "corpus.jsonl"), "--out", str(tmp_path / name), "--retriever", name]
+        )
         assert r.exit_code == 0, r.output
     out = tmp_path / "report"
-    r = runner.invoke(app, ["report", f"lexical={tmp_path / 'bm25'}", str(tmp_path / "minilm"),
-                            "--queries", str(beir / "queries.jsonl"), "--qrels", str(beir / "qrels.tsv"),
-                            "--corpus", str(beir / "corpus.jsonl"), "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "report",
+            f"lexical={tmp_path / 'bm25'}",
+            str(tmp_path / "minilm"),
+            "--queries",
+            str(beir / "queries.jsonl"),
+            "--qrels",
+            str(beir / "qrels.tsv"),
+            "--corpus",
+            str(beir / "corpus.jsonl"),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     report = _json.loads((out / "report.json").read_text())
     assert {row["retriever"] for row in report["retrieval"]} == {"lexical", "minilm"}
     assert {row["run"] for row in report["rag"]} >= {"lexical", "oracle", "no_retrieval"}
     assert (out / "matryoshka.png").exists() and "lexical" in (out / "report.md").read_text()
-    bad = runner.invoke(app, ["report", str(tmp_path / "bm25"), "--queries", str(tmp_path / "nope.jsonl"),
-                              "--qrels", str(beir / "qrels.tsv"), "--corpus", str(beir / "corpus.jsonl"),
-                              "--out", str(out)])
+    bad = runner.invoke(
+        app,
+        [
+            "report",
+            str(tmp_path / "bm25"),
+            "--queries",
+            str(tmp_path / "nope.jsonl"),
+            "--qrels",
+            str(beir / "qrels.tsv"),
+            "--corpus",
+            str(beir / "corpus.jsonl"),
+            "--out",
+            str(out),
+        ],
+    )
     assert bad.exit_code == 1 and "not found" in bad.output

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def load_defs() -> dg.Definitions:
     from orchestration.definitions import defs
 
-    return defs() if callable(defs) else defs
+    return defs()
 
 
 def test_code_location_loads_with_every_asset_and_check():
@@ -28,8 +28,8 @@ def test_code_location_loads_with_every_asset_and_check():
 
 def test_asset_selection_string_parses_with_dvc_installed():
     # DVC's hydra-core pulls antlr4 4.9, which breaks this parser (dagster#27487); our pins must prevent it.
-    import dvc  # noqa: F401  (installed in the same environment)
     import antlr4
+    import dvc  # noqa: F401  (installed in the same environment)
 
     sel = dg.AssetSelection.from_string('key:"raw_documents"+ or group:"data"')
     assert sel is not None
@@ -41,16 +41,27 @@ def test_asset_selection_string_parses_with_dvc_installed():
 
 def _env(tmp_path: Path) -> dict:
     env = dict(os.environ)
-    env.update({"DAGSTER_HOME": str(tmp_path / "dh"), "NYX_DATA_DIR": str(tmp_path / "data"),
-                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    env.update(
+        {
+            "DAGSTER_HOME": str(tmp_path / "dh"),
+            "NYX_DATA_DIR": str(tmp_path / "data"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        }
+    )
     (tmp_path / "dh").mkdir(exist_ok=True)
     (tmp_path / "dh" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return env
 
 
 def test_dg_check_defs_validates_the_project(tmp_path):
-    proc = subprocess.run([str(Path(sys.executable).with_name("dg")), "check", "defs"], cwd=REPO,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "loaded successfully" in (proc.stdout + proc.stderr)
 
@@ -62,9 +73,22 @@ def test_dagster_cli_materializes_raw_documents_with_dvc_data_version(tmp_path):
 
     generate_sample(tmp_path / "data" / "raw", n_docs=12, seed=3)
     env = _env(tmp_path)
-    proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-                           "-m", "orchestration.definitions", "--select", "raw_documents"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "orchestration.definitions",
+            "--select",
+            "raw_documents",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the materialisation recorded DVC's md5 of data/raw as its data version
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dh"))

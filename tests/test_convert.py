@@ -39,8 +39,18 @@ def _evaluate(folder: Path, tmp: Path) -> dict:
     r = _invoke("index", folder, "--out", index, "--retriever", "bm25")
     assert r.exit_code == 0, r.output
     metrics = tmp / f"{folder.name}-metrics.json"
-    r = _invoke("evaluate", index, "--queries", folder / "queries.jsonl", "--qrels", folder / "qrels.tsv",
-                "--out", metrics, "--run-out", tmp / f"{folder.name}.run")
+    r = _invoke(
+        "evaluate",
+        index,
+        "--queries",
+        folder / "queries.jsonl",
+        "--qrels",
+        folder / "qrels.tsv",
+        "--out",
+        metrics,
+        "--run-out",
+        tmp / f"{folder.name}.run",
+    )
     assert r.exit_code == 0, r.output
     return json.loads(metrics.read_text())
 
@@ -76,7 +86,9 @@ def test_hotpotqa_paragraphs_dedup_qrels_and_bm25_round_trip(tmp_path):
     assert set(load_beir(again).corpus) == set(ds.corpus)
     # malformed rows: named and explained, the others went on
     rejects = {r["record_id"]: r["reason"] for r in _rejects(out)}
-    assert rejects["5a85ea095542994775f606a8"].startswith("supporting fact not in context: the title 'Varnhold Harbour'")
+    assert rejects["5a85ea095542994775f606a8"].startswith(
+        "supporting fact not in context: the title 'Varnhold Harbour'"
+    )
     assert rejects["5a87ab905542996e4f3088c1"] == "field 'question' is missing"
     # BM25 finds the Norway observatory for the question that names it
     m = _evaluate(out, tmp_path)
@@ -129,8 +141,11 @@ def test_mmqa_texts_tables_and_images_with_missing_image_rejected(tmp_path):
     s = _convert("mmqa", FIXTURES / "mmqa", out, "--split", "dev")
     assert (s["queries"], s["docs"], s["qrels"], s["rejected"]) == (3, 6, 4, 2)
     ds = load_beir(out, split="dev")
-    bridge_img, stadium_img, table = ("d57e56eff064047af5a6ef074a570956", "632ea110be92836441adfb3167edf8ff",
-                                      "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b")
+    bridge_img, stadium_img, table = (
+        "d57e56eff064047af5a6ef074a570956",
+        "632ea110be92836441adfb3167edf8ff",
+        "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+    )
     assert ds.qrels["b0f1e2d3c4b5a69788796a5b4c3d2e1f"] == {bridge_img: 1}
     assert ds.qrels["c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2"] == {table: 1, stadium_img: 1}
     # images are copied into the folder and referenced relative to it
@@ -183,8 +198,20 @@ def test_rag_report_runs_on_converted_folders(tmp_path):
     _convert("scienceqa", FIXTURES / "scienceqa", out)
     r = _invoke("index", out, "--out", tmp_path / "bm25", "--retriever", "bm25")
     assert r.exit_code == 0, r.output
-    r = _invoke("report", tmp_path / "bm25", "--queries", out / "queries.jsonl", "--qrels", out / "qrels.tsv",
-                "--corpus", out / "corpus.jsonl", "--out", tmp_path / "report", "--reader", "minilm")
+    r = _invoke(
+        "report",
+        tmp_path / "bm25",
+        "--queries",
+        out / "queries.jsonl",
+        "--qrels",
+        out / "qrels.tsv",
+        "--corpus",
+        out / "corpus.jsonl",
+        "--out",
+        tmp_path / "report",
+        "--reader",
+        "minilm",
+    )
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     rag = {row["run"]: row for row in report["rag"]}
@@ -210,8 +237,16 @@ def test_bamboogle_answers_without_corpus_or_judgements(tmp_path):
     other = tmp_path / "hotpot"
     _convert("hotpotqa", FIXTURES / "hotpotqa", other)
     assert _invoke("index", other, "--out", tmp_path / "idx", "--retriever", "bm25").exit_code == 0
-    r = _invoke("evaluate", tmp_path / "idx", "--queries", out / "queries.jsonl", "--qrels", out / "qrels.tsv",
-                "--out", tmp_path / "m.json")
+    r = _invoke(
+        "evaluate",
+        tmp_path / "idx",
+        "--queries",
+        out / "queries.jsonl",
+        "--qrels",
+        out / "qrels.tsv",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert r.exit_code == 1 and "has judgements" in r.output
 
 
@@ -235,12 +270,22 @@ def test_pagedoc_gold_pages_use_the_ingest_page_ids(tmp_path):
     shutil.copytree(FIXTURES / "pagedoc", src)
     docs = src / "data" / "documents"
     docs.mkdir()
-    _pdf(docs / "pump-manual.pdf", ["Bilge pump manual: contents and safety notes",
-                                    "Greasing: the impeller seal of the bilge pump must be greased every 200 hours",
-                                    "Wiring diagram for the float switch"])
-    _pdf(docs / "field-guide.pdf", ["Salt marsh: look for the redshank on the mud flats",
-                                    "Woodland: the nuthatch climbs down tree trunks",
-                                    "Salt marsh again: the avocet sweeps its bill through the shallows"])
+    _pdf(
+        docs / "pump-manual.pdf",
+        [
+            "Bilge pump manual: contents and safety notes",
+            "Greasing: the impeller seal of the bilge pump must be greased every 200 hours",
+            "Wiring diagram for the float switch",
+        ],
+    )
+    _pdf(
+        docs / "field-guide.pdf",
+        [
+            "Salt marsh: look for the redshank on the mud flats",
+            "Woodland: the nuthatch climbs down tree trunks",
+            "Salt marsh again: the avocet sweeps its bill through the shallows",
+        ],
+    )
     out = tmp_path / "pagedoc"
     s = _convert("pagedoc", src, out)
     assert (s["queries"], s["docs"], s["qrels"], s["queries_without_qrels"], s["rejected"]) == (3, 6, 3, 1, 2)
@@ -293,8 +338,13 @@ def test_profile_extra_sets_validate():
     assert load_profile("sample").eval.extra_sets == []
     p = load_profile("sample", {"eval": {"extra_sets": [{"name": "mmqa", "path": "benchmarks/mmqa", "split": "dev"}]}})
     assert (p.eval.extra_sets[0].name, p.eval.extra_sets[0].split, p.eval.extra_sets[0].corpus) == ("mmqa", "dev", None)
-    for bad in ([{"name": "nyxqa", "path": "x"}], [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}],
-                [{"name": "a"}], [{"name": "a b", "path": "x"}], [{"name": "a", "path": "x", "qrels": "y"}]):
+    for bad in (
+        [{"name": "nyxqa", "path": "x"}],
+        [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}],
+        [{"name": "a"}],
+        [{"name": "a b", "path": "x"}],
+        [{"name": "a", "path": "x", "qrels": "y"}],
+    ):
         with pytest.raises(ValidationError):
             load_profile("sample", {"eval": {"extra_sets": bad}})
 
@@ -317,9 +367,17 @@ def test_extra_set_evaluated_with_fresh_retrievers_and_the_embedding_store(tmp_p
     root = tmp_path / "data"
     _convert("hotpotqa", FIXTURES / "hotpotqa", root / "benchmarks" / "hotpotqa")
     _convert("bamboogle", FIXTURES / "bamboogle", root / "benchmarks" / "bamboogle")
-    profile = load_profile("sample", {"eval": {"extra_sets": [
-        {"name": "hotpotqa", "path": "benchmarks/hotpotqa", "split": "dev"},
-        {"name": "bamboogle", "path": "benchmarks/bamboogle", "corpus": "benchmarks/hotpotqa"}]}})
+    profile = load_profile(
+        "sample",
+        {
+            "eval": {
+                "extra_sets": [
+                    {"name": "hotpotqa", "path": "benchmarks/hotpotqa", "split": "dev"},
+                    {"name": "bamboogle", "path": "benchmarks/bamboogle", "corpus": "benchmarks/hotpotqa"},
+                ]
+            }
+        },
+    )
     hotpot, bamboogle = profile.eval.extra_sets
     store = EmbeddingStore(tmp_path / "embeddings")
     made: list = []

@@ -35,8 +35,12 @@ def _repo(tmp_path: Path) -> Dvc:
 def test_snapshot_after_a_killed_push_completes_it_and_removes_its_partial_files(tmp_path):
     repo = _repo(tmp_path)
     remote = tmp_path / "remote"
-    push = subprocess.Popen(repo._exe() + ["push", "-q", "data.dvc"], cwd=tmp_path, start_new_session=True,
-                            env=dict(os.environ, DVC_NO_ANALYTICS="1"))
+    push = subprocess.Popen(
+        repo._exe() + ["push", "-q", "data.dvc"],
+        cwd=tmp_path,
+        start_new_session=True,
+        env=dict(os.environ, DVC_NO_ANALYTICS="1"),
+    )
     deadline = time.time() + 60
     while sum(1 for p in remote.rglob("*") if p.is_file()) < 5:  # some objects are on the remote: kill it
         assert push.poll() is None, "dvc push finished before it could be killed: make the data larger"
@@ -74,10 +78,19 @@ def test_partial_files_are_left_alone_while_a_dvc_command_holds_the_repository(t
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a running dvc command holds
-        child = subprocess.run([sys.executable, "-c", "import sys; from nyx.versioning.dvc import Dvc; "
-                                "print(len(Dvc(sys.argv[1], remote_url=sys.argv[2]).remove_dead_temps()))",
-                                str(tmp_path), str(tmp_path / "remote")],
-                               capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from nyx.versioning.dvc import Dvc; "
+                "print(len(Dvc(sys.argv[1], remote_url=sys.argv[2]).remove_dead_temps()))",
+                str(tmp_path),
+                str(tmp_path / "remote"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     assert child.stdout.strip() == "0", child.stderr
     assert temp.exists()
     assert repo.remove_dead_temps() == [temp] and not temp.exists()

@@ -53,8 +53,10 @@ def env(tmp_path: Path, monkeypatch):
     _git(repo, "init", "-q")
     paths = DataPaths.at(repo / "data")
     generate_sample(paths.raw, n_docs=12, seed=1, n_shards=1)
-    resources = {"settings": NyxSettings(data_dir=str(paths.root), profile="sample"),
-                 "dvc": DvcResource(repo_dir=str(repo), remote_url=str(tmp_path / "remote"))}
+    resources = {
+        "settings": NyxSettings(data_dir=str(paths.root), profile="sample"),
+        "dvc": DvcResource(repo_dir=str(repo), remote_url=str(tmp_path / "remote")),
+    }
     return {"repo": repo, "paths": paths, "resources": resources, "instance": dg.DagsterInstance.ephemeral()}
 
 
@@ -107,8 +109,14 @@ def _write_feedback(paths: DataPaths, tag: str) -> None:
     from nyx.data.rejects import RejectLog
     from nyx.feedback.preferences import FeedbackTriple, write_triples
 
-    triple = FeedbackTriple(query_id="q1", positive_id=f"d-pos-{tag}", negative_ids=[f"d-neg-{tag}"], positive_rank=1,
-                            n_correct_windows=1, stage1_rank_of_gold=1)
+    triple = FeedbackTriple(
+        query_id="q1",
+        positive_id=f"d-pos-{tag}",
+        negative_ids=[f"d-neg-{tag}"],
+        positive_rank=1,
+        n_correct_windows=1,
+        stage1_rank_of_gold=1,
+    )
     write_triples([triple], paths.feedback / "triples.jsonl")
     (paths.feedback / "train_triples.jsonl").write_text(json.dumps({"query": "q1", "positive": tag}) + "\n")
     _cache_put(paths.feedback_cache, f"window-{tag}", "answer")
@@ -246,7 +254,7 @@ def test_stage2_trains_after_the_feedback_snapshot_in_the_graph_and_the_weekly_j
     """The order that makes the feedback triples part of the version Stage 2 is tagged with."""
     from orchestration.definitions import defs as lazy
 
-    defs = lazy() if callable(lazy) else lazy
+    defs = lazy()
     graph = defs.resolve_asset_graph()
 
     def parents(name: str) -> set[str]:

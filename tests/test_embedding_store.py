@@ -19,8 +19,10 @@ EPS16 = float(np.finfo(np.float16).eps)
 
 
 def _corpus(n: int, prefix: str = "d") -> list[Record]:
-    return [Record(id=f"{prefix}{i}", content=[Part.of_text(f"document {i} about the topic number {i % 5}")])
-            for i in range(n)]
+    return [
+        Record(id=f"{prefix}{i}", content=[Part.of_text(f"document {i} about the topic number {i % 5}")])
+        for i in range(n)
+    ]
 
 
 class CountingEncoder:
@@ -54,8 +56,9 @@ def tiny_encoder(tiny_dir):
     return NyxEncoder.from_pretrained(tiny_dir, device="cpu", show_progress=False)
 
 
-def test_second_index_of_the_same_corpus_encodes_nothing_and_returns_the_stored_vectors(tmp_path, tiny_dir,
-                                                                                        tiny_encoder):
+def test_second_index_of_the_same_corpus_encodes_nothing_and_returns_the_stored_vectors(
+    tmp_path, tiny_dir, tiny_encoder
+):
     store = EmbeddingStore(tmp_path / "emb")
     corpus = _corpus(20)
     first = CountingEncoder(tiny_encoder)
@@ -83,8 +86,12 @@ def test_a_new_shard_encodes_only_its_own_records(tmp_path, tiny_dir, tiny_encod
     assert counting.documents == 5 and stats.encoded == 5 and stats.reused == 12
     log = store.model(r2.embedding_identity()).encode_log()
     # shard_size 8: the old shard as 8 + 4; then batches a0-a7 (all stored), a8-a11 + b0-b3, b4: two segments
-    assert [(e["source"], e["count"]) for e in log] == [("shard-00000", 8), ("shard-00000", 4),
-                                                        ("shard-00001", 4), ("shard-00001", 1)]
+    assert [(e["source"], e["count"]) for e in log] == [
+        ("shard-00000", 8),
+        ("shard-00000", 4),
+        ("shard-00001", 4),
+        ("shard-00001", 1),
+    ]
     assert sum(e["count"] for e in log) == 17
 
 
@@ -199,7 +206,9 @@ def test_graph_layers_run_every_asset_after_its_parents():
             if position[p] == position[k]:  # same layer: same kind (one run, or one run per shard)
                 assert (graph.get(p).partitions_def is None) == (graph.get(k).partitions_def is None)
     names = {k.to_user_string(): i for k, i in position.items()}
-    assert names["stage1_checkpoint"] < names["stage1_embeddings"] < names["stage1_index"] <= names["feedback_preferences"]
+    assert (
+        names["stage1_checkpoint"] < names["stage1_embeddings"] < names["stage1_index"] <= names["feedback_preferences"]
+    )
     assert [part for part, _ in layers] == [i % 2 == 1 for i in range(len(layers))]
 
 
@@ -208,8 +217,10 @@ def test_index_report_counts_records_whose_images_were_shrunk_to_fit(tmp_path, t
 
     page = tmp_path / "page.png"
     Image.new("RGB", (1024, 1400), (250, 250, 250)).save(page)
-    docs = [Record(id="page", content=[Part.of_text("annual report, page 7 " * 40), Part.of_image(str(page))]),
-            *_corpus(3)]
+    docs = [
+        Record(id="page", content=[Part.of_text("annual report, page 7 " * 40), Part.of_image(str(page))]),
+        *_corpus(3),
+    ]
     store = EmbeddingStore(tmp_path / "emb")
     r = _retriever(tiny_dir, encoder_overrides={"max_length": 320})
     report = build_corpus_index(r, docs, tmp_path / "idx", store=store)
@@ -217,13 +228,15 @@ def test_index_report_counts_records_whose_images_were_shrunk_to_fit(tmp_path, t
     assert report["inputs"]["images_shrunk"] == 1 and report["inputs"]["images_dropped"] == 0
     assert store.models()[0]["inputs"]["records_with_shrunk_images"] == 1
     # a second build reuses the embeddings and still reports what the stored ones went through
-    again = build_corpus_index(_retriever(tiny_dir, encoder_overrides={"max_length": 320}), docs, tmp_path / "idx",
-                               store=store)
+    again = build_corpus_index(
+        _retriever(tiny_dir, encoder_overrides={"max_length": 320}), docs, tmp_path / "idx", store=store
+    )
     assert again["encoded"] == 0 and again["inputs"]["images_shrunk"] == 1
 
 
-def test_a_record_that_cannot_be_encoded_is_rejected_by_name_and_its_neighbours_are_stored(tmp_path, tiny_dir,
-                                                                                           tiny_encoder):
+def test_a_record_that_cannot_be_encoded_is_rejected_by_name_and_its_neighbours_are_stored(
+    tmp_path, tiny_dir, tiny_encoder
+):
     from nyx.data.rejects import RejectLog
 
     bad = tmp_path / "broken.jpg"
@@ -240,8 +253,12 @@ def test_a_record_that_cannot_be_encoded_is_rejected_by_name_and_its_neighbours_
     assert len(stored) == 5 and record_key(records[3]) not in stored
     # the stored rows are the encoder's embeddings of those records
     want = tiny_encoder.encode_documents(docs)
-    assert_within("stored vs direct encode", stored.get([record_key(d) for d in docs]).astype(np.float64),
-                  want.astype(np.float64), F32_OUTPUT_TOL)
+    assert_within(
+        "stored vs direct encode",
+        stored.get([record_key(d) for d in docs]).astype(np.float64),
+        want.astype(np.float64),
+        F32_OUTPUT_TOL,
+    )
 
 
 _KILLED_ENCODE = """
@@ -276,8 +293,9 @@ def test_an_encode_killed_mid_corpus_resumes_with_nothing_encoded_twice(tmp_path
     n, root = 64, tmp_path / "emb"
     script = tmp_path / "encode.py"
     script.write_text(_KILLED_ENCODE)
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_dir), str(root), str(n)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_dir), str(root), str(n)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     store = EmbeddingStore(root)
     deadline = time.time() + 120

@@ -68,8 +68,12 @@ def test_normalize_and_matryoshka_prefixes_have_unit_norm_for_torch_and_numpy():
         assert_within("mrl_truncate torch: unit norm", t.norm(dim=-1), np.ones(4), tol)
         assert_within("mrl_truncate numpy: unit norm", np.linalg.norm(n, axis=-1), np.ones(4), tol)
         assert_within("mrl_truncate torch vs numpy", t, n, tol)
-    assert_within("mrl_truncate vs normalize of the prefix", mrl_truncate(x.numpy(), 16),
-                  normalize(x.numpy()[:, :16]), rounding_tol(EPS32, 16))
+    assert_within(
+        "mrl_truncate vs normalize of the prefix",
+        mrl_truncate(x.numpy(), 16),
+        normalize(x.numpy()[:, :16]),
+        rounding_tol(EPS32, 16),
+    )
     with pytest.raises(ValueError):
         mrl_truncate(x, 256)
 
@@ -90,16 +94,23 @@ def test_query_template_adds_choices_line_only_when_choices_given(encoder):
 
 
 def test_task_specific_template_and_image_in_query_keeps_reading_order(encoder, images):
-    cfg = replace(encoder.config, query_templates={
-        "default": QueryTemplate(),
-        "vqa": QueryTemplate(with_choices="Find an image: {question} [{choices}]", without_choices="Find an image: {question}"),
-    })
+    cfg = replace(
+        encoder.config,
+        query_templates={
+            "default": QueryTemplate(),
+            "vqa": QueryTemplate(
+                with_choices="Find an image: {question} [{choices}]", without_choices="Find an image: {question}"
+            ),
+        },
+    )
     enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, cfg)
-    q = Record("q", [Part.of_text("What is in"), Part.of_image(images[1]), Part.of_text("this picture?")],
-               extra={"task": "vqa"})
+    q = Record(
+        "q",
+        [Part.of_text("What is in"), Part.of_image(images[1]), Part.of_text("this picture?")],
+        extra={"task": "vqa"},
+    )
     p = enc.prepare(q, is_query=True)
-    assert p.text == ("Find an image: What is in<|vision_start|><|image_pad|><|vision_end|>this picture?"
-                      "<|endoftext|>")
+    assert p.text == ("Find an image: What is in<|vision_start|><|image_pad|><|vision_end|>this picture?<|endoftext|>")
     with pytest.raises(ValueError, match="exactly once"):
         QueryTemplate(without_choices="no placeholder")
 
@@ -115,8 +126,9 @@ def test_literal_control_tokens_in_text_cannot_break_the_image_count(encoder, im
 
 def test_truncation_cuts_text_and_never_image_placeholders(encoder, images):
     long_text = "Many words about bridges, rivers and the history of the old harbour town. " * 40
-    r = Record("long", [Part.of_text(long_text), Part.of_image(images[0]), Part.of_text(long_text),
-                        Part.of_image(images[2])])
+    r = Record(
+        "long", [Part.of_text(long_text), Part.of_image(images[0]), Part.of_text(long_text), Part.of_image(images[2])]
+    )
     enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, max_length=160))
     p = enc.prepare(r, is_query=False)
     assert p.truncated and p.dropped_images == 0 and p.n_images == 2
@@ -133,11 +145,13 @@ def test_truncation_cuts_text_and_never_image_placeholders(encoder, images):
 def test_images_that_do_not_fit_are_shrunk_not_dropped(encoder, images):
     # was: the third image dropped whole; now all three are scaled down to fit (tests/test_encoder_image_fit.py
     # covers the rule and the drop of images that do not fit even at the pixel floor)
-    r = Record("many", [Part.of_text("caption"), Part.of_image(images[2]), Part.of_image(images[2]),
-                        Part.of_image(images[2])])
+    r = Record(
+        "many", [Part.of_text("caption"), Part.of_image(images[2]), Part.of_image(images[2]), Part.of_image(images[2])]
+    )
     one = encoder.prepare(Record("x", [Part.of_image(images[2])]), is_query=False).image_tokens[0]
-    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
-                     replace(encoder.config, max_length=2 * (one + 2) + 10))
+    enc = NyxEncoder(
+        encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, max_length=2 * (one + 2) + 10)
+    )
     p = enc.prepare(r, is_query=False)
     assert p.n_images == 3 and p.dropped_images == 0 and p.shrunk_images == 3
     assert max(p.image_tokens) < one and p.length <= enc.config.max_length and not p.truncated
@@ -180,8 +194,12 @@ def test_float32_batch_of_mixed_lengths_equals_one_at_a_time_within_float32_roun
     batched = encoder.encode(records, batch_size=16)
     single = np.stack([encoder.encode([d])[0] for d in docs])
     longest = max(int(encoder.collate([d], is_query=False)["attention_mask"].sum()) for d in docs)
-    assert_within("encode float32: batch of 16 vs single", batched, np.tile(single, (3, 1)),
-                  rounding_tol(EPS32, max(encoder.hidden_size, longest)))
+    assert_within(
+        "encode float32: batch of 16 vs single",
+        batched,
+        np.tile(single, (3, 1)),
+        rounding_tol(EPS32, max(encoder.hidden_size, longest)),
+    )
 
 
 def test_left_and_right_padding_give_the_same_embeddings(encoder64, docs):
@@ -198,8 +216,9 @@ def test_matryoshka_dim_option_returns_renormalised_prefix(encoder64, docs):
     small = encoder64.encode(docs, dim=32)
     assert small.shape == (len(docs), 32)
     # the reference renormalises the float32 prefix: a float32 norm over 32 terms
-    assert_within("encode dim=32 vs mrl_truncate", small, mrl_truncate(full, 32),
-                  F32_OUTPUT_TOL + rounding_tol(EPS32, 32))
+    assert_within(
+        "encode dim=32 vs mrl_truncate", small, mrl_truncate(full, 32), F32_OUTPUT_TOL + rounding_tol(EPS32, 32)
+    )
 
 
 def test_forward_embeddings_is_differentiable_and_matches_encode(encoder64, docs):
@@ -221,8 +240,7 @@ def test_encode_to_shards_streams_ids_and_embeddings_and_logs_rejects(encoder64,
     bad.write_bytes(b"\xff\xd8\xff garbage")
     records = docs[:3] + [Record("bad", [Part.of_image(str(bad))])] + docs[3:]
     rejects = RejectLog(stage="encode")
-    manifest = encoder.encode_to_shards(iter(records), tmp_path / "shards", shard_size=2, batch_size=2,
-                                        rejects=rejects)
+    manifest = encoder.encode_to_shards(iter(records), tmp_path / "shards", shard_size=2, batch_size=2, rejects=rejects)
     assert manifest["count"] == len(docs) and [s["count"] for s in manifest["shards"]] == [2, 2, 1]
     assert manifest["encoder"]["model_id"] == encoder.model_id and manifest["dim"] == encoder.dim
     assert len(rejects) == 1 and rejects.items[0]["record_id"] == "bad"
@@ -247,9 +265,13 @@ def test_embedding_matches_qwen_reference_forward_with_3d_image_positions(encode
     vl = encoder.module.vl_model()
     with torch.inference_mode():
         reference = vl(**inputs, use_cache=False).last_hidden_state[:, -1]
-        flat = vl(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                  pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
-                  use_cache=False).last_hidden_state[:, -1]  # 1-D positions: what a careless caller gets
+        flat = vl(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            use_cache=False,
+        ).last_hidden_state[:, -1]  # 1-D positions: what a careless caller gets
     ours = encoder.encode([record])
     ref = reference / reference.norm(dim=-1, keepdim=True)
     assert_within("encode vs Qwen reference forward", ours, ref, F32_OUTPUT_TOL)
@@ -263,17 +285,23 @@ def test_lora_adapter_folder_loads_and_changes_embeddings(encoder64, docs, tiny_
     from nyx.model.profiles import load_backbone
 
     encoder = encoder64
-    lora = get_peft_model(load_backbone(tiny_dir, device="cpu", dtype=torch.float64), LoraConfig(
-        r=4, lora_alpha=8, init_lora_weights=False,  # random B: the adapter really changes the model
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
+    lora = get_peft_model(
+        load_backbone(tiny_dir, device="cpu", dtype=torch.float64),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            init_lora_weights=False,  # random B: the adapter really changes the model
+            target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        ),
+    )
     lora.save_pretrained(tmp_path / "adapter")
     trained = NyxEncoder(lora, encoder.processor, encoder.profile, encoder.config)
     expected = trained.encode(docs)
 
-    loaded = NyxEncoder.from_pretrained(tiny_dir, adapter_path=tmp_path / "adapter", device="cpu",
-                                        dtype=torch.float64, show_progress=False)
-    by_folder = NyxEncoder.from_pretrained(tmp_path / "adapter", device="cpu", dtype=torch.float64,
-                                           show_progress=False)
+    loaded = NyxEncoder.from_pretrained(
+        tiny_dir, adapter_path=tmp_path / "adapter", device="cpu", dtype=torch.float64, show_progress=False
+    )
+    by_folder = NyxEncoder.from_pretrained(tmp_path / "adapter", device="cpu", dtype=torch.float64, show_progress=False)
     # merged into the weights on load (W + BA) vs applied beside them (Wx + BAx): equal up to rounding
     assert_within("LoRA merged on load vs unmerged", loaded.encode(docs), expected, F32_OUTPUT_TOL)
     assert_within("LoRA adapter folder alone vs unmerged", by_folder.encode(docs), expected, F32_OUTPUT_TOL)
@@ -288,14 +316,19 @@ def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(e
     records = docs[:2] + [Record("bad", [Part.of_image(str(bad))])] + docs[2:] * 3  # 12 records
     results = {}
     for depth in (0, 3):
-        enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
-                         replace(encoder.config, prefetch_batches=depth, sort_window_batches=2))
+        enc = NyxEncoder(
+            encoder.backbone,
+            encoder.processor,
+            encoder.profile,
+            replace(encoder.config, prefetch_batches=depth, sort_window_batches=2),
+        )
         preparing_threads: set[str] = set()
         prepare = enc.prepare
-        enc.prepare = lambda r, q: preparing_threads.add(threading.current_thread().name) or prepare(r, q)
+        enc.prepare = lambda r, q: preparing_threads.add(threading.current_thread().name) or prepare(r, q)  # noqa: B023
         rejects = RejectLog(stage="encode")
-        manifest = enc.encode_to_shards(records, tmp_path / f"shards-{depth}", shard_size=4, batch_size=2,
-                                        rejects=rejects)  # windows of 4 records, one of them without "bad"
+        manifest = enc.encode_to_shards(
+            records, tmp_path / f"shards-{depth}", shard_size=4, batch_size=2, rejects=rejects
+        )  # windows of 4 records, one of them without "bad"
         assert [r["record_id"] for r in rejects.items] == ["bad"] and manifest["count"] == 11
         ids, embs = zip(*read_shards(tmp_path / f"shards-{depth}"))
         results[depth] = ([i for chunk in ids for i in chunk], np.concatenate(embs))
@@ -309,8 +342,7 @@ def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(e
 def test_prefetched_encoding_without_a_reject_log_raises_for_the_bad_record(encoder, docs, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile,
-                     replace(encoder.config, prefetch_batches=2))
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, prefetch_batches=2))
     assert not enc.module.training  # follows the backbone, loaded in eval mode
     with pytest.raises(RecordError) as err:
         enc.encode(docs + [Record("bad", [Part.of_image(str(bad))])], batch_size=2)
@@ -359,19 +391,25 @@ _PATHS = {
     "encode-dim=32": lambda enc, rs, tmp: enc.encode(rs, dim=32),
     "encode_queries-dim=16": lambda enc, rs, tmp: enc.encode_queries(rs, dim=16),
     "encode_documents-one-at-a-time-dim=64": lambda enc, rs, tmp: np.concatenate(
-        [enc.encode_documents([r], dim=64) for r in rs]),
+        [enc.encode_documents([r], dim=64) for r in rs]
+    ),
 }
 
 
 @pytest.mark.parametrize("modality", ["text", "image", "mixed"])
 @pytest.mark.parametrize("path", list(_PATHS))
 def test_every_encoder_path_returns_unit_norm_embeddings_for_text_image_and_mixed_inputs(
-        encoder, docs, images, tmp_path, path, modality):
+    encoder, docs, images, tmp_path, path, modality
+):
     records = _modality_records(docs, images, modality)
     emb = _PATHS[path](encoder, records, tmp_path)
     emb = emb.cpu().numpy() if isinstance(emb, torch.Tensor) else emb
     dim = int(path.rsplit("dim=", 1)[1]) if "dim=" in path else encoder.dim
     assert emb.shape == (len(records), dim) and emb.dtype == np.float32
     # a float32 norm: a sum of `dim` squares
-    assert_within(f"unit norm: {path}", np.linalg.norm(emb.astype(np.float64), axis=1), np.ones(len(records)),
-                  rounding_tol(EPS32, dim))
+    assert_within(
+        f"unit norm: {path}",
+        np.linalg.norm(emb.astype(np.float64), axis=1),
+        np.ones(len(records)),
+        rounding_tol(EPS32, dim),
+    )

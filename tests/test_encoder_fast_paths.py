@@ -27,7 +27,7 @@ from nyx.model.encoder import (
     _MatmulPatchEmbed,
 )
 from nyx.model.processor import NyxQwenProcessor
-from nyx.model.profiles import ensure_tiny_model, load_backbone
+from nyx.model.profiles import load_backbone
 from tests.tolerances import EPS32, EPS64, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 
@@ -41,6 +41,7 @@ def _tower_tol(reference: torch.Tensor, n_patches: int) -> float:
     """Float64 rounding of a vision-tower result: reductions over up to all ``n_patches`` of an image (full attention
     blocks) and over a patch's 1,176 pixel values, on values of the reference's size."""
     return rounding_tol(EPS64, max(n_patches, 1176), float(reference.abs().max()))
+
 
 #: Image sizes (width, height). All are multiples of 28 within the pixel budget, so ``load_image`` keeps them
 #: as they are; 280x196 and 196x308 give vision windows of several different lengths (64, 48, 32, 24, 16
@@ -91,8 +92,14 @@ def _with(encoder: NyxEncoder, **overrides) -> NyxEncoder:
 def _processor_reference(encoder: NyxEncoder, prepared: list[PreparedInput]) -> dict[str, torch.Tensor]:
     """What the stock processor makes of the prepared texts and images (its defaults: tokenise, resize)."""
     images = [img for p in prepared for img in p.images]
-    out = encoder.processor(text=[p.text for p in prepared], images=images or None, return_tensors="pt",
-                            padding=True, padding_side=encoder.config.padding_side, truncation=False)
+    out = encoder.processor(
+        text=[p.text for p in prepared],
+        images=images or None,
+        return_tensors="pt",
+        padding=True,
+        padding_side=encoder.config.padding_side,
+        truncation=False,
+    )
     return {k: v for k, v in out.items() if k != "token_type_ids"}
 
 
@@ -122,8 +129,9 @@ def processor_call_forbidden(monkeypatch):
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("is_query", [False, True], ids=["documents", "queries"])
-def test_fast_collate_gives_the_processors_exact_tensors(encoder, records, padding_side, is_query,
-                                                         processor_call_forbidden):
+def test_fast_collate_gives_the_processors_exact_tensors(
+    encoder, records, padding_side, is_query, processor_call_forbidden
+):
     enc = _with(encoder, padding_side=padding_side)
     prepared = [enc.prepare(r, is_query) for r in records]
     assert all(p.input_ids is not None for p in prepared) and enc._reuse_ids
@@ -180,8 +188,12 @@ def test_vision_windows_include_equal_and_unequal_lengths(towers, vision_inputs)
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import get_vision_window_index
 
     visual, _ = towers
-    _, cu = get_vision_window_index(vision_inputs[1], spatial_merge_size=visual.spatial_merge_size,
-                                    window_size=visual.window_size, patch_size=visual.patch_size)
+    _, cu = get_vision_window_index(
+        vision_inputs[1],
+        spatial_merge_size=visual.spatial_merge_size,
+        window_size=visual.window_size,
+        patch_size=visual.patch_size,
+    )
     lengths = torch.as_tensor(cu).diff()
     lengths = lengths[lengths > 0]
     _, counts = lengths.unique(return_counts=True)
@@ -195,8 +207,9 @@ def test_swapped_vision_tower_outputs_match_the_stock_tower(towers, vision_input
         a, b = fast(pixels, grid_thw=grid), stock(pixels, grid_thw=grid)
     assert a.pooler_output.shape == b.pooler_output.shape
     n = pixels.shape[0]
-    assert_within("vision tower: last_hidden_state", a.last_hidden_state, b.last_hidden_state,
-                  _tower_tol(b.last_hidden_state, n))
+    assert_within(
+        "vision tower: last_hidden_state", a.last_hidden_state, b.last_hidden_state, _tower_tol(b.last_hidden_state, n)
+    )
     assert_within("vision tower: pooler_output", a.pooler_output, b.pooler_output, _tower_tol(b.pooler_output, n))
 
 
@@ -260,8 +273,9 @@ def test_is_resized_tells_target_sized_images_from_others(encoder):
 
 @pytest.mark.parametrize("which", ["at-target-size", "needs-resize"])
 def test_image_preprocessing_matches_the_processor_with_and_without_resize(encoder, images, raw_image, which):
-    record = Record("img", [Part.of_text("A picture:"), Part.of_image(images[1] if which == "at-target-size"
-                                                                      else raw_image)])
+    record = Record(
+        "img", [Part.of_text("A picture:"), Part.of_image(images[1] if which == "at-target-size" else raw_image)]
+    )
     prepared = encoder.prepare(record, is_query=False)
     if which == "needs-resize":  # hand the collator the original picture, not load_image's resized copy
         original = Image.open(raw_image).convert("RGB")
@@ -274,8 +288,12 @@ def test_image_preprocessing_matches_the_processor_with_and_without_resize(encod
     _assert_same_tensors(fast, ref, which)
     with torch.inference_mode():
         # identical pixel values (checked above), so the float64 embeddings agree to rounding at most
-        assert_within("identity resize skipped: embeddings", encoder.embed(fast), encoder.embed(ref),
-                      rounding_tol(EPS64, fast["input_ids"].shape[1]))
+        assert_within(
+            "identity resize skipped: embeddings",
+            encoder.embed(fast),
+            encoder.embed(ref),
+            rounding_tol(EPS64, fast["input_ids"].shape[1]),
+        )
 
 
 # -- (5) EncoderConfig.compile and EncoderConfig.autocast ----------------------------------------------------
@@ -286,8 +304,9 @@ def test_compiled_encoder_equals_eager_across_batch_shapes_without_recompiling(e
     so they agree to the float32 output's last bit; batches of other lengths reuse the compiled graphs."""
     from torch._dynamo.utils import counters
 
-    compiled = NyxEncoder.from_pretrained(tiny_dir, device="cpu", dtype=torch.float64, show_progress=False,
-                                          compile=True)
+    compiled = NyxEncoder.from_pretrained(
+        tiny_dir, device="cpu", dtype=torch.float64, show_progress=False, compile=True
+    )
     assert "language_model.layers.0" in compiled.compiled_modules and "visual.merger" in compiled.compiled_modules
     before = counters["stats"]["unique_graphs"]
     first = compiled.encode(records[1:4], batch_size=3)  # text and images: every compiled module runs
@@ -326,8 +345,12 @@ def test_bf16_autocast_runs_the_model_in_bf16_and_stays_close_to_float32(encoder
     assert seen and set(seen) == {torch.bfloat16}
     ref = encoder32.encode(records, batch_size=3)
     assert emb.dtype == np.float32
-    assert_within("bf16 autocast: unit norm", np.linalg.norm(emb.astype(np.float64), axis=1), np.ones(len(records)),
-                  rounding_tol(EPS32, emb.shape[1]))
+    assert_within(
+        "bf16 autocast: unit norm",
+        np.linalg.norm(emb.astype(np.float64), axis=1),
+        np.ones(len(records)),
+        rounding_tol(EPS32, emb.shape[1]),
+    )
     assert_within("bf16 autocast vs float32 embeddings", emb, ref, rounding_tol(EPS_BF16, 1))
     # ... and it is not float32 in disguise: the difference is far above float32 rounding
     assert np.abs(emb.astype(np.float64) - ref).max() > rounding_tol(EPS32, emb.shape[1])

@@ -68,8 +68,14 @@ def test_page_image_with_a_long_text_reaches_the_model_shrunk(encoder, images):
     inputs = enc.collate_prepared([p])
     assert _image_ids(enc, inputs) == p.image_tokens[0] == int(inputs["image_grid_thw"].prod(-1).sum()) // 4
     assert inputs["input_ids"].shape[1] == p.length
-    assert enc.input_stats == {"records": 1, "text_truncated": 1, "images_shrunk": 1, "images_dropped": 0,
-                               "records_with_shrunk_images": 1, "records_with_dropped_images": 0}
+    assert enc.input_stats == {
+        "records": 1,
+        "text_truncated": 1,
+        "images_shrunk": 1,
+        "images_dropped": 0,
+        "records_with_shrunk_images": 1,
+        "records_with_dropped_images": 0,
+    }
     emb = enc.encode([page])
     assert emb.shape == (1, enc.dim) and np.isfinite(emb).all()
     assert enc.input_stats["records"] == 2 and enc.input_stats["images_shrunk"] == 2
@@ -106,8 +112,10 @@ def test_image_that_does_not_fit_even_at_the_floor_is_dropped_counted_and_logged
 
 def test_record_that_fits_is_unchanged_even_at_a_tight_limit(encoder64, images):
     records = [
-        Record("caption", [Part.of_text("Two views of the port."), Part.of_image(images["photo"]),
-                           Part.of_image(images["small"])]),
+        Record(
+            "caption",
+            [Part.of_text("Two views of the port."), Part.of_image(images["photo"]), Part.of_image(images["small"])],
+        ),
         Record("long", [Part.of_image(images["photo"]), Part.of_text(LONG_TEXT[:1500])]),
     ]
     for r in records:

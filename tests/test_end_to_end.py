@@ -20,10 +20,26 @@ pytestmark = pytest.mark.slow
 OVERRIDES = {
     "nyxqa": {"dev_per_group": 3, "test_per_group": 4},
     "miner": {"retriever": "bm25"},
-    "stage1": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
-                         "epochs": 1, "max_length": 256}},
-    "stage2": {"train": {"per_device_batch_size": 8, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
-                         "epochs": 1, "max_length": 256}},
+    "stage1": {
+        "train": {
+            "per_device_batch_size": 8,
+            "max_steps": 6,
+            "save_steps": 3,
+            "logging_steps": 1,
+            "epochs": 1,
+            "max_length": 256,
+        }
+    },
+    "stage2": {
+        "train": {
+            "per_device_batch_size": 8,
+            "max_steps": 6,
+            "save_steps": 3,
+            "logging_steps": 1,
+            "epochs": 1,
+            "max_length": 256,
+        }
+    },
     "feedback": {"top_k": 5},
     # a public benchmark converted by `nyx convert` (HotpotQA's published layout), evaluated beside NyxQA
     "eval": {"baselines": ["bm25", "untrained"], "extra_sets": [{"name": "hotpotqa", "path": "benchmarks/hotpotqa"}]},
@@ -58,13 +74,37 @@ def test_every_asset_materialises_and_every_blocking_check_passes(pipeline):
         assert r.success
         mats |= {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
         checks.update({e.check_name: e.passed for e in r.get_asset_check_evaluations()})
-    expected = {"raw_documents", "corpus_chunks", "synthetic_qa", "nyxqa", "hard_negatives", "data_snapshot",
-                "stage1_checkpoint", "feedback_preferences", "stage2_checkpoint", "eval_report", "champion_model",
-                "stage1_embeddings", "stage1_index", "stage2_embeddings", "stage2_index"}
+    expected = {
+        "raw_documents",
+        "corpus_chunks",
+        "synthetic_qa",
+        "nyxqa",
+        "hard_negatives",
+        "data_snapshot",
+        "stage1_checkpoint",
+        "feedback_preferences",
+        "stage2_checkpoint",
+        "eval_report",
+        "champion_model",
+        "stage1_embeddings",
+        "stage1_index",
+        "stage2_embeddings",
+        "stage2_index",
+    }
     assert expected <= mats
-    for name in ["raw_documents_valid", "corpus_chunks_valid", "nyxqa_valid", "hard_negatives_valid",
-                 "stage1_loss_decreasing", "stage1_model_loads", "stage2_model_loads", "feedback_preferences_valid",
-                 "champion_gate", "stage1_index_consistent", "stage2_index_consistent"]:
+    for name in [
+        "raw_documents_valid",
+        "corpus_chunks_valid",
+        "nyxqa_valid",
+        "hard_negatives_valid",
+        "stage1_loss_decreasing",
+        "stage1_model_loads",
+        "stage2_model_loads",
+        "feedback_preferences_valid",
+        "champion_gate",
+        "stage1_index_consistent",
+        "stage2_index_consistent",
+    ]:
         assert checks.get(name) is True, (name, checks)
 
 
@@ -134,12 +174,20 @@ def test_report_compares_every_retriever_at_every_dimension(pipeline):
 
 def _materialize_stage1_cli(root, overrides, extra=None, select="stage1_checkpoint"):
     env = {**os.environ, **_env(root, overrides)}
-    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "orchestration.definitions",
-           "--select", select]
+    cmd = [
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "orchestration.definitions",
+        "--select",
+        select,
+    ]
     if extra:
         cmd += ["--config-json", json.dumps(extra)]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def test_finished_training_is_not_retrained_without_change(pipeline):
@@ -174,7 +222,9 @@ def test_killed_training_resumes_from_last_checkpoint_in_same_mlflow_run(pipelin
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # wait for the second checkpoint of the new run, then kill everything
-            state = json.loads((out_dir / "nyx_state.json").read_text()) if (out_dir / "nyx_state.json").exists() else {}
+            state = (
+                json.loads((out_dir / "nyx_state.json").read_text()) if (out_dir / "nyx_state.json").exists() else {}
+            )
             cks = sorted((out_dir / "checkpoints").glob("step-*")) if (out_dir / "checkpoints").exists() else []
             if state.get("status") == "running" and len(cks) >= 2:
                 break
@@ -218,12 +268,33 @@ def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
     root = pipeline["root"]
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                             "models:/nyx-retriever@champion", "--env-manager", "local", "-h", "127.0.0.1",
-                             "-p", str(port), "--workers", "1"], env=env, cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "models",
+            "serve",
+            "-m",
+            "models:/nyx-retriever@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(240):
@@ -234,10 +305,12 @@ def test_mlflow_serves_champion_embeddings_over_rest(pipeline):
                 pass
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             time.sleep(0.5)
-        payload = {"dataframe_records": [
-            {"id": "q1", "kind": "query", "content": [{"type": "text", "text": "What colour is the barn?"}]},
-            {"id": "d1", "kind": "document", "content": [{"type": "text", "text": "The barn is painted red."}]},
-        ]}
+        payload = {
+            "dataframe_records": [
+                {"id": "q1", "kind": "query", "content": [{"type": "text", "text": "What colour is the barn?"}]},
+                {"id": "d1", "kind": "document", "content": [{"type": "text", "text": "The barn is painted red."}]},
+            ]
+        }
         r = httpx.post(f"{url}/invocations", json=payload, timeout=120)
         assert r.status_code == 200, r.text
         preds = r.json()["predictions"]
@@ -263,8 +336,13 @@ def test_dvc_status_is_clean_after_the_whole_run_and_stage2_data_is_in_the_versi
     from nyx.versioning.dvc import Dvc
 
     root = pipeline["root"]
-    proc = subprocess.run(Dvc(root)._exe() + ["status", "data.dvc"], cwd=root, env={**os.environ, **_env(root)},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        Dvc(root)._exe() + ["status", "data.dvc"],
+        cwd=root,
+        env={**os.environ, **_env(root)},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stdout, f"`dvc status data.dvc` after the whole run:\n{proc.stdout}"
     md5 = Dvc(root).tracked_md5("data")
@@ -299,8 +377,10 @@ def test_the_pipelines_champion_is_served_as_a_search_api_over_its_corpus_index(
     with TestClient(app) as client:
         health = client.get("/health").json()
         assert str(health["model_version"]) == str(champion.version), health
-        for content in ([{"type": "text", "text": text}],
-                        [{"type": "text", "text": text}, {"type": "image", "image": image}]):
+        for content in (
+            [{"type": "text", "text": text}],
+            [{"type": "text", "text": text}, {"type": "image", "image": image}],
+        ):
             r = client.post("/search", json={"content": content, "k": 3, "return_documents": True})
             assert r.status_code == 200, r.text
             hits = r.json()["hits"]
@@ -324,8 +404,15 @@ def test_every_materialisation_has_json_metadata_and_plots_that_render(pipeline)
             mat = rec.asset_materialization
             assert_json_metadata(f"{key.to_user_string()} (run {rec.run_id[:8]})", mat.metadata)
             seen.setdefault(key.to_user_string(), []).append(mat.metadata)
-    assert {"raw_documents", "corpus_chunks", "nyxqa", "stage1_checkpoint", "stage2_checkpoint", "eval_report",
-            "champion_model"} <= set(seen)
+    assert {
+        "raw_documents",
+        "corpus_chunks",
+        "nyxqa",
+        "stage1_checkpoint",
+        "stage2_checkpoint",
+        "eval_report",
+        "champion_model",
+    } <= set(seen)
 
     report = instance.get_latest_materialization_event(dg.AssetKey("eval_report")).asset_materialization.metadata
     for key in ("matryoshka_plot", "comparison_plot"):
@@ -348,16 +435,21 @@ def test_every_materialisation_has_json_metadata_and_plots_that_render(pipeline)
 def test_eval_report_evaluates_a_converted_public_benchmark_beside_nyxqa(pipeline):
     """The profile's extra set (HotpotQA converted by `nyx convert`) is evaluated with every retriever NyxQA gets,
     trained stages included, reported in the asset's metadata and logged to MLflow under the set's name."""
-    mats = [e for r in pipeline["results"] for e in r.get_asset_materialization_events()
-            if e.asset_key.to_user_string() == "eval_report"]
+    mats = [
+        e
+        for r in pipeline["results"]
+        for e in r.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "eval_report"
+    ]
     extra = mats[-1].event_specific_data.materialization.metadata["extra_sets"].value
     assert set(extra) == {"hotpotqa"}
     assert {"bm25", "untrained", "stage1", "stage2"} <= set(extra["hotpotqa"])
     assert extra["hotpotqa"]["bm25"]["recall@10"] > 0  # BM25 finds the gold paragraphs of its questions
     assert (pipeline["root"] / "work" / "reports" / "eval" / "sets" / "hotpotqa" / "report.md").is_file()
     c = _client(pipeline["root"])
-    run = c.search_runs([c.get_experiment_by_name("nyx").experiment_id],
-                        filter_string="tags.`dagster.asset_key` = 'eval_report'")[0]
+    run = c.search_runs(
+        [c.get_experiment_by_name("nyx").experiment_id], filter_string="tags.`dagster.asset_key` = 'eval_report'"
+    )[0]
     assert "hotpotqa.stage1.ndcg_at_10" in run.data.metrics
 
 
@@ -411,8 +503,10 @@ def _require_browser() -> None:
     chromium-driver; .ci/run installs them) or selenium is not installed."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
     if missing:
-        pytest.skip(f"no browser: {', '.join(missing)} not installed (apt-get install chromium chromium-driver; "
-                    ".ci/run installs them)")
+        pytest.skip(
+            f"no browser: {', '.join(missing)} not installed (apt-get install chromium chromium-driver; "
+            ".ci/run installs them)"
+        )
     pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 
@@ -423,8 +517,13 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1600,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1600,1000",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
@@ -439,12 +538,31 @@ def dagster_ui(pipeline, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, **_env(root), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        **_env(root),
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
     log = open(tmp_path / "dagster-dev.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-m", "orchestration.definitions",
-                             "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-m",
+            "orchestration.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -484,14 +602,15 @@ def test_dagster_ui_in_a_browser_lineage_rendered_plot_and_a_backfill_launched_f
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, client = dagster_ui
-    keys = {"/".join(n["assetKey"]["path"]) for n in client.post("/graphql", json={"query": ASSET_KEYS}).json()[
-        "data"]["assetNodes"]}
+    keys = {
+        "/".join(n["assetKey"]["path"])
+        for n in client.post("/graphql", json={"query": ASSET_KEYS}).json()["data"]["assetNodes"]
+    }
     browser = _browser()
     wait = WebDriverWait(browser, 60)
 
     def button(text: str):
-        return wait.until(ec.element_to_be_clickable(
-            (By.XPATH, f"//button[normalize-space()='{text}']")))
+        return wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[normalize-space()='{text}']")))
 
     try:
         browser.get(base + "/")
@@ -501,9 +620,17 @@ def test_dagster_ui_in_a_browser_lineage_rendered_plot_and_a_backfill_launched_f
         browser.get(base + "/asset-groups")
         groups = ["data", "versioning", "stage1", "feedback", "stage2", "evaluation", "registry"]
         for group in groups:
-            caret = wait.until(ec.element_to_be_clickable((By.XPATH, (
-                f"(//div[@title='{group}'])[1]/ancestor::*[.//*[@aria-label='arrow_drop_down']][1]"
-                "//*[@aria-label='arrow_drop_down']"))))
+            caret = wait.until(
+                ec.element_to_be_clickable(
+                    (
+                        By.XPATH,
+                        (
+                            f"(//div[@title='{group}'])[1]/ancestor::*[.//*[@aria-label='arrow_drop_down']][1]"
+                            "//*[@aria-label='arrow_drop_down']"
+                        ),
+                    )
+                )
+            )
             caret.click()
         try:
             wait.until(lambda b: all(k in b.find_element(By.TAG_NAME, "body").text for k in keys))
@@ -514,8 +641,14 @@ def test_dagster_ui_in_a_browser_lineage_rendered_plot_and_a_backfill_launched_f
 
         # 2. eval_report: the Matryoshka plot opens as an inlined PNG that the browser decoded
         browser.get(base + "/assets/eval_report")
-        link = wait.until(ec.element_to_be_clickable((By.XPATH,
-            "//tr[.//*[normalize-space(text())='matryoshka_plot']]//a[normalize-space(text())='[Show Markdown]']")))
+        link = wait.until(
+            ec.element_to_be_clickable(
+                (
+                    By.XPATH,
+                    "//tr[.//*[normalize-space(text())='matryoshka_plot']]//a[normalize-space(text())='[Show Markdown]']",  # noqa: E501
+                )
+            )
+        )
         browser.execute_script("arguments[0].scrollIntoView()", link)
         link.click()
         image = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")))
@@ -525,14 +658,22 @@ def test_dagster_ui_in_a_browser_lineage_rendered_plot_and_a_backfill_launched_f
         # 3. a backfill of every corpus_chunks partition, launched from the UI, succeeds
         def backfills() -> list[dict]:
             return client.post("/graphql", json={"query": BACKFILLS}).json()["data"]["partitionBackfillsOrError"][
-                "results"]
+                "results"
+            ]
 
         before = {b["id"] for b in backfills()}
         browser.get(base + "/assets/corpus_chunks?view=partitions")
         button("Materialize…").click()
         button("All").click()
-        wait.until(ec.text_to_be_present_in_element((By.XPATH, "//*[contains(text(), 'Launch runs to')]/ancestor::"
-                                                               "*[contains(., 'Partition selection')][1]"), "2 partitions"))
+        wait.until(
+            ec.text_to_be_present_in_element(
+                (
+                    By.XPATH,
+                    "//*[contains(text(), 'Launch runs to')]/ancestor::*[contains(., 'Partition selection')][1]",
+                ),
+                "2 partitions",
+            )
+        )
         button("Launch backfill").click()
         deadline = time.monotonic() + 300
         while True:

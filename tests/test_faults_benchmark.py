@@ -10,9 +10,10 @@ from benchmarks import faults
 
 
 def test_table_rendering_escapes_pipes_and_says_yes_or_no():
-    rows = [{"fault": "a | b", "saw": "error: x|y", "detail": "exit 1", "recovered": True, "lost": "none",
-             "seconds": 12.4},
-            {"fault": "c", "saw": "line one\nline two", "recovered": False, "lost": "good shards", "seconds": 0.6}]
+    rows = [
+        {"fault": "a | b", "saw": "error: x|y", "detail": "exit 1", "recovered": True, "lost": "none", "seconds": 12.4},
+        {"fault": "c", "saw": "line one\nline two", "recovered": False, "lost": "good shards", "seconds": 0.6},
+    ]
     assert faults.render_table(rows).splitlines() == [
         "| fault | what the operator saw | recovered | data lost | time to recover |",
         "|---|---|---|---|---|",
@@ -38,8 +39,9 @@ def test_command_line_lists_the_faults_and_refuses_one_the_pipeline_cannot_run(c
 @pytest.mark.slow
 def test_truncated_shard_fault_injected_into_a_scratch_data_pipeline_recovers(tmp_path, capsys):
     out, logs = tmp_path / "faults.json", tmp_path / "logs"
-    rc = faults.main(["--only", "truncated-shard", "--pipeline", "data", "--in-process",
-                      "--out", str(out), "--logs", str(logs)])
+    rc = faults.main(
+        ["--only", "truncated-shard", "--pipeline", "data", "--in-process", "--out", str(out), "--logs", str(logs)]
+    )
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     (row,) = report["faults"]

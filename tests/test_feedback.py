@@ -1,6 +1,6 @@
 """Feedback preferences on hand-made cases, the answer cache, and the offline MiniLM reader."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -24,8 +24,9 @@ CHOICES = ["Rome", "Paris", "Oslo", "Bern"]
 
 
 def mc_query(qid="q1", correct=1, **extra):
-    return Record.from_text(qid, "Which city?", choices=CHOICES, correct_index=correct, answer=CHOICES[correct],
-                            **extra)
+    return Record.from_text(
+        qid, "Which city?", choices=CHOICES, correct_index=correct, answer=CHOICES[correct], **extra
+    )
 
 
 def answers_from(table: dict[str, str], default: str = "Rome"):
@@ -48,6 +49,7 @@ RANKED = ["d1", "d2", "d3", "d4", "d5", "d6"]
 
 # -- windows -------------------------------------------------------------------------------------------------
 
+
 def test_sliding_windows_cover_every_document_once_at_the_end():
     ids = ["a", "b", "c", "d", "e"]
     assert sliding_windows(ids, 1, 1) == [["a"], ["b"], ["c"], ["d"], ["e"]]
@@ -61,6 +63,7 @@ def test_sliding_windows_cover_every_document_once_at_the_end():
 
 
 # -- positive / negative selection ---------------------------------------------------------------------------
+
 
 def test_first_correct_window_is_positive_and_correct_documents_are_not_negatives():
     cfg = FeedbackConfig(top_k=6)
@@ -130,13 +133,18 @@ def test_wider_windows_take_the_top_ranked_document_of_the_winning_window():
 def test_early_stop_gives_the_same_triple_as_reading_every_window(w, s, correct):
     table = {d: "Paris" for d in correct}
     full_cfg = FeedbackConfig(top_k=6, window_size=w, stride=s, early_stop=False)
-    early, _ = preference_for_query(mc_query(), RANKED, answers_from(table), full_cfg.model_copy(update={"early_stop": True}))
+    early, _ = preference_for_query(
+        mc_query(), RANKED, answers_from(table), full_cfg.model_copy(update={"early_stop": True})
+    )
     full, _ = preference_for_query(mc_query(), RANKED, answers_from(table), full_cfg)
     if full is None:
         assert early is None
     else:
         assert (early.positive_id, early.negative_ids, early.positive_rank) == (
-            full.positive_id, full.negative_ids, full.positive_rank)
+            full.positive_id,
+            full.negative_ids,
+            full.positive_rank,
+        )
 
 
 def test_early_stop_reads_fewer_windows():
@@ -146,6 +154,7 @@ def test_early_stop_reads_fewer_windows():
 
 
 # -- collection over a fake retriever and reader -------------------------------------------------------------
+
 
 class FakeRetriever:
     """Returns a fixed ranking per query."""
@@ -184,16 +193,25 @@ class KeywordReader(Reader):
 
 
 def test_collect_feedback_counts_drops_and_reuses_the_disk_cache(tmp_path):
-    corpus = [Record.from_text(f"d{i}", t) for i, t in enumerate(
-        ["nothing here", "the capital is Paris", "Oslo is cold", "more nothing", "Bern has bears"], start=1)]
-    queries = [mc_query("q1", 1), mc_query("q2", 2), mc_query("q3", 3),
-               Record.from_text("q4", "no gold at all?"), mc_query("q5", 1)]
+    corpus = [
+        Record.from_text(f"d{i}", t)
+        for i, t in enumerate(
+            ["nothing here", "the capital is Paris", "Oslo is cold", "more nothing", "Bern has bears"], start=1
+        )
+    ]
+    queries = [
+        mc_query("q1", 1),
+        mc_query("q2", 2),
+        mc_query("q3", 3),
+        Record.from_text("q4", "no gold at all?"),
+        mc_query("q5", 1),
+    ]
     runs = {
-        "q1": {"d1": 0.9, "d2": 0.8, "d3": 0.7, "d4": 0.6},   # Paris at rank 2 -> positive d2
-        "q2": {"d3": 0.9, "d1": 0.5},                         # Oslo at rank 1
-        "q3": {"d1": 0.9, "d4": 0.8},                         # Bern never retrieved -> dropped
-        "q4": {"d1": 0.9},                                    # cannot be scored -> rejected
-        "q5": {},                                             # no results
+        "q1": {"d1": 0.9, "d2": 0.8, "d3": 0.7, "d4": 0.6},  # Paris at rank 2 -> positive d2
+        "q2": {"d3": 0.9, "d1": 0.5},  # Oslo at rank 1
+        "q3": {"d1": 0.9, "d4": 0.8},  # Bern never retrieved -> dropped
+        "q4": {"d1": 0.9},  # cannot be scored -> rejected
+        "q5": {},  # no results
     }
     qrels = {"q1": {"d2": 1}, "q2": {"d2": 1}, "q3": {"d5": 1}}
     retriever, reader = FakeRetriever(runs), KeywordReader()
@@ -201,10 +219,18 @@ def test_collect_feedback_counts_drops_and_reuses_the_disk_cache(tmp_path):
     triples, stats = collect_feedback(queries, corpus, retriever, reader, cfg, tmp_path / "cache", qrels=qrels)
     assert retriever.indexed == ["d1", "d2", "d3", "d4", "d5"]
     assert [(t.query_id, t.positive_id, t.negative_ids) for t in triples] == [
-        ("q1", "d2", ["d1", "d3", "d4"]), ("q2", "d3", ["d1"])]
+        ("q1", "d2", ["d1", "d3", "d4"]),
+        ("q2", "d3", ["d1"]),
+    ]
     assert [t.stage1_rank_of_gold for t in triples] == [2, None]
     s = stats.to_dict()
-    assert (s["n_queries"], s["n_kept"], s["n_no_correct_window"], s["n_rejected"], s["n_no_results"]) == (5, 2, 1, 1, 1)
+    assert (s["n_queries"], s["n_kept"], s["n_no_correct_window"], s["n_rejected"], s["n_no_results"]) == (
+        5,
+        2,
+        1,
+        1,
+        1,
+    )
     assert s["kept_share"] == pytest.approx(0.4)
     assert s["avg_positive_rank"] == pytest.approx(1.5)
     assert s["positive_differs_from_gold_share"] == pytest.approx(0.5)  # q2's positive d3 is not its gold d2
@@ -231,6 +257,7 @@ def test_cache_key_changes_with_the_window_and_the_reader(tmp_path):
 
 
 # -- generator adapter ---------------------------------------------------------------------------------------
+
 
 class EchoGenerator(Generator):
     kind = "echo"
@@ -271,95 +298,199 @@ def test_generator_reader_passes_query_record_window_and_choices():
 # (document, question, options, correct index). The first 16 name only the right option in the document;
 # in the last 12 every option occurs, so word overlap alone cannot decide.
 MC_SET = [
-    ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It was designed by the engineering "
-     "company of Gustave Eiffel and is 330 metres tall.",
-     "In which year was the Eiffel Tower completed?", ["1899", "1889", "1901", "1875"], 1),
-    ("Honeybees communicate the location of flowers through a waggle dance. A colony usually has one queen, "
-     "which can lay up to 2,000 eggs a day.",
-     "How do honeybees tell each other where flowers are?",
-     ["by a waggle dance", "by chemical trails", "by buzzing loudly", "by changing colour"], 0),
-    ("Mount Kilimanjaro, in Tanzania, is the highest mountain in Africa. Its summit, Uhuru Peak, rises 5,895 "
-     "metres above sea level.",
-     "In which country is Mount Kilimanjaro?", ["Kenya", "Uganda", "Tanzania", "Ethiopia"], 2),
-    ("The violinist Clara Hoff recorded her first album in Vienna in 1962, accompanied by the pianist Josef Marek.",
-     "Who accompanied Clara Hoff on her first album?", ["Anton Weber", "Karl Bauer", "Franz Lehner", "Josef Marek"], 3),
-    ("Copper is an excellent conductor of electricity, which is why most household wiring is made of it. "
-     "Over many years in the open air it turns green.",
-     "Why is copper used for household wiring?",
-     ["it conducts electricity well", "it is cheap to mine", "it never corrodes", "it is very light"], 0),
-    ("The Great Barrier Reef lies off the coast of Queensland, Australia. It is the world's largest coral reef "
-     "system, made up of over 2,900 individual reefs.",
-     "Off the coast of which Australian state does the Great Barrier Reef lie?",
-     ["New South Wales", "Victoria", "Western Australia", "Queensland"], 3),
-    ("Our sourdough recipe uses rye flour for the starter and bakes the loaf at 250 degrees for 40 minutes in a "
-     "cast-iron pot.",
-     "Which flour does the recipe use for the starter?", ["rye flour", "spelt flour", "rice flour", "corn flour"], 0),
-    ("The town's lantern festival takes place every October on the banks of the river, and more than ten "
-     "thousand visitors attend.",
-     "In which month does the lantern festival take place?", ["March", "July", "October", "December"], 2),
-    ("Penguins cannot fly, but they are strong swimmers; the emperor penguin can dive to depths of over 500 "
-     "metres to hunt fish and squid.",
-     "How deep can emperor penguins dive?",
-     ["over 50 metres", "over 500 metres", "over 5 metres", "over 5,000 metres"], 1),
-    ("The startup was founded in Nairobi by two engineers, and its first product was a solar-powered water pump "
-     "for small farms.",
-     "What was the startup's first product?",
-     ["a mobile banking app", "an electric motorcycle", "a weather satellite", "a solar-powered water pump"], 3),
-    ("Vincent van Gogh painted The Starry Night in 1889 while staying at an asylum in Saint-Remy-de-Provence.",
-     "Where was van Gogh staying when he painted The Starry Night?",
-     ["at an asylum in Saint-Remy", "in Amsterdam", "in a Paris hotel", "at his brother's house"], 0),
-    ("The museum's new wing, opened in 2015, houses a collection of ancient Egyptian papyri and a restored "
-     "wooden boat.",
-     "What does the museum's new wing house?",
-     ["Roman mosaics", "Viking swords", "Greek vases", "Egyptian papyri"], 3),
-    ("The Amazon river carries more water than any other river on Earth, more than the next seven combined.",
-     "The ____ river carries more water than any other river on Earth.",
-     ["Amazon", "Nile", "Yangtze", "Mississippi"], 0),
-    ("Marie Curie was the first person to win Nobel Prizes in two different sciences, physics and chemistry.",
-     "Marie Curie won Nobel Prizes in physics and ____.", ["biology", "medicine", "chemistry", "mathematics"], 2),
-    ("In the match on Saturday, the home team won 3-1 thanks to two late goals from their captain, a defender.",
-     "Who scored the two late goals for the home team?",
-     ["the goalkeeper", "the coach", "the captain", "a substitute"], 2),
-    ("The bridge is painted a colour called International Orange, chosen because it stands out in the fog.",
-     "Why was International Orange chosen for the bridge?",
-     ["it was the cheapest paint", "it stands out in the fog", "it matches the hills", "it resists salt water"], 1),
+    (
+        "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It was designed by the engineering "
+        "company of Gustave Eiffel and is 330 metres tall.",
+        "In which year was the Eiffel Tower completed?",
+        ["1899", "1889", "1901", "1875"],
+        1,
+    ),
+    (
+        "Honeybees communicate the location of flowers through a waggle dance. A colony usually has one queen, "
+        "which can lay up to 2,000 eggs a day.",
+        "How do honeybees tell each other where flowers are?",
+        ["by a waggle dance", "by chemical trails", "by buzzing loudly", "by changing colour"],
+        0,
+    ),
+    (
+        "Mount Kilimanjaro, in Tanzania, is the highest mountain in Africa. Its summit, Uhuru Peak, rises 5,895 "
+        "metres above sea level.",
+        "In which country is Mount Kilimanjaro?",
+        ["Kenya", "Uganda", "Tanzania", "Ethiopia"],
+        2,
+    ),
+    (
+        "The violinist Clara Hoff recorded her first album in Vienna in 1962, accompanied by the pianist Josef Marek.",
+        "Who accompanied Clara Hoff on her first album?",
+        ["Anton Weber", "Karl Bauer", "Franz Lehner", "Josef Marek"],
+        3,
+    ),
+    (
+        "Copper is an excellent conductor of electricity, which is why most household wiring is made of it. "
+        "Over many years in the open air it turns green.",
+        "Why is copper used for household wiring?",
+        ["it conducts electricity well", "it is cheap to mine", "it never corrodes", "it is very light"],
+        0,
+    ),
+    (
+        "The Great Barrier Reef lies off the coast of Queensland, Australia. It is the world's largest coral reef "
+        "system, made up of over 2,900 individual reefs.",
+        "Off the coast of which Australian state does the Great Barrier Reef lie?",
+        ["New South Wales", "Victoria", "Western Australia", "Queensland"],
+        3,
+    ),
+    (
+        "Our sourdough recipe uses rye flour for the starter and bakes the loaf at 250 degrees for 40 minutes in a "
+        "cast-iron pot.",
+        "Which flour does the recipe use for the starter?",
+        ["rye flour", "spelt flour", "rice flour", "corn flour"],
+        0,
+    ),
+    (
+        "The town's lantern festival takes place every October on the banks of the river, and more than ten "
+        "thousand visitors attend.",
+        "In which month does the lantern festival take place?",
+        ["March", "July", "October", "December"],
+        2,
+    ),
+    (
+        "Penguins cannot fly, but they are strong swimmers; the emperor penguin can dive to depths of over 500 "
+        "metres to hunt fish and squid.",
+        "How deep can emperor penguins dive?",
+        ["over 50 metres", "over 500 metres", "over 5 metres", "over 5,000 metres"],
+        1,
+    ),
+    (
+        "The startup was founded in Nairobi by two engineers, and its first product was a solar-powered water pump "
+        "for small farms.",
+        "What was the startup's first product?",
+        ["a mobile banking app", "an electric motorcycle", "a weather satellite", "a solar-powered water pump"],
+        3,
+    ),
+    (
+        "Vincent van Gogh painted The Starry Night in 1889 while staying at an asylum in Saint-Remy-de-Provence.",
+        "Where was van Gogh staying when he painted The Starry Night?",
+        ["at an asylum in Saint-Remy", "in Amsterdam", "in a Paris hotel", "at his brother's house"],
+        0,
+    ),
+    (
+        "The museum's new wing, opened in 2015, houses a collection of ancient Egyptian papyri and a restored "
+        "wooden boat.",
+        "What does the museum's new wing house?",
+        ["Roman mosaics", "Viking swords", "Greek vases", "Egyptian papyri"],
+        3,
+    ),
+    (
+        "The Amazon river carries more water than any other river on Earth, more than the next seven combined.",
+        "The ____ river carries more water than any other river on Earth.",
+        ["Amazon", "Nile", "Yangtze", "Mississippi"],
+        0,
+    ),
+    (
+        "Marie Curie was the first person to win Nobel Prizes in two different sciences, physics and chemistry.",
+        "Marie Curie won Nobel Prizes in physics and ____.",
+        ["biology", "medicine", "chemistry", "mathematics"],
+        2,
+    ),
+    (
+        "In the match on Saturday, the home team won 3-1 thanks to two late goals from their captain, a defender.",
+        "Who scored the two late goals for the home team?",
+        ["the goalkeeper", "the coach", "the captain", "a substitute"],
+        2,
+    ),
+    (
+        "The bridge is painted a colour called International Orange, chosen because it stands out in the fog.",
+        "Why was International Orange chosen for the bridge?",
+        ["it was the cheapest paint", "it stands out in the fog", "it matches the hills", "it resists salt water"],
+        1,
+    ),
 ]
 
 MC_HARD = [
-    ("Construction of the Eiffel Tower began in 1887 and it was completed in 1889, three years after the Statue "
-     "of Liberty was dedicated in 1886.",
-     "In which year was the Eiffel Tower completed?", ["1887", "1889", "1886", "1901"], 1),
-    ("Anna was born in Lyon, studied medicine in Geneva, and later opened her own clinic in Marseille.",
-     "Where did Anna open her clinic?", ["Lyon", "Geneva", "Marseille", "Paris"], 2),
-    ("The red team finished first, the blue team came second, and the green team was disqualified for a false start.",
-     "Which team was disqualified?", ["the red team", "the blue team", "the green team", "the yellow team"], 2),
-    ("The cafe serves coffee in the morning, soup at lunchtime and cocktails in the evening.",
-     "What does the cafe serve at lunchtime?", ["coffee", "soup", "cocktails", "sandwiches"], 1),
-    ("Tom plays the guitar, his sister Mia plays the drums, and their father sings.",
-     "Which instrument does Mia play?", ["the guitar", "the piano", "the drums", "the violin"], 2),
-    ("The first bridge was built of wood in 1820; after a flood destroyed it, a stone bridge replaced it in 1865, "
-     "and the present steel bridge dates from 1932.",
-     "When was the stone bridge built?", ["1820", "1865", "1932", "1901"], 1),
-    ("Cats in the shelter are fed fish, dogs are fed chicken, and the rabbits get fresh carrots.",
-     "What are the rabbits in the shelter fed?", ["fish", "chicken", "carrots", "lettuce"], 2),
-    ("The company moved its headquarters from Boston to Denver in 2010 and opened a second office in Austin in 2018.",
-     "Where is the company's headquarters now?", ["Boston", "Denver", "Austin", "Chicago"], 1),
-    ("In the experiment, the plants kept in the dark died, those in red light grew slowly, and those in blue light "
-     "grew fastest.",
-     "Under which light did the plants grow fastest?", ["red light", "blue light", "darkness", "green light"], 1),
-    ("The novel was written in German, translated into French in 1950 and into English only in 1975.",
-     "In which language was the novel originally written?", ["French", "English", "German", "Italian"], 2),
-    ("The orchestra's conductor is Maria Lopez; Peter Hahn leads the violins and Sven Olsen plays first trumpet.",
-     "Who conducts the orchestra?", ["Peter Hahn", "Sven Olsen", "Maria Lopez", "Anna Berg"], 2),
-    ("The hikers left the hut at dawn, reached the glacier at noon and returned to the valley by nightfall.",
-     "When did the hikers reach the glacier?", ["at dawn", "at noon", "by nightfall", "at midnight"], 1),
+    (
+        "Construction of the Eiffel Tower began in 1887 and it was completed in 1889, three years after the Statue "
+        "of Liberty was dedicated in 1886.",
+        "In which year was the Eiffel Tower completed?",
+        ["1887", "1889", "1886", "1901"],
+        1,
+    ),
+    (
+        "Anna was born in Lyon, studied medicine in Geneva, and later opened her own clinic in Marseille.",
+        "Where did Anna open her clinic?",
+        ["Lyon", "Geneva", "Marseille", "Paris"],
+        2,
+    ),
+    (
+        "The red team finished first, the blue team came second, and the green team was disqualified for a false start.",  # noqa: E501
+        "Which team was disqualified?",
+        ["the red team", "the blue team", "the green team", "the yellow team"],
+        2,
+    ),
+    (
+        "The cafe serves coffee in the morning, soup at lunchtime and cocktails in the evening.",
+        "What does the cafe serve at lunchtime?",
+        ["coffee", "soup", "cocktails", "sandwiches"],
+        1,
+    ),
+    (
+        "Tom plays the guitar, his sister Mia plays the drums, and their father sings.",
+        "Which instrument does Mia play?",
+        ["the guitar", "the piano", "the drums", "the violin"],
+        2,
+    ),
+    (
+        "The first bridge was built of wood in 1820; after a flood destroyed it, a stone bridge replaced it in 1865, "
+        "and the present steel bridge dates from 1932.",
+        "When was the stone bridge built?",
+        ["1820", "1865", "1932", "1901"],
+        1,
+    ),
+    (
+        "Cats in the shelter are fed fish, dogs are fed chicken, and the rabbits get fresh carrots.",
+        "What are the rabbits in the shelter fed?",
+        ["fish", "chicken", "carrots", "lettuce"],
+        2,
+    ),
+    (
+        "The company moved its headquarters from Boston to Denver in 2010 and opened a second office in Austin in 2018.",  # noqa: E501
+        "Where is the company's headquarters now?",
+        ["Boston", "Denver", "Austin", "Chicago"],
+        1,
+    ),
+    (
+        "In the experiment, the plants kept in the dark died, those in red light grew slowly, and those in blue light "
+        "grew fastest.",
+        "Under which light did the plants grow fastest?",
+        ["red light", "blue light", "darkness", "green light"],
+        1,
+    ),
+    (
+        "The novel was written in German, translated into French in 1950 and into English only in 1975.",
+        "In which language was the novel originally written?",
+        ["French", "English", "German", "Italian"],
+        2,
+    ),
+    (
+        "The orchestra's conductor is Maria Lopez; Peter Hahn leads the violins and Sven Olsen plays first trumpet.",
+        "Who conducts the orchestra?",
+        ["Peter Hahn", "Sven Olsen", "Maria Lopez", "Anna Berg"],
+        2,
+    ),
+    (
+        "The hikers left the hut at dawn, reached the glacier at noon and returned to the valley by nightfall.",
+        "When did the hikers reach the glacier?",
+        ["at dawn", "at noon", "by nightfall", "at midnight"],
+        1,
+    ),
 ]
 
 
 def _mc_records(items, prefix):
     docs = [Record.from_text(f"{prefix}d{i}", d) for i, (d, _, _, _) in enumerate(items)]
-    qs = [Record.from_text(f"{prefix}q{i}", q, choices=o, correct_index=c, answer=o[c])
-          for i, (_, q, o, c) in enumerate(items)]
+    qs = [
+        Record.from_text(f"{prefix}q{i}", q, choices=o, correct_index=c, answer=o[c])
+        for i, (_, q, o, c) in enumerate(items)
+    ]
     return qs, docs
 
 
@@ -379,13 +510,17 @@ def test_minilm_reader_beats_chance_with_the_gold_document_and_not_without(optio
     wrong_doc = _correct(option_reader, qs, [[docs[(i + 5) % n]] for i in range(n)])
     no_doc = _correct(option_reader, qs, [[] for _ in qs])
     assert sum(with_gold) / n >= 0.8  # 25/28 when written; chance is 0.25
-    assert sum(with_gold[len(MC_SET):]) / len(MC_HARD) >= 0.5  # every option occurs in these documents
+    assert sum(with_gold[len(MC_SET) :]) / len(MC_HARD) >= 0.5  # every option occurs in these documents
     assert sum(wrong_doc) / n <= 0.45 and sum(no_doc) / n <= 0.45
 
 
 def test_minilm_reader_answers_with_an_option_text_and_extracts_for_open_questions(option_reader):
-    q = Record.from_text("c1", "Marie Curie won Nobel Prizes in physics and ____.",
-                         choices=["biology", "medicine", "chemistry", "mathematics"], correct_index=2)
+    q = Record.from_text(
+        "c1",
+        "Marie Curie won Nobel Prizes in physics and ____.",
+        choices=["biology", "medicine", "chemistry", "mathematics"],
+        correct_index=2,
+    )
     doc = Record.from_text("cd", MC_SET[13][0])
     assert option_reader.answer(q, [doc]) == "chemistry"
     assert option_reader.answer(q, []) in q.extra["choices"]

@@ -177,14 +177,34 @@ def _index(store: Path) -> dict[str, dict]:
     return out
 
 
-FAULT_CFG = FetchConfig(concurrency=4, per_host_rate=0, timeout=0.6, retries=2, backoff=0.1, max_backoff=1.0,
-                        max_bytes=100_000, transient_runs=2)
+FAULT_CFG = FetchConfig(
+    concurrency=4,
+    per_host_rate=0,
+    timeout=0.6,
+    retries=2,
+    backoff=0.1,
+    max_backoff=1.0,
+    max_bytes=100_000,
+    transient_runs=2,
+)
 
 
 def test_each_fault_gets_its_outcome_and_reason(server, tmp_path):
     store = tmp_path / "images"
-    paths = ["/good.png", "/good.jpg", "/dup-a.png", "/dup-b.png", "/missing.jpg", "/broken.png", "/flaky.png",
-             "/slow.jpg", "/trickle.png", "/huge.png", "/huge-stream.png", "/page.jpg"]
+    paths = [
+        "/good.png",
+        "/good.jpg",
+        "/dup-a.png",
+        "/dup-b.png",
+        "/missing.jpg",
+        "/broken.png",
+        "/flaky.png",
+        "/slow.jpg",
+        "/trickle.png",
+        "/huge.png",
+        "/huge-stream.png",
+        "/page.jpg",
+    ]
     urls = {p: server.url(p) for p in paths}
     refused = _refused_url()
     res = fetch_urls([*urls.values(), refused], store, FAULT_CFG)
@@ -328,8 +348,10 @@ def test_jsonl_shard_is_rewritten_with_rejects_and_resolved_again_only_when_an_o
     assert docs[0].images == [str(raw / "images" / (hashlib.sha256(PNG).hexdigest() + ".png"))]
     assert docs[2].images == [str(raw / "images" / (hashlib.sha256(DUP).hexdigest() + ".png"))]
     dropped = [json.loads(x) for x in (tmp_path / "rejects" / "web-00000.jsonl").read_text().splitlines()]
-    assert [(d["record_id"], d["location"]) for d in dropped] == [("web-00000-1", "web-00000.jsonl:1"),
-                                                                  ("web-00000-5", "web-00000.jsonl:5")]
+    assert [(d["record_id"], d["location"]) for d in dropped] == [
+        ("web-00000-1", "web-00000.jsonl:1"),
+        ("web-00000-5", "web-00000.jsonl:5"),
+    ]
     assert dropped[0]["reason"].startswith(f"unfetchable image (http_404): {server.url('/missing.jpg')}")
     failed = {d["url"]: d for d in map(json.loads, (tmp_path / "rejects" / "web-00000.urls.jsonl").open())}
     assert failed[server.url("/missing.jpg")]["documents"] == ["web-00000-1"]
@@ -359,15 +381,23 @@ def test_raw_images_then_raw_documents_materialise(server, tmp_path):
     from orchestration.resources import DvcResource, NyxSettings
 
     raw = tmp_path / "data" / "raw"
-    write_obelics_parquet([
-        {"id": "a", "texts": ["alpha", None], "images": [None, server.url("/good.png")]},
-        {"texts": ["dead link", None], "images": [None, server.url("/missing.jpg")]},
-        {"texts": ["text only"], "images": [None]},
-        {"texts": [None, "beta", None], "images": [server.url("/dup-a.png"), None, server.url("/good.jpg")]},
-    ], raw / "web-00000.parquet")
-    resources = {"settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data"),
-                                         overrides={"fetch": {"per_host_rate": 0, "retries": 0, "timeout": 5}}),
-                 "dvc": DvcResource(repo_dir=str(tmp_path))}
+    write_obelics_parquet(
+        [
+            {"id": "a", "texts": ["alpha", None], "images": [None, server.url("/good.png")]},
+            {"texts": ["dead link", None], "images": [None, server.url("/missing.jpg")]},
+            {"texts": ["text only"], "images": [None]},
+            {"texts": [None, "beta", None], "images": [server.url("/dup-a.png"), None, server.url("/good.jpg")]},
+        ],
+        raw / "web-00000.parquet",
+    )
+    resources = {
+        "settings": NyxSettings(
+            profile="sample",
+            data_dir=str(tmp_path / "data"),
+            overrides={"fetch": {"per_host_rate": 0, "retries": 0, "timeout": 5}},
+        ),
+        "dvc": DvcResource(repo_dir=str(tmp_path)),
+    }
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([raw_images, raw_documents], instance=instance, resources=resources)
     assert result.success
@@ -377,8 +407,10 @@ def test_raw_images_then_raw_documents_materialise(server, tmp_path):
     docs = read_jsonl(tmp_path / "data" / "documents" / "web-00000.jsonl")
     assert [d.id for d in docs] == ["a", "web-00000-2", "web-00000-3"]
     store = raw / "images"
-    assert docs[2].images == [str(store / (hashlib.sha256(DUP).hexdigest() + ".png")),
-                              str(store / (hashlib.sha256(JPEG).hexdigest() + ".jpg"))]
+    assert docs[2].images == [
+        str(store / (hashlib.sha256(DUP).hexdigest() + ".png")),
+        str(store / (hashlib.sha256(JPEG).hexdigest() + ".jpg")),
+    ]
     dropped = (tmp_path / "data" / "rejects" / "raw_images" / "web-00000.jsonl").read_text()
     assert "web-00000-1" in dropped and "http_404" in dropped and server.url("/missing.jpg") in dropped
     # a second materialisation requests nothing
@@ -394,14 +426,15 @@ def test_raw_images_is_a_no_op_on_the_bundled_sample(tmp_path):
 
     from assets.fetch import raw_images
     from nyx.data.sample import generate_sample
-    from orchestration.resources import NyxSettings
     from nyx.versioning.dvc import dvc_md5
+    from orchestration.resources import NyxSettings
 
     raw = tmp_path / "data" / "raw"
     generate_sample(raw, n_docs=12, seed=3, n_shards=1)
     before = dvc_md5(raw)
-    result = dg.materialize([raw_images], resources={"settings": NyxSettings(profile="sample",
-                                                                             data_dir=str(tmp_path / "data"))})
+    result = dg.materialize(
+        [raw_images], resources={"settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data"))}
+    )
     meta = result.asset_materializations_for_node("raw_images")[0].metadata
     assert meta["status"].value == "no remote images"
     assert dvc_md5(raw) == before and not (raw / "images" / ".fetch").exists()
@@ -414,10 +447,14 @@ def test_raw_images_fails_when_nothing_can_be_fetched_for_a_transient_reason(tmp
     from nyx.data.obelics import write_obelics_parquet
     from orchestration.resources import NyxSettings
 
-    write_obelics_parquet([{"id": "x", "texts": [None], "images": [_refused_url()]}],
-                          tmp_path / "data" / "raw" / "web-00000.parquet")
-    settings = NyxSettings(profile="sample", data_dir=str(tmp_path / "data"),
-                           overrides={"fetch": {"per_host_rate": 0, "retries": 0, "timeout": 2}})
+    write_obelics_parquet(
+        [{"id": "x", "texts": [None], "images": [_refused_url()]}], tmp_path / "data" / "raw" / "web-00000.parquet"
+    )
+    settings = NyxSettings(
+        profile="sample",
+        data_dir=str(tmp_path / "data"),
+        overrides={"fetch": {"per_host_rate": 0, "retries": 0, "timeout": 2}},
+    )
     result = dg.materialize([raw_images], resources={"settings": settings}, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]

@@ -127,12 +127,20 @@ def test_prompt_files_are_versioned_and_hashed():
 def test_model_replies_are_parsed_leniently_and_garbage_is_rejected():
     assert parse_json_payload('```json\n{"qa": []}\n```') == {"qa": []}
     assert parse_json_payload('Sure! Here: {"qa": [{"question": "Q?", "answer": "A"}]} hope it helps') == {
-        "qa": [{"question": "Q?", "answer": "A"}]}
+        "qa": [{"question": "Q?", "answer": "A"}]
+    }
     assert parse_json_payload("no json here") is None
     assert parse_json_payload("{broken") is None
-    items = parse_qa_items({"qa": [{"question": "Q?", "answer": 1937, "images": ["image 2"]},
-                                   {"question": "", "answer": "x"}, "junk", {"question": "Q2?", "answer": "B",
-                                                                             "images": [True]}]})
+    items = parse_qa_items(
+        {
+            "qa": [
+                {"question": "Q?", "answer": 1937, "images": ["image 2"]},
+                {"question": "", "answer": "x"},
+                "junk",
+                {"question": "Q2?", "answer": "B", "images": [True]},
+            ]
+        }
+    )
     assert items == [{"question": "Q?", "answer": "1937", "images": [2]}]
     assert parse_qa_items({"pairs": []}) is None
 
@@ -146,8 +154,7 @@ def test_record_parts_announce_each_image_in_place(chunks):
 def test_make_generator_validates_the_kind_and_builds_cloze_by_default():
     gen = make_generator()
     assert isinstance(gen, ClozeGenerator) and gen.describe()["kind"] == "cloze"
-    assert isinstance(make_generator({"kind": "cloze", "seed": 3, "cloze": {"image_question_prob": 0}}),
-                      ClozeGenerator)
+    assert isinstance(make_generator({"kind": "cloze", "seed": 3, "cloze": {"image_question_prob": 0}}), ClozeGenerator)
     with pytest.raises(ValidationError):
         GeneratorConfig(kind="gpt")
     with pytest.raises(ValidationError):
@@ -161,8 +168,9 @@ def test_local_generator_on_the_tiny_model_builds_valid_inputs_and_survives_mean
     chunk = chunks[3]  # two images
     from nyx.synth.generators.chat import ChatRequest
 
-    request = gen._request("qa", "qa_generation", {"max_pairs": 5, "max_answer_words": 5, "n_images": 2},
-                           record_parts(chunk))
+    request = gen._request(
+        "qa", "qa_generation", {"max_pairs": 5, "max_answer_words": 5, "n_images": 2}, record_parts(chunk)
+    )
     assert isinstance(request, ChatRequest) and len(request.images) == 2
     inputs = gen.build_inputs(request)
     tok = gen._processor.tokenizer

@@ -35,8 +35,14 @@ def gpu_check():
 def _run(tmp_path: Path, *args: str, timeout: float = 150) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(out), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(out), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -49,7 +55,11 @@ def test_paper_config_builds_the_3b_architecture_with_the_tiny_tokenizer_ids(gpu
 
     tiny = AutoConfig.from_pretrained(ensure_tiny_model())
     cfg = paper_architecture_config(tiny)
-    assert (cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers, cfg.text_config.vocab_size) == (2048, 36, 151936)
+    assert (cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers, cfg.text_config.vocab_size) == (
+        2048,
+        36,
+        151936,
+    )
     assert cfg.text_config.rope_parameters["mrope_section"] == [16, 24, 24]
     assert (cfg.vision_config.depth, cfg.vision_config.out_hidden_size) == (32, 2048)
     assert cfg.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
@@ -107,7 +117,8 @@ def test_tiny_cpu_run_reports_every_phase_with_numbers(tmp_path):
         assert e2e["dim"] == report["model"]["hidden_size"]
     assert enc["end_to_end_one_at_a_time"]["batch_size"] == 1
     assert enc["end_to_end_speedup"] == pytest.approx(
-        enc["end_to_end"]["docs_per_s"] / enc["end_to_end_one_at_a_time"]["docs_per_s"])
+        enc["end_to_end"]["docs_per_s"] / enc["end_to_end_one_at_a_time"]["docs_per_s"]
+    )
 
     train = report["training"]
     deepspeed_here = importlib.util.find_spec("deepspeed") is not None

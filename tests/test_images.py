@@ -32,8 +32,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature and IHDR declaring a huge size, with a tiny IDAT: nothing big is allocated."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -75,14 +79,17 @@ def files(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("missing", "image not found"),
-    ("zero_byte", "empty image file"),
-    ("corrupt", "undecodable image"),
-    ("truncated_jpeg", "truncated image"),
-    ("truncated_png", "truncated image"),
-    ("bomb_png", "decompression bomb"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("missing", "image not found"),
+        ("zero_byte", "empty image file"),
+        ("corrupt", "undecodable image"),
+        ("truncated_jpeg", "truncated image"),
+        ("truncated_png", "truncated image"),
+        ("bomb_png", "decompression bomb"),
+    ],
+)
 def test_each_bad_file_raises_record_error_with_record_id_and_reason(files, name, reason):
     with pytest.raises(RecordError) as ei:
         load_image(str(files[name]), record_id="doc-7")
@@ -129,9 +136,16 @@ def test_extreme_aspect_ratio_is_a_record_error_not_a_crash():
 
 
 def test_batch_completes_with_rejects_counted_and_written(files, tmp_path):
-    refs = [("a", files["good_png"]), ("b", files["missing"]), ("c", files["good_jpeg"]),
-            ("d", files["zero_byte"]), ("e", files["truncated_jpeg"]), ("f", files["corrupt"]),
-            ("g", files["bomb_png"]), ("h", files["truncated_png"])]
+    refs = [
+        ("a", files["good_png"]),
+        ("b", files["missing"]),
+        ("c", files["good_jpeg"]),
+        ("d", files["zero_byte"]),
+        ("e", files["truncated_jpeg"]),
+        ("f", files["corrupt"]),
+        ("g", files["bomb_png"]),
+        ("h", files["truncated_png"]),
+    ]
     rejects = RejectLog(stage="images")
     loaded = {}
     for rid, path in refs:
@@ -141,8 +155,13 @@ def test_batch_completes_with_rejects_counted_and_written(files, tmp_path):
             rejects.add(e)
     assert sorted(loaded) == ["a", "c"]
     assert rejects.count == 6
-    assert rejects.reasons() == {"image not found": 1, "empty image file": 1, "truncated image": 2,
-                                 "undecodable image": 1, "decompression bomb": 1}
+    assert rejects.reasons() == {
+        "image not found": 1,
+        "empty image file": 1,
+        "truncated image": 2,
+        "undecodable image": 1,
+        "decompression bomb": 1,
+    }
     out = rejects.write(tmp_path / "rejects.jsonl")
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["record_id"] for x in lines] == ["b", "d", "e", "f", "g", "h"]
@@ -178,13 +197,16 @@ def test_palette_without_transparency_keeps_colours():
     assert load_image(encode(p, "PNG"), NO_RESIZE).getpixel((3, 3)) == (10, 200, 30)
 
 
-@pytest.mark.parametrize("mode, colour, expected", [
-    ("RGBA", (0, 0, 255, 0), (255, 255, 255)),
-    ("RGBA", (0, 0, 255, 255), (0, 0, 255)),
-    ("LA", (0, 128), (127, 127, 127)),
-    ("L", 77, (77, 77, 77)),
-    ("1", 1, (255, 255, 255)),
-])
+@pytest.mark.parametrize(
+    "mode, colour, expected",
+    [
+        ("RGBA", (0, 0, 255, 0), (255, 255, 255)),
+        ("RGBA", (0, 0, 255, 255), (0, 0, 255)),
+        ("LA", (0, 128), (127, 127, 127)),
+        ("L", 77, (77, 77, 77)),
+        ("1", 1, (255, 255, 255)),
+    ],
+)
 def test_modes_convert_to_rgb(mode, colour, expected):
     img = load_image(encode(Image.new(mode, (16, 16), colour), "PNG"), NO_RESIZE)
     assert img.mode == "RGB"
@@ -249,8 +271,10 @@ def test_small_image_is_enlarged_to_min_pixels():
     assert w * h >= ImageConfig().min_pixels and w % 28 == 0 and h % 28 == 0
 
 
-@pytest.mark.parametrize("cfg", [ImageConfig(), ImageConfig(max_pixels=640 * 28 * 28),
-                                 ImageConfig(max_pixels=4 * 28 * 28, min_pixels=28 * 28)])
+@pytest.mark.parametrize(
+    "cfg",
+    [ImageConfig(), ImageConfig(max_pixels=640 * 28 * 28), ImageConfig(max_pixels=4 * 28 * 28, min_pixels=28 * 28)],
+)
 def test_smart_resize_never_exceeds_the_budget(cfg):
     rng = random.Random(0)
     sizes = [(w, h) for w in (1, 2, 27, 28, 29, 100, 999, 4000, 20000) for h in (1, 3, 28, 57, 500, 8000)]

@@ -29,8 +29,13 @@ def _exact_scores(docs: np.ndarray, queries: np.ndarray, dim: int) -> np.ndarray
 
 def _built(index_type: str = "flat", n: int = 200, shards: int = 3) -> tuple[EmbeddingIndex, np.ndarray]:
     x = _vectors(n)
-    index = EmbeddingIndex.create(model_id="org/model", model_revision="abc", dim=DIM, mrl_dims=MRL,
-                                  config=IndexConfig(index_type=index_type, ivf_nprobe=64, hnsw_ef_search=256))
+    index = EmbeddingIndex.create(
+        model_id="org/model",
+        model_revision="abc",
+        dim=DIM,
+        mrl_dims=MRL,
+        config=IndexConfig(index_type=index_type, ivf_nprobe=64, hnsw_ef_search=256),
+    )
     for part in np.array_split(np.arange(n), shards):  # built shard by shard
         index.add([f"doc{i}" for i in part], x[part])
     return index, x
@@ -50,8 +55,12 @@ def test_flat_search_equals_exact_numpy_search_at_every_prefix(dim):
     assert all(len(set(row)) == 10 for row in got_idx)
     # the true score of the document at each rank is the true rank-th best score: the exact top 10 in order, up to
     # swaps of documents whose scores tie within rounding (this data has such a pair at dim 32, 1.2e-5 apart)
-    assert_within("flat index vs exact float64 search: true score at each rank",
-                  np.take_along_axis(exact, got_idx, axis=1), want, tol)
+    assert_within(
+        "flat index vs exact float64 search: true score at each rank",
+        np.take_along_axis(exact, got_idx, axis=1),
+        want,
+        tol,
+    )
     assert_within("flat index vs exact float64 search: scores", np.stack(result.scores), want, tol)
 
 

@@ -59,11 +59,15 @@ def measured_recall(index: EmbeddingIndex, x: np.ndarray, dim: int, n_queries: i
     (a check independent of the recall the index records on build)."""
     got = index.search(x[:n_queries], k=10, dim=dim)
     want, _ = exact_top(x, x[:n_queries], dim, 10)
-    return float(np.mean([len({int(i.removeprefix("doc")) for i in ids} & set(w.tolist())) / 10
-                          for ids, w in zip(got.ids, want)]))
+    return float(
+        np.mean(
+            [len({int(i.removeprefix("doc")) for i in ids} & set(w.tolist())) / 10 for ids, w in zip(got.ids, want)]
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------ data, built once
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_faiss_thread():
@@ -100,6 +104,7 @@ def hnsw_index(hnsw_data) -> EmbeddingIndex:
 
 
 # ------------------------------------------------------------------------------------------------ size switch
+
 
 def test_the_index_type_switches_from_flat_at_approximate_from():
     x = clustered(20)  # 200 documents
@@ -138,6 +143,7 @@ def test_ivfpq_on_a_corpus_too_small_to_train_falls_back_to_flat_and_says_so(cap
 
 
 # ------------------------------------------------------------------------------------------------ recall on build
+
 
 @pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
 def test_approximate_indexes_record_recall_against_flat_above_the_floor(kind, request):
@@ -184,9 +190,9 @@ def test_recall_measured_on_build_reflects_a_weak_index():
 
 # ------------------------------------------------------------------------------------------------ persistence
 
+
 @pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
-def test_save_load_reuses_the_approximate_index_and_its_stats_without_retraining(kind, request, tmp_path,
-                                                                                    monkeypatch):
+def test_save_load_reuses_the_approximate_index_and_its_stats_without_retraining(kind, request, tmp_path, monkeypatch):
     index: EmbeddingIndex = request.getfixturevalue(f"{kind}_index")
     x = request.getfixturevalue(f"{kind}_data")
     before = {d: index.search(x[:20], k=10, dim=d) for d in (DIM, 32, 16)}
@@ -228,14 +234,32 @@ def test_a_format_1_manifest_without_the_new_fields_loads(tmp_path):
     old = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
     old.add(np.ascontiguousarray(vecs))
     faiss.write_index(old, str(folder / "faiss-hnsw-64.index"))
-    (folder / "manifest.json").write_text(json.dumps({  # as nyx wrote it before index types for scale
-        "format": 1, "model_id": "org/model", "model_revision": "abc", "mlflow_model_version": None,
-        "dim": DIM, "full_dim": DIM, "mrl_dims": [DIM],
-        "config": {"index_type": "hnsw", "hnsw_m": 32, "hnsw_ef_construction": 200, "hnsw_ef_search": 128,
-                   "ivf_nlist": 1024, "ivf_nprobe": 32, "search_batch_size": 1024},
-        "doc_ids": [f"doc{i}" for i in range(len(x))], "corpus_hash": None,
-        "created_with": "0.1.0", "created_at": "2024-01-01T00:00:00+00:00",
-    }))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {  # as nyx wrote it before index types for scale
+                "format": 1,
+                "model_id": "org/model",
+                "model_revision": "abc",
+                "mlflow_model_version": None,
+                "dim": DIM,
+                "full_dim": DIM,
+                "mrl_dims": [DIM],
+                "config": {
+                    "index_type": "hnsw",
+                    "hnsw_m": 32,
+                    "hnsw_ef_construction": 200,
+                    "hnsw_ef_search": 128,
+                    "ivf_nlist": 1024,
+                    "ivf_nprobe": 32,
+                    "search_batch_size": 1024,
+                },
+                "doc_ids": [f"doc{i}" for i in range(len(x))],
+                "corpus_hash": None,
+                "created_with": "0.1.0",
+                "created_at": "2024-01-01T00:00:00+00:00",
+            }
+        )
+    )
     loaded = EmbeddingIndex.load(folder)
     cfg = loaded.manifest.config
     assert loaded.manifest.format == 1 and loaded.manifest.build_stats == {}
@@ -250,6 +274,7 @@ def test_a_format_1_manifest_without_the_new_fields_loads(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ float16 storage
+
 
 def separated(n_queries: int = 4, per_query: int = 20, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Queries e_0..e_3 and, for each, ``per_query`` documents whose cosine with it is spaced 0.05 apart (0.98 down
@@ -295,5 +320,6 @@ def test_float16_storage_gives_the_float32_ranking_with_scores_within_float16_ro
     for index in (f16, loaded):
         got = index.search(queries, k=k, dim=dim)
         assert got.ids == want.ids
-        assert_within(f"float16 vs float32 storage: scores at dim {dim}", np.stack(got.scores),
-                      np.stack(want.scores), tol)
+        assert_within(
+            f"float16 vs float32 storage: scores at dim {dim}", np.stack(got.scores), np.stack(want.scores), tol
+        )

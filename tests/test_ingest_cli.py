@@ -90,14 +90,19 @@ def encrypted_pdf(user_password: bytes = b"secret", text: str = "Confidential sa
     o = _rc4(hashlib.md5((b"owner" + _PAD)[:32]).digest()[:5], (user_password + _PAD)[:32])
     key = hashlib.md5((user_password + _PAD)[:32] + o + (-4).to_bytes(4, "little", signed=True) + file_id).digest()[:5]
     u = _rc4(key, _PAD)
-    stream = _rc4(hashlib.md5(key + (4).to_bytes(3, "little") + b"\0\0").digest()[:10],
-                  f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode())
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-            b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -4 >>" % (o.hex().encode(), u.hex().encode())]
+    stream = _rc4(
+        hashlib.md5(key + (4).to_bytes(3, "little") + b"\0\0").digest()[:10],
+        f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode(),
+    )
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -4 >>" % (o.hex().encode(), u.hex().encode()),
+    ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for i, body in enumerate(objs, start=1):
         offsets.append(len(out))
@@ -143,10 +148,15 @@ def _make_inputs(root: Path) -> dict[str, Path]:
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
 
     records = root / "records.jsonl"  # the Nyx part format; one id collides with a page id
-    records.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "note-1", "content": [{"type": "text", "text": "A handwritten note about the kettle."}]},
-        {"id": "annual-report__p001", "content": [{"type": "text", "text": "an impostor page"}]},
-    ]))
+    records.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "note-1", "content": [{"type": "text", "text": "A handwritten note about the kettle."}]},
+                {"id": "annual-report__p001", "content": [{"type": "text", "text": "an impostor page"}]},
+            ]
+        )
+    )
 
     beir = root / "beir"
     beir.mkdir()
@@ -157,8 +167,9 @@ def _make_inputs(root: Path) -> dict[str, Path]:
     shard_dir = root / "shards"
     (shard_dir / "images").mkdir(parents=True)
     Image.new("RGB", (50, 40), (10, 150, 10)).save(shard_dir / "images" / "leaf.png")
-    (shard_dir / "web-00000.jsonl").write_text(json.dumps(
-        {"id": "web-1", "texts": ["A page about leaves.", None], "images": [None, "images/leaf.png"]}) + "\n")
+    (shard_dir / "web-00000.jsonl").write_text(
+        json.dumps({"id": "web-1", "texts": ["A page about leaves.", None], "images": [None, "images/leaf.png"]}) + "\n"
+    )
     return {"pdfs": pdfs, "photos": photos, "records": records, "beir": beir, "shards": shard_dir}
 
 
@@ -167,8 +178,9 @@ def ingested(tmp_path_factory):
     root = tmp_path_factory.mktemp("ingest")
     inputs = _make_inputs(root / "in")
     out = root / "corpus"
-    res = _invoke("ingest", inputs["pdfs"], inputs["photos"], inputs["records"], inputs["beir"], inputs["shards"],
-                  "--out", out)
+    res = _invoke(
+        "ingest", inputs["pdfs"], inputs["photos"], inputs["records"], inputs["beir"], inputs["shards"], "--out", out
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     corpus = {}
@@ -176,8 +188,14 @@ def ingested(tmp_path_factory):
         r = json.loads(line)
         corpus[r["id"]] = r
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
-    return {"inputs": inputs, "out": out, "summary": summary, "corpus": corpus, "rejects": rejects,
-            "stderr": res.stderr}
+    return {
+        "inputs": inputs,
+        "out": out,
+        "summary": summary,
+        "corpus": corpus,
+        "rejects": rejects,
+        "stderr": res.stderr,
+    }
 
 
 def _texts(record: dict) -> str:
@@ -204,11 +222,18 @@ def test_text_layer_is_in_reading_order_not_stream_order(ingested):
     import pypdfium2 as pdfium
 
     page1 = _texts(ingested["corpus"]["annual-report__p001"]).splitlines()
-    assert page1 == ["Annual Report Overview", "Revenue grew in every region during the year",
-                     "Footer: annual report page one"]
+    assert page1 == [
+        "Annual Report Overview",
+        "Revenue grew in every region during the year",
+        "Footer: annual report page one",
+    ]
     page3 = _texts(ingested["corpus"]["annual-report__p003"]).splitlines()
-    assert page3 == ["Left column first line", "Left column second line",
-                     "Right column first line", "Right column second line"]
+    assert page3 == [
+        "Left column first line",
+        "Left column second line",
+        "Right column first line",
+        "Right column second line",
+    ]
     # the file's own (stream) order is different: the ordering is ours, not PDFium's
     doc = pdfium.PdfDocument(ingested["inputs"]["pdfs"] / "annual-report.pdf")
     try:
@@ -251,8 +276,14 @@ def test_page_images_are_files_under_the_folder_within_the_pixel_budget(ingested
 
 def test_every_bad_input_is_a_named_reject_and_the_rest_goes_on(ingested):
     s, rejects = ingested["summary"], ingested["rejects"]
-    assert s["rejects"] == {"corrupt PDF": 1, "duplicate id": 1, "empty PDF": 1, "encrypted PDF": 1,
-                            "truncated PDF": 1, "undecodable image": 1}
+    assert s["rejects"] == {
+        "corrupt PDF": 1,
+        "duplicate id": 1,
+        "empty PDF": 1,
+        "encrypted PDF": 1,
+        "truncated PDF": 1,
+        "undecodable image": 1,
+    }
     by_reason = {r["reason"].split(":")[0]: r for r in rejects}
     assert "locked.pdf" in by_reason["encrypted PDF"]["reason"] and "password" in by_reason["encrypted PDF"]["reason"]
     assert "broken.pdf" in by_reason["corrupt PDF"]["reason"]
@@ -263,8 +294,7 @@ def test_every_bad_input_is_a_named_reject_and_the_rest_goes_on(ingested):
     assert dup["record_id"] == "annual-report__p001" and "records.jsonl" in dup["reason"]
     assert "annual-report.pdf" in dup["reason"]
     assert "6 record(s) rejected" in ingested["stderr"]
-    assert {"path": str(ingested["inputs"]["pdfs"] / "notes.md"), "why": "unsupported file type"} \
-        in s["skipped_files"]
+    assert {"path": str(ingested["inputs"]["pdfs"] / "notes.md"), "why": "unsupported file type"} in s["skipped_files"]
 
 
 def test_the_encrypted_fixture_is_really_encrypted():
@@ -375,8 +405,10 @@ def test_output_is_replaced_whole_and_foreign_folders_are_refused(tmp_path, inge
     res = _invoke("ingest", ingested["inputs"]["records"], "--out", out)  # a rerun replaces the folder
     assert res.exit_code == 0, res.output
     assert not (out / "images" / "stale.png").exists() and not (out / "rejects.jsonl").exists()
-    assert [json.loads(x)["id"] for x in (out / "corpus.jsonl").read_text().splitlines()] == \
-        ["note-1", "annual-report__p001"]
+    assert [json.loads(x)["id"] for x in (out / "corpus.jsonl").read_text().splitlines()] == [
+        "note-1",
+        "annual-report__p001",
+    ]
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "queries.jsonl").write_text("{}\n")
@@ -385,11 +417,14 @@ def test_output_is_replaced_whole_and_foreign_folders_are_refused(tmp_path, inge
     assert (mine / "queries.jsonl").is_file()
 
 
-@pytest.mark.parametrize("args, code", [
-    (["--out"], 2),  # no value
-    ([], 2),  # neither --out nor --as-shard
-    (["--as-shard", "a.b"], 2),  # not a partition key
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["--out"], 2),  # no value
+        ([], 2),  # neither --out nor --as-shard
+        (["--as-shard", "a.b"], 2),  # not a partition key
+    ],
+)
 def test_usage_errors_exit_2(tmp_path, ingested, args, code):
     res = _invoke("ingest", ingested["inputs"]["records"], *args)
     assert res.exit_code == code, res.output

@@ -54,10 +54,15 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("integrity")
     data = _triples(root / "t.jsonl")
-    cfg = TrainConfig(model="tiny", output_dir=str(root / "stage1"), save_steps=2, save_total_limit=None,
-                      data=[{"name": "t", "kind": "triples", "path": str(data)}],
-                      lora={"enabled": True, "rank": 8, "alpha": 64, "dropout": 0.1},
-                      **{**QUICK, "max_steps": 5, "epochs": 3})
+    cfg = TrainConfig(
+        model="tiny",
+        output_dir=str(root / "stage1"),
+        save_steps=2,
+        save_total_limit=None,
+        data=[{"name": "t", "kind": "triples", "path": str(data)}],
+        lora={"enabled": True, "rank": 8, "alpha": 64, "dropout": 0.1},
+        **{**QUICK, "max_steps": 5, "epochs": 3},
+    )
     return cfg, train(cfg)
 
 
@@ -98,9 +103,18 @@ def test_a_finished_stage_with_zeroed_weights_is_trained_again_never_skipped(tra
     shutil.copytree(cfg.output_dir, copy)
     spec = StageInputs(config=cfg.model_copy(update={"output_dir": str(copy)}), inputs={}, base_model="tiny")
     first = plan_stage("stage1", spec, run_exists=lambda rid: True)
-    StageState(stage="stage1", status="finished", fingerprint=first.fingerprint, mlflow_run_id="r",
-               registered_model="m", base_model="tiny", start_model="tiny", final_dir=str(copy / "final"),
-               is_adapter=True, model_version="1").save(copy)
+    StageState(
+        stage="stage1",
+        status="finished",
+        fingerprint=first.fingerprint,
+        mlflow_run_id="r",
+        registered_model="m",
+        base_model="tiny",
+        start_model="tiny",
+        final_dir=str(copy / "final"),
+        is_adapter=True,
+        model_version="1",
+    ).save(copy)
     assert plan_stage("stage1", spec, run_exists=lambda rid: True).action == "skip"
     _zero(copy / "final" / "adapter_model.safetensors")
     plan = plan_stage("stage1", spec, run_exists=lambda rid: True)
@@ -111,7 +125,6 @@ def test_a_finished_stage_with_zeroed_weights_is_trained_again_never_skipped(tra
 
 def test_the_registered_model_refuses_to_load_altered_weights(trained, tmp_path):
     import mlflow
-
     from nyx.serving.pyfunc import log_retriever_model
 
     _, result = trained

@@ -20,12 +20,15 @@ def _chunks_config(overrides: dict) -> dict:
     return {"ops": {"corpus_chunks": {"config": {"overrides": overrides}}}}
 
 
-@pytest.mark.parametrize("overrides, named", [
-    ({"chunking": {"max_tokns": 120}}, "max_tokns"),           # a setting that does not exist
-    ({"chunkin": {"max_tokens": 120}}, "chunkin"),              # a section that does not exist
-    ({"chunking": {"max_tokens": "many"}}, "max_tokens"),       # a value of the wrong type
-    ({"launch": {"kind": "torchrunn"}}, "torchrunn"),           # a choice outside the Literal
-])
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"chunking": {"max_tokns": 120}}, "max_tokns"),  # a setting that does not exist
+        ({"chunkin": {"max_tokens": 120}}, "chunkin"),  # a section that does not exist
+        ({"chunking": {"max_tokens": "many"}}, "max_tokens"),  # a value of the wrong type
+        ({"launch": {"kind": "torchrunn"}}, "torchrunn"),  # a choice outside the Literal
+    ],
+)
 def test_launchpad_refuses_a_bad_override_naming_it(nightly, overrides, named):
     with pytest.raises(dg.DagsterInvalidConfigError) as err:
         dg.validate_run_config(nightly, _chunks_config(overrides))
@@ -33,9 +36,12 @@ def test_launchpad_refuses_a_bad_override_naming_it(nightly, overrides, named):
 
 
 def test_valid_overrides_pass_the_launchpad_and_reach_the_profile(nightly):
-    overrides = {"chunking": {"max_tokens": 120}, "launch": {"kind": "torchrun"},
-                 "stage1": {"train": {"epochs": 2, "anything": [1, 2]}},  # free-form training settings stay free-form
-                 "promotion": {"gate_metrics": {"ndcg@10": 0.1}}}
+    overrides = {
+        "chunking": {"max_tokens": 120},
+        "launch": {"kind": "torchrun"},
+        "stage1": {"train": {"epochs": 2, "anything": [1, 2]}},  # free-form training settings stay free-form
+        "promotion": {"gate_metrics": {"ndcg@10": 0.1}},
+    }
     dg.validate_run_config(nightly, _chunks_config(overrides))
     config = ProfileConfig(overrides=overrides)
     assert given(config.overrides) == overrides
@@ -53,8 +59,9 @@ def test_a_typo_fails_the_run_before_raw_documents_runs(nightly, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shards", ["shard-00000"])
     with pytest.raises(dg.DagsterInvalidConfigError):
-        nightly.execute_in_process(run_config=_chunks_config({"chunking": {"max_tokns": 120}}), instance=instance,
-                                   partition_key="shard-00000")
+        nightly.execute_in_process(
+            run_config=_chunks_config({"chunking": {"max_tokns": 120}}), instance=instance, partition_key="shard-00000"
+        )
     assert instance.get_runs() == []  # no run was created, so no step (raw_documents included) ran
 
 
@@ -74,12 +81,18 @@ def probe(settings: NyxSettings, config: TrainingAssetConfig):
 def test_environment_overrides_reach_an_asset_run_as_a_job(monkeypatch):
     """NYX_PROFILE_OVERRIDES is read when the step builds its profile, also in a job run (where Dagster rebuilds
     the settings resource from its config: an environment default captured at construction was lost there)."""
-    monkeypatch.setenv("NYX_PROFILE_OVERRIDES", '{"stage1": {"train": {"max_steps": 6}}, "nyxqa": {"dev_per_group": 3}}')
+    monkeypatch.setenv(
+        "NYX_PROFILE_OVERRIDES", '{"stage1": {"train": {"max_steps": 6}}, "nyxqa": {"dev_per_group": 3}}'
+    )
 
-    d = dg.Definitions(assets=[probe], jobs=[dg.define_asset_job("probe_job", selection=[probe])],
-                       resources={"settings": NyxSettings(profile="sample")})
+    d = dg.Definitions(
+        assets=[probe],
+        jobs=[dg.define_asset_job("probe_job", selection=[probe])],
+        resources={"settings": NyxSettings(profile="sample")},
+    )
     result = d.resolve_job_def("probe_job").execute_in_process(
-        run_config={"ops": {"probe": {"config": {"overrides": {"nyxqa": {"dev_per_group": 5}}}}}})
+        run_config={"ops": {"probe": {"config": {"overrides": {"nyxqa": {"dev_per_group": 5}}}}}}
+    )
     assert result.output_for_node("probe") == (6, 5)  # environment, then the launchpad on top
 
 

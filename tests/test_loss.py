@@ -41,8 +41,7 @@ def test_info_nce_matches_hand_computed_2x2_example():
     tau = 0.1
     # row 0: q0.p0 = 0.6, q0.p1 = 0.8 (target 0); row 1: q1.p0 = 0.8, q1.p1 = 0.6 (target 1)
     expected = (_ce([6.0, 8.0], 0) + _ce([8.0, 6.0], 1)) / 2
-    assert_within("info_nce 2x2 vs hand-computed", info_nce(q, p, temperature=tau).item(), expected,
-                  _loss_tol(2, 8.0))
+    assert_within("info_nce 2x2 vs hand-computed", info_nce(q, p, temperature=tau).item(), expected, _loss_tol(2, 8.0))
     assert expected == pytest.approx(-math.log(math.exp(6) / (math.exp(6) + math.exp(8))), rel=1e-12)
 
 
@@ -67,8 +66,12 @@ def test_masked_false_negative_is_left_out_of_the_softmax_but_the_target_never_i
     # row 0 drops p2, row 2 drops p0; row 1 keeps all three
     expected = (_ce([6.0, 8.0], 0) + _ce([8.0, 6.0, 8.0], 1) + _ce([9.6, 10.0], 1)) / 3
     tol = _loss_tol(3, 10.0)
-    assert_within("info_nce masked false negatives vs hand-computed",
-                  info_nce(q, p, temperature=tau, false_negatives=mask).item(), expected, tol)
+    assert_within(
+        "info_nce masked false negatives vs hand-computed",
+        info_nce(q, p, temperature=tau, false_negatives=mask).item(),
+        expected,
+        tol,
+    )
     unmasked = info_nce(q, p, temperature=tau).item()
     assert unmasked > expected + 0.1  # the duplicate pushed query 0 away from its own answer
     out = MatryoshkaInfoNCE([2, 1], [1.0, 0.5], tau)(q, p, false_negatives=mask)
@@ -86,15 +89,23 @@ def test_matryoshka_total_is_weighted_sum_of_per_dim_losses_on_renormalised_pref
     assert set(out.per_dim) == {8, 4, 2}
     tol = _loss_tol(3 + 3 * 2, 1 / 0.05)  # 3 in-batch + 6 hard-negative logits of size <= 1/tau
     for d in (8, 4, 2):
-        ref = info_nce(F.normalize(q[:, :d], dim=-1), F.normalize(p[:, :d], dim=-1),
-                       F.normalize(n[..., :d], dim=-1), temperature=0.05)
+        ref = info_nce(
+            F.normalize(q[:, :d], dim=-1),
+            F.normalize(p[:, :d], dim=-1),
+            F.normalize(n[..., :d], dim=-1),
+            temperature=0.05,
+        )
         assert_within("matryoshka per-dim loss vs info_nce on the prefix", out.per_dim[d].item(), ref.item(), tol)
     expected = out.per_dim[8] + out.per_dim[4] + 0.2 * out.per_dim[2]
     assert_within("matryoshka total vs weighted sum", out.total.item(), expected.item(), tol)
     # the weight really enters: changing it changes the total by exactly the weighted difference
     out2 = matryoshka_info_nce(q, p, n, dims=[8, 4, 2], weights=[1.0, 1.0, 1.0], temperature=0.05)
-    assert_within("matryoshka weight change vs weighted difference", (out2.total - out.total).item(),
-                  0.8 * out.per_dim[2].item(), tol)
+    assert_within(
+        "matryoshka weight change vs weighted difference",
+        (out2.total - out.total).item(),
+        0.8 * out.per_dim[2].item(),
+        tol,
+    )
     metrics = out.as_metrics()
     assert set(metrics) == {"loss", "loss_dim_8", "loss_dim_4", "loss_dim_2"}
 
@@ -159,8 +170,9 @@ def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-def _assert_same_step(name: str, plain, cached, plain_model: nn.Module, cached_model: nn.Module,
-                      record: bool = True) -> None:
+def _assert_same_step(
+    name: str, plain, cached, plain_model: nn.Module, cached_model: nn.Module, record: bool = True
+) -> None:
     """Loss and every parameter gradient of the cached step equal the plain step's, within float64 rounding.
 
     A parameter gradient sums one contribution per encoded row (6 queries + 18 documents = 24 rows), each through
@@ -168,17 +180,26 @@ def _assert_same_step(name: str, plain, cached, plain_model: nn.Module, cached_m
     24 * 8 terms of the gradient's size.
     """
     n_rows, n_logits, max_logit = 24, 8, 20.0
-    assert_within(f"{name}: loss", cached.loss.total.item(), plain.loss.total.item(),
-                  rounding_tol(EPS64, n_logits, max_logit), record)
+    assert_within(
+        f"{name}: loss",
+        cached.loss.total.item(),
+        plain.loss.total.item(),
+        rounding_tol(EPS64, n_logits, max_logit),
+        record,
+    )
     for d, value in plain.loss.per_dim.items():
-        assert_within(f"{name}: loss dim {d}", cached.loss.per_dim[d].item(), value.item(),
-                      rounding_tol(EPS64, n_logits, max_logit), record)
+        assert_within(
+            f"{name}: loss dim {d}",
+            cached.loss.per_dim[d].item(),
+            value.item(),
+            rounding_tol(EPS64, n_logits, max_logit),
+            record,
+        )
     gp, gc = _grads(plain_model), _grads(cached_model)
     assert gp.keys() == gc.keys()
     for param in gp:
         scale = max(float(gp[param].abs().max()), EPS64)
-        assert_within(f"{name}: grad", gc[param], gp[param], rounding_tol(EPS64, n_rows * n_logits, scale),
-                      record)
+        assert_within(f"{name}: grad", gc[param], gp[param], rounding_tol(EPS64, n_rows * n_logits, scale), record)
     assert all(g.abs().sum() > 0 for g in gc.values())  # every parameter really got a gradient
 
 
@@ -218,8 +239,7 @@ class _SkipsOneChunk(Backprop):
 def test_gradcache_equivalence_check_fails_when_the_replay_is_broken(monkeypatch):
     """The two tests above can fail: one query of 24 rows left out of the replay, or dropout masks not replayed."""
     with pytest.raises(AssertionError, match="grad"):
-        _assert_same_step("broken: one chunk skipped", *_plain_and_cached(1, backprop=_SkipsOneChunk()),
-                          record=False)
+        _assert_same_step("broken: one chunk skipped", *_plain_and_cached(1, backprop=_SkipsOneChunk()), record=False)
     monkeypatch.setattr(RandContext, "replay", lambda self: contextlib.nullcontext())
     with pytest.raises(AssertionError, match="grad"):
         _assert_same_step("broken: no rng replay", *_plain_and_cached(100, dropout=0.5), record=False)
@@ -259,8 +279,9 @@ def _dist_case(sizes: list[int]):
     """The full batch of one case: normalised queries, positives and 2 negatives per query."""
     g = torch.Generator().manual_seed(7)
     n = sum(sizes)
-    return tuple(F.normalize(torch.randn(*shape, generator=g, dtype=F64), dim=-1)
-                 for shape in ((n, 8), (n, 8), (n, 2, 8)))
+    return tuple(
+        F.normalize(torch.randn(*shape, generator=g, dtype=F64), dim=-1) for shape in ((n, 8), (n, 8), (n, 2, 8))
+    )
 
 
 _CASES = {"even": [3, 3], "uneven": [3, 2]}
@@ -277,8 +298,10 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             q, p, neg = (t[lo:hi].clone().requires_grad_(True) for t in _dist_case(sizes))
             out = matryoshka_info_nce(q, p, neg, dims=[8, 4], weights=[1.0, 0.5], temperature=0.05)
             out.total.backward()
-            torch.save({"loss": out.total.detach(), "gq": q.grad, "gp": p.grad, "gn": neg.grad},
-                       os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+            torch.save(
+                {"loss": out.total.detach(), "gq": q.grad, "gp": p.grad, "gn": neg.grad},
+                os.path.join(out_dir, f"{name}-rank{rank}.pt"),
+            )
     finally:
         dist.destroy_process_group()
 
@@ -302,6 +325,5 @@ def test_two_process_gather_gives_the_one_process_loss_and_local_gradients(tmp_p
             assert_within(f"two-process gather {name}: loss", got["loss"].item(), ref.total.item(), tol)
             sl = slice(lo, lo + size)
             for key, full in (("gq", q.grad), ("gp", p.grad), ("gn", neg.grad)):
-                assert_within(f"two-process gather {name}: {key}", got[key], full[sl],
-                              tol * float(full.abs().max()))
+                assert_within(f"two-process gather {name}: {key}", got[key], full[sl], tol * float(full.abs().max()))
             lo += size

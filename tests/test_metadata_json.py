@@ -24,8 +24,10 @@ MAX_INLINE = 300_000
 def metadata_json(value):
     """A metadata value as the plain data the UI parses (tables: their records and column types)."""
     if isinstance(value, dg.TableMetadataValue):
-        return {"records": [dict(r.data) for r in value.records],
-                "schema": [[c.name, c.type] for c in value.schema.columns]}
+        return {
+            "records": [dict(r.data) for r in value.records],
+            "schema": [[c.name, c.type] for c in value.schema.columns],
+        }
     if isinstance(value, dg.TableSchemaMetadataValue):
         return [[c.name, c.type] for c in value.schema.columns]
     if isinstance(value, dg.MetadataValue):
@@ -70,33 +72,60 @@ def md_text(value) -> str:
 def test_readable_makes_json_and_rounds_to_four_significant_digits():
     from assets.common import readable
 
-    nested = {"a": math.nan, "b": [math.inf, -math.inf, 0.123456789], "c": {"d": np.float32(2.0 / 3.0)},
-              "e": np.array([1.0, np.nan]), "f": pd.NA, "g": (7, True, "x", None), 3: 12345.678}
+    nested = {
+        "a": math.nan,
+        "b": [math.inf, -math.inf, 0.123456789],
+        "c": {"d": np.float32(2.0 / 3.0)},
+        "e": np.array([1.0, np.nan]),
+        "f": pd.NA,
+        "g": (7, True, "x", None),
+        3: 12345.678,
+    }
     out = readable(nested)
     json.dumps(out, allow_nan=False)
-    assert out == {"a": None, "b": [None, None, 0.1235], "c": {"d": 0.6667}, "e": [1.0, None], "f": None,
-                   "g": [7, True, "x", None], "3": 12350.0}
+    assert out == {
+        "a": None,
+        "b": [None, None, 0.1235],
+        "c": {"d": 0.6667},
+        "e": [1.0, None],
+        "f": None,
+        "g": [7, True, "x", None],
+        "3": 12350.0,
+    }
     assert readable(math.nan, missing="n/a") == "n/a"
 
 
 def test_readable_metadata_cleans_floats_json_and_tables():
     from assets.common import readable_metadata, table_metadata
 
-    meta = readable_metadata({
-        "nan": math.nan, "inf": dg.MetadataValue.float(math.inf), "loss": 0.693147180559945, "np": np.float64(1 / 3),
-        "steps": 40, "json": dg.MetadataValue.json({"x": [math.nan, 0.5555555]}), "raw": {"y": math.inf},
-        "table": dg.MetadataValue.table(records=[dg.TableRecord({"v": 0.11111111})]),
-        "rows": table_metadata([{"name": "bm25", "dim": math.nan, "ndcg": 0.3333333}, {"name": "s1", "dim": 128,
-                                                                                        "ndcg": np.float32(0.5)}]),
-        "md": dg.MetadataValue.md("| a |"),
-    })
+    meta = readable_metadata(
+        {
+            "nan": math.nan,
+            "inf": dg.MetadataValue.float(math.inf),
+            "loss": 0.693147180559945,
+            "np": np.float64(1 / 3),
+            "steps": 40,
+            "json": dg.MetadataValue.json({"x": [math.nan, 0.5555555]}),
+            "raw": {"y": math.inf},
+            "table": dg.MetadataValue.table(records=[dg.TableRecord({"v": 0.11111111})]),
+            "rows": table_metadata(
+                [
+                    {"name": "bm25", "dim": math.nan, "ndcg": 0.3333333},
+                    {"name": "s1", "dim": 128, "ndcg": np.float32(0.5)},
+                ]
+            ),
+            "md": dg.MetadataValue.md("| a |"),
+        }
+    )
     assert_json_metadata("readable_metadata", meta)
     assert meta["nan"] == "n/a" and meta["inf"] == "n/a" and meta["loss"] == 0.6931 and meta["np"] == 0.3333
     assert meta["steps"] == 40 and meta["json"].data == {"x": [None, 0.5556]} and meta["raw"].data == {"y": None}
     assert meta["table"].records[0].data == {"v": 0.1111}
     rows = meta["rows"]
-    assert [r.data for r in rows.records] == [{"name": "bm25", "dim": None, "ndcg": 0.3333},
-                                              {"name": "s1", "dim": 128, "ndcg": 0.5}]
+    assert [r.data for r in rows.records] == [
+        {"name": "bm25", "dim": None, "ndcg": 0.3333},
+        {"name": "s1", "dim": 128, "ndcg": 0.5},
+    ]
     assert [(c.name, c.type) for c in rows.schema.columns] == [("name", "string"), ("dim", "int"), ("ndcg", "float")]
 
 
@@ -154,7 +183,6 @@ def test_eval_report_metadata_is_json_with_plots_that_render(tmp_path):
 @pytest.fixture
 def mlflow_resource(tmp_path, monkeypatch):
     import mlflow
-
     from orchestration.resources import MlflowResource
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -176,12 +204,27 @@ def test_training_metadata_has_a_loss_curve_the_launcher_and_zero_stage(mlflow_r
         client.log_metric(run_id, "loss", math.nan if step == 5 else 3.0 / step, step=step)
         client.log_metric(run_id, "epoch", step / 12, step=step)
     state = StageState(
-        stage="stage1", status="finished", fingerprint="f", mlflow_run_id=run_id, registered_model="nyx-retriever",
-        base_model="tiny", start_model="tiny", final_dir="/tmp/final", model_version="3",
-        summary={"global_step": 12, "world_size": 2, "global_batch_size": 16, "first_loss": 3.0,
-                 "last_loss": 0.24999999999, "distributed_type": "DEEPSPEED", "zero_stage": 2},
+        stage="stage1",
+        status="finished",
+        fingerprint="f",
+        mlflow_run_id=run_id,
+        registered_model="nyx-retriever",
+        base_model="tiny",
+        start_model="tiny",
+        final_dir="/tmp/final",
+        model_version="3",
+        summary={
+            "global_step": 12,
+            "world_size": 2,
+            "global_batch_size": 16,
+            "first_loss": 3.0,
+            "last_loss": 0.24999999999,
+            "distributed_type": "DEEPSPEED",
+            "zero_stage": 2,
+        },
         dev=[{"dim": 128, "ndcg@10": 0.123456789, "recall@10": math.nan, "n_queries": 9}],
-        dev_start=[{"dim": 128, "ndcg@10": 0.1, "recall@10": 0.2}])
+        dev_start=[{"dim": 128, "ndcg@10": 0.1, "recall@10": 0.2}],
+    )
 
     meta = _metadata(state, mlflow_resource, skipped=False, launcher="torchrun")
     assert_json_metadata("stage1_checkpoint", meta)
@@ -191,8 +234,9 @@ def test_training_metadata_has_a_loss_curve_the_launcher_and_zero_stage(mlflow_r
     [(data, _)] = inline_pngs(md_text(meta["loss_curve"]))
     assert len(data) < MAX_INLINE
     # not retrained: the launcher is the one the finished run recorded
-    again = _metadata(state.model_copy(update={"summary": {**state.summary, "zero_stage": None}}), mlflow_resource,
-                      skipped=True)
+    again = _metadata(
+        state.model_copy(update={"summary": {**state.summary, "zero_stage": None}}), mlflow_resource, skipped=True
+    )
     assert again["launcher"] == "torchrun" and again["zero_stage"] == "none" and not again["retrained"]
     assert inline_pngs(md_text(again["loss_curve"]))
 
@@ -204,7 +248,7 @@ def test_training_metadata_has_a_loss_curve_the_launcher_and_zero_stage(mlflow_r
 def definitions():
     from orchestration.definitions import defs as lazy
 
-    return lazy() if callable(lazy) else lazy
+    return lazy()
 
 
 def test_asset_descriptions_are_markdown_without_rst_double_backticks(definitions):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 
@@ -60,12 +60,28 @@ def _query(qid="q1", positive="pos#c0"):
 
 
 def test_skips_the_top_ranks_and_never_returns_the_positive(corpus):
-    ranking = [f"d{i}#c0" for i in range(10)] + ["d10#c0", "pos#c0", "d11#c0", "d12#c0", "d13#c0", "d14#c0",
-                                                 "d15#c0", "d16#c0", "d17#c0", "d18#c0"]
+    ranking = [f"d{i}#c0" for i in range(10)] + [
+        "d10#c0",
+        "pos#c0",
+        "d11#c0",
+        "d12#c0",
+        "d13#c0",
+        "d14#c0",
+        "d15#c0",
+        "d16#c0",
+        "d17#c0",
+        "d18#c0",
+    ]
     retriever = ScriptedRetriever({"q1": ranking})
     records, stats = mine_hard_negatives([_query()], corpus, retriever, k=20, skip=10, n=5)
-    assert records == [{"query_id": "q1", "positive_id": "pos#c0",
-                        "negative_ids": ["d10#c0", "d11#c0", "d12#c0", "d13#c0", "d14#c0"], "miner": "scripted"}]
+    assert records == [
+        {
+            "query_id": "q1",
+            "positive_id": "pos#c0",
+            "negative_ids": ["d10#c0", "d11#c0", "d12#c0", "d13#c0", "d14#c0"],
+            "miner": "scripted",
+        }
+    ]
     assert retriever.indexed == [c.id for c in corpus] and retriever.asked_k == [20]
     assert stats["dropped_positive"] == 1 and stats["queries_full"] == 1 and stats["negatives"] == 5
 
@@ -82,8 +98,16 @@ def test_near_duplicates_of_the_positive_are_dropped(corpus):
     assert is_near_duplicate(by_id["copy#c0"], by_id["pos#c0"], 0.8)  # same normalised text, other document
     assert is_near_duplicate(by_id["pos#c1"], by_id["pos#c0"], 0.8)  # same document, high overlap
     assert not is_near_duplicate(by_id["pos#c2"], by_id["pos#c0"], 0.8)  # same document, other content
-    ranking = [f"d{i}#c0" for i in range(10)] + ["copy#c0", "pos#c1", "pos#c2", "d20#c0", "d21#c0", "d22#c0",
-                                                 "d23#c0", "d24#c0"]
+    ranking = [f"d{i}#c0" for i in range(10)] + [
+        "copy#c0",
+        "pos#c1",
+        "pos#c2",
+        "d20#c0",
+        "d21#c0",
+        "d22#c0",
+        "d23#c0",
+        "d24#c0",
+    ]
     records, stats = mine_hard_negatives([_query()], corpus, ScriptedRetriever({"q1": ranking}))
     assert records[0]["negative_ids"] == ["pos#c2", "d20#c0", "d21#c0", "d22#c0", "d23#c0"]
     assert stats["dropped_near_duplicate"] == 2
@@ -91,8 +115,9 @@ def test_near_duplicates_of_the_positive_are_dropped(corpus):
 
 def test_short_rankings_give_fewer_negatives_and_settings_are_validated(corpus):
     ranking = [f"d{i}#c0" for i in range(13)]
-    records, stats = mine_hard_negatives([_query(), _query("q2", "missing")], corpus,
-                                         ScriptedRetriever({"q1": ranking, "q2": ranking}), index=False)
+    records, stats = mine_hard_negatives(
+        [_query(), _query("q2", "missing")], corpus, ScriptedRetriever({"q1": ranking, "q2": ranking}), index=False
+    )
     assert records[0]["negative_ids"] == ["d10#c0", "d11#c0", "d12#c0"]
     assert stats["queries_short"] == 1 and stats["skipped_unknown_positive"] == 1 and len(records) == 1
     with pytest.raises(ValueError, match="skip < k"):

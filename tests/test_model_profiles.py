@@ -40,8 +40,14 @@ def test_tiny_build_is_deterministic_same_weights_and_tokenizer(tiny_dir, tmp_pa
 
 def test_tiny_model_layout_and_size(tiny_dir):
     names = {p.name for p in tiny_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json",
-            P.STAMP_FILENAME, P.PROFILE_FILENAME} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        P.STAMP_FILENAME,
+        P.PROFILE_FILENAME,
+    } <= names
     size = sum(p.stat().st_size for p in tiny_dir.iterdir())
     assert size < 10 * 2**20  # "a few MB"
     assert not [p for p in tiny_dir.parent.iterdir() if p.name.endswith(".tmp")]  # no temp folder left
@@ -131,16 +137,28 @@ def test_processor_loads_from_hub_layout_with_pil_image_processor(tiny_dir, tmp_
     hub = tmp_path / "hub"
     hub.mkdir()
     load_processor(tiny_dir).tokenizer.save_pretrained(hub)
-    (hub / "preprocessor_config.json").write_text(json.dumps({
-        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}))
+    (hub / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "min_pixels": 3136,
+                "max_pixels": 12845056,
+                "patch_size": 14,
+                "temporal_patch_size": 2,
+                "merge_size": 2,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2_5_VLProcessor",
+            }
+        )
+    )
     (hub / "chat_template.json").write_text(json.dumps({"chat_template": P.QWEN_CHAT_TEMPLATE}))
     proc = load_processor(hub, min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28)
     assert type(proc.image_processor).__name__ == "Qwen2VLImageProcessorPil"
     assert proc.chat_template == P.QWEN_CHAT_TEMPLATE
-    out = proc(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[picture.resize((600, 600))],
-               return_tensors="pt")
+    out = proc(
+        text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[picture.resize((600, 600))], return_tensors="pt"
+    )
     assert int(out["image_grid_thw"].prod()) // 4 <= 16  # the pixel budget given to load_processor holds
     assert proc.num_image_tokens(600, 600) == int(out["image_grid_thw"].prod()) // 4
 

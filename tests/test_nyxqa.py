@@ -12,15 +12,43 @@ from nyx.data.beir import load_beir
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RejectLog
 from nyx.synth.generators import ClozeGenerator
+from nyx.synth.generators.base import QAPair
 from nyx.synth.nyxqa import NyxQAConfig, build_nyxqa, export_beir, filter_reason
 from nyx.synth.qa import qa_record, stratified_sample, synthesize_qa
-from nyx.synth.generators.base import QAPair
 from nyx.synth.text import normalize_answer
 
-TOWNS = ["Varholm", "Ostmere", "Belford", "Corwick", "Dunby", "Elmstead", "Fenbridge", "Galhaven", "Haldale",
-         "Ivrthorpe", "Jorburgh", "Kelfield", "Lunmoor", "Marport", "Norton", "Pelcombe", "Quenley", "Roswell",
-         "Selholm", "Tormere", "Ulford", "Venwick", "Wesby", "Yarstead", "Zelbridge", "Ashhaven", "Bramdale",
-         "Calthorpe", "Dorburgh", "Eskfield"]
+TOWNS = [
+    "Varholm",
+    "Ostmere",
+    "Belford",
+    "Corwick",
+    "Dunby",
+    "Elmstead",
+    "Fenbridge",
+    "Galhaven",
+    "Haldale",
+    "Ivrthorpe",
+    "Jorburgh",
+    "Kelfield",
+    "Lunmoor",
+    "Marport",
+    "Norton",
+    "Pelcombe",
+    "Quenley",
+    "Roswell",
+    "Selholm",
+    "Tormere",
+    "Ulford",
+    "Venwick",
+    "Wesby",
+    "Yarstead",
+    "Zelbridge",
+    "Ashhaven",
+    "Bramdale",
+    "Calthorpe",
+    "Dorburgh",
+    "Eskfield",
+]
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange"]
 
 
@@ -30,9 +58,11 @@ def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("imgs")
     chunks = []
     for i, town in enumerate(TOWNS):
-        text = (f"The town of {town} had {1200 + 37 * i} residents in {1950 + i}. Its harbour hosts {5 + i} "
-                f"fishing boats painted {COLOURS[i % 6]} every spring. The mayor Anna {town}son opened "
-                f"a new museum near the station.")
+        text = (
+            f"The town of {town} had {1200 + 37 * i} residents in {1950 + i}. Its harbour hosts {5 + i} "
+            f"fishing boats painted {COLOURS[i % 6]} every spring. The mayor Anna {town}son opened "
+            f"a new museum near the station."
+        )
         n_img = 0 if i < 12 else (1 if i < 22 else 2)
         imgs = []
         for k in range(n_img):
@@ -99,9 +129,11 @@ def test_rule_filters_catch_context_references_and_unresolved_images(corpus):
 
 def test_build_nyxqa_filters_dedupes_and_reports_reasons(qa, corpus):
     records, _ = qa
-    bad = [_fake_qa(corpus[0], 90, "What does the author say about the town?"),
-           _fake_qa(corpus[12], 91, "What is in the picture?", refs=[4]),
-           Record(records[0].id + "dup", list(records[0].content), dict(records[0].extra))]
+    bad = [
+        _fake_qa(corpus[0], 90, "What does the author say about the town?"),
+        _fake_qa(corpus[12], 91, "What is in the picture?", refs=[4]),
+        Record(records[0].id + "dup", list(records[0].content), dict(records[0].extra)),
+    ]
     cfg = NyxQAConfig(dev_per_group=3, test_per_group=3)
     _, base = build_nyxqa(records, corpus, ClozeGenerator(seed=0), cfg)
     # The templated corpus repeats sentences across towns with other answers: such questions have no unique
@@ -178,16 +210,17 @@ def test_small_groups_keep_a_train_set(qa, corpus):
         assert stats["splits"]["train"][group] >= total // 2 > 0
 
 
-
 # -- a total QA budget over shards (nyx.synth.qa.plan_sample) ----------------------------------------------------
+
 
 def _shard(name: str, n: int, seed: int) -> list[tuple[str, str]]:
     """``n`` chunk ``(id, group)`` pairs of one shard: about 63% text, 30% one image, 7% more (the paper's mix)."""
     import random
 
     rng = random.Random(seed)
-    return [(f"{name}/doc{i // 3}#c{i % 3}", rng.choices(["text", "image1", "image2+"], [63, 30, 7])[0])
-            for i in range(n)]
+    return [
+        (f"{name}/doc{i // 3}#c{i % 3}", rng.choices(["text", "image1", "image2+"], [63, 30, 7])[0]) for i in range(n)
+    ]
 
 
 SHARDS = {"s0": _shard("s0", 900, 0), "s1": _shard("s1", 2500, 1), "s2": _shard("s2", 600, 2)}
@@ -254,7 +287,7 @@ def test_adding_a_shard_only_moves_each_groups_cutoff_along_a_fixed_order():
         order = sorted((c for c, gg in old if gg == g), key=lambda c: sample_key(c, 0))
         b = [c for c in order if c in sel_before]
         a = [c for c in order if c in sel_after]
-        assert b == order[:len(b)] and a == order[:len(a)], g  # prefixes of the same order
+        assert b == order[: len(b)] and a == order[: len(a)], g  # prefixes of the same order
         changed = set(a) ^ set(b)
         assert len(changed) == abs(len(a) - len(b))
         assert all(groups[c] == g for c in changed)

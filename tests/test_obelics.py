@@ -37,14 +37,19 @@ def test_parquet_with_paths_bytes_urls_and_data_urls(shard_dir, tmp_path):
     url_c = "https://example.org/mapped.jpg"
     (downloads / url_to_filename(url_a)).write_bytes(png_bytes("green"))
     (downloads / (url_to_filename(url_b) + ".png")).write_bytes(png_bytes("yellow"))  # ext added by downloader
-    (downloads / "mapped" ).mkdir()
+    (downloads / "mapped").mkdir()
     (downloads / "mapped" / "c.png").write_bytes(png_bytes("purple"))
     url_map = tmp_path / "url_map.json"
     url_map.write_text(json.dumps({url_c: "mapped/c.png"}))
     data_url = "data:image/png;base64," + base64.b64encode(png_bytes("white")).decode()
     rows = [
-        {"id": "p1", "url": "https://site.example/1", "texts": ["Intro", None, "Outro"],
-         "images": [None, "images/red.png", None], "metadata": {"lang": "en"}},
+        {
+            "id": "p1",
+            "url": "https://site.example/1",
+            "texts": ["Intro", None, "Outro"],
+            "images": [None, "images/red.png", None],
+            "metadata": {"lang": "en"},
+        },
         {"texts": [None, "Caption"], "images": [png_bytes("black"), None]},  # raw bytes, no id
         {"id": "u1", "texts": [None, None, None, "end"], "images": [url_a, url_b, url_c, None]},
         {"id": "d1", "texts": [None, "x"], "images": [data_url, None]},
@@ -68,8 +73,13 @@ def test_parquet_with_paths_bytes_urls_and_data_urls(shard_dir, tmp_path):
 def test_bytes_cache_writes_content_addressed_files(shard_dir, tmp_path):
     shard = shard_dir / "s.parquet"
     img = png_bytes("red")
-    write_obelics_parquet([{"id": "a", "texts": [None], "images": [img]},
-                           {"id": "b", "texts": [None], "images": [{"bytes": img, "path": "x.png"}]}], shard)
+    write_obelics_parquet(
+        [
+            {"id": "a", "texts": [None], "images": [img]},
+            {"id": "b", "texts": [None], "images": [{"bytes": img, "path": "x.png"}]},
+        ],
+        shard,
+    )
     recs = read_obelics(shard, RejectLog(), bytes_cache=tmp_path / "cache")
     assert recs[0].images == recs[1].images
     cached = list((tmp_path / "cache").iterdir())
@@ -86,11 +96,14 @@ def test_ids_are_stable_across_reads(shard_dir):
 
 def test_undecodable_image_drops_document_only_when_verifying(shard_dir):
     shard = shard_dir / "v.parquet"
-    write_obelics_parquet([
-        {"id": "ok", "texts": ["a", None], "images": [None, "images/red.png"]},
-        {"id": "bad", "texts": ["b", None], "images": [None, "images/broken.png"]},
-        {"id": "gone", "texts": ["c", None], "images": [None, "images/nope.png"]},
-    ], shard)
+    write_obelics_parquet(
+        [
+            {"id": "ok", "texts": ["a", None], "images": [None, "images/red.png"]},
+            {"id": "bad", "texts": ["b", None], "images": [None, "images/broken.png"]},
+            {"id": "gone", "texts": ["c", None], "images": [None, "images/nope.png"]},
+        ],
+        shard,
+    )
     lenient = RejectLog()
     assert [r.id for r in iter_obelics(shard, lenient)] == ["ok", "bad"]  # missing files are always rejected
     assert lenient.reasons() == {"image not found": 1}
@@ -102,8 +115,13 @@ def test_undecodable_image_drops_document_only_when_verifying(shard_dir):
 
 def test_url_without_download_is_rejected_with_reason(shard_dir):
     shard = shard_dir / "u.parquet"
-    write_obelics_parquet([{"id": "u", "texts": [None], "images": ["https://example.org/missing.jpg"]},
-                           {"id": "t", "texts": ["text only"], "images": [None]}], shard)
+    write_obelics_parquet(
+        [
+            {"id": "u", "texts": [None], "images": ["https://example.org/missing.jpg"]},
+            {"id": "t", "texts": ["text only"], "images": [None]},
+        ],
+        shard,
+    )
     rejects = RejectLog()
     assert [r.id for r in iter_obelics(shard, rejects, image_root=shard_dir / "images")] == ["t"]
     assert rejects.items[0]["reason"].startswith("image not downloaded: https://example.org/missing.jpg")
@@ -116,15 +134,15 @@ def test_jsonl_bad_lines_are_rejected_and_the_rest_come_through(shard_dir):
     b64 = base64.b64encode(png_bytes("red")).decode()
     lines = [
         json.dumps(good).encode(),
-        b'{"id": "broken", "texts": [',                                       # malformed JSON
-        b'{"id": "latin1", "texts": ["caf\xe9"], "images": [null]}',            # not UTF-8
+        b'{"id": "broken", "texts": [',  # malformed JSON
+        b'{"id": "latin1", "texts": ["caf\xe9"], "images": [null]}',  # not UTF-8
         json.dumps({"id": "empty", "texts": ["  ", None], "images": [None, None]}).encode(),  # position 1 neither
         json.dumps({"id": "blank", "texts": ["   "], "images": [None]}).encode(),  # empty record
         json.dumps({"id": "both", "texts": ["x"], "images": ["images/red.png"]}).encode(),
         json.dumps({"id": "mismatch", "texts": ["x", "y"], "images": [None]}).encode(),
         json.dumps(["not", "an", "object"]).encode(),
         json.dumps({"id": "g2", "texts": [None, "bytes as base64"], "images": [{"bytes": b64}, None]}).encode(),
-        json.dumps(good | {"id": "g1"}).encode(),                              # duplicate id
+        json.dumps(good | {"id": "g1"}).encode(),  # duplicate id
     ]
     shard = shard_dir / "docs.jsonl"
     shard.write_bytes(b"\n".join(lines) + b"\n\n")
@@ -143,16 +161,23 @@ def test_jsonl_bad_lines_are_rejected_and_the_rest_come_through(shard_dir):
 
 
 def test_list_shards_sorted_and_skips_hidden_and_other_files(tmp_path):
-    for name in ["shard-00001.parquet", "shard-00000.parquet", "extra.jsonl", ".shard-00002.parquet.tmp",
-                 ".hidden.parquet", "notes.txt"]:
+    for name in [
+        "shard-00001.parquet",
+        "shard-00000.parquet",
+        "extra.jsonl",
+        ".shard-00002.parquet.tmp",
+        ".hidden.parquet",
+        "notes.txt",
+    ]:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_shards(tmp_path)] == ["extra.jsonl", "shard-00000.parquet", "shard-00001.parquet"]
 
 
 def test_folder_reads_every_shard_in_order(tmp_path):
     for s in range(2):
-        write_obelics_parquet([{"texts": [f"s{s} d{i}"], "images": [None]} for i in range(3)],
-                              tmp_path / f"shard-{s:05d}.parquet")
+        write_obelics_parquet(
+            [{"texts": [f"s{s} d{i}"], "images": [None]} for i in range(3)], tmp_path / f"shard-{s:05d}.parquet"
+        )
     ids = [r.id for r in iter_obelics(tmp_path, RejectLog())]
     assert ids == [f"shard-{s:05d}-{i}" for s in range(2) for i in range(3)]
 
@@ -174,8 +199,9 @@ def _truncate(path, keep=0.5):
 
 
 def _write_text_shard(path, n=4):
-    write_obelics_parquet([{"id": f"{path.stem}-d{i}", "texts": [f"doc {i}"], "images": [None]} for i in range(n)],
-                          path)
+    write_obelics_parquet(
+        [{"id": f"{path.stem}-d{i}", "texts": [f"doc {i}"], "images": [None]} for i in range(n)], path
+    )
 
 
 def test_truncated_parquet_is_a_shard_error_naming_the_file_with_the_readers_message(tmp_path):
@@ -198,7 +224,7 @@ def test_corrupt_parquet_page_with_intact_footer_is_a_shard_error(tmp_path):
     shard = tmp_path / "mid.parquet"
     _write_text_shard(shard, n=50)
     data = bytearray(shard.read_bytes())
-    data[8:len(data) // 2] = bytes(len(data) // 2 - 8)  # zero the column pages, keep magic + footer
+    data[8 : len(data) // 2] = bytes(len(data) // 2 - 8)  # zero the column pages, keep magic + footer
     shard.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"^shard mid\.parquet: unreadable Parquet file"):
         list(iter_obelics(shard, RejectLog()))

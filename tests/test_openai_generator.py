@@ -26,11 +26,16 @@ from nyx.synth.qa import synthesize_qa
 KEY_ENV = "NYX_TEST_LLM_KEY"
 SECRET = "sk-test-5up3r-s3cr3t-k3y-0123456789"
 
-QA_REPLY = {"qa": [
-    {"question": "In which year was the Golden Gate Bridge painted orange?", "answer": "It was painted in 1937",
-     "images": []},
-    {"question": "What does the passage say about steel?", "answer": "83,000 tons", "images": []},
-]}
+QA_REPLY = {
+    "qa": [
+        {
+            "question": "In which year was the Golden Gate Bridge painted orange?",
+            "answer": "It was painted in 1937",
+            "images": [],
+        },
+        {"question": "What does the passage say about steel?", "answer": "83,000 tons", "images": []},
+    ]
+}
 REFINE_REPLY = {"qa": [{"id": 0, "question": "ignored", "answer": "1937", "images": []}]}
 
 
@@ -53,8 +58,7 @@ class FakeLLM:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                          "body": body})
+                    fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                     action = fake.actions.pop(0) if fake.actions else "ok"
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
@@ -109,10 +113,14 @@ class FakeLLM:
 
     @staticmethod
     def _completion(body: dict, content: str) -> dict:
-        return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        return {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
@@ -141,19 +149,30 @@ def api_key(monkeypatch):
 
 
 def _gen(llm, cache_dir=None, **overrides):
-    settings = {"base_url": llm.url, "model": "test-vlm", "api_key_env": KEY_ENV, "timeout_s": 0.5,
-                "max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "concurrency": 1,
-                "cache_dir": str(cache_dir) if cache_dir else None, **overrides}
+    settings = {
+        "base_url": llm.url,
+        "model": "test-vlm",
+        "api_key_env": KEY_ENV,
+        "timeout_s": 0.5,
+        "max_retries": 3,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "concurrency": 1,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        **overrides,
+    }
     return make_generator({"kind": "openai", "openai": settings})
 
 
-CHUNK = Record.from_text("docA#c0", "The Golden Gate Bridge was painted orange in 1937. Its towers used 83,000 tons "
-                                    "of steel.")
+CHUNK = Record.from_text(
+    "docA#c0", "The Golden Gate Bridge was painted orange in 1937. Its towers used 83,000 tons of steel."
+)
 
 
 def _check_result(pairs):
     assert [(p.question, p.answer) for p in pairs] == [
-        ("In which year was the Golden Gate Bridge painted orange?", "1937")]
+        ("In which year was the Golden Gate Bridge painted orange?", "1937")
+    ]
 
 
 def test_full_qa_pass_sends_first_pass_then_refine_with_the_bearer_key(llm):
@@ -236,8 +255,9 @@ def test_images_are_sent_as_base64_data_urls(llm, tmp_path):
 
 def test_concurrency_is_bounded(llm):
     llm.delay = 0.15
-    chunks = [Record.from_text(f"d{i}#c0", f"Sentence number {i} mentions the year {1900 + i} clearly.")
-              for i in range(6)]
+    chunks = [
+        Record.from_text(f"d{i}#c0", f"Sentence number {i} mentions the year {1900 + i} clearly.") for i in range(6)
+    ]
     records, stats = synthesize_qa(chunks, _gen(llm, concurrency=2, timeout_s=5), seed=0)
     assert llm.max_in_flight == 2
     assert len(records) == 6 and stats["generator_stats"]["calls"] == 12
@@ -276,8 +296,9 @@ def test_resumed_run_pays_for_no_call_twice_and_the_key_is_never_stored_or_logge
 
 
 def test_a_backend_that_keeps_failing_stops_the_batch_early(llm):
-    chunks = [Record.from_text(f"d{i}#c0", f"Sentence number {i} mentions the year {1900 + i} clearly.")
-              for i in range(20)]
+    chunks = [
+        Record.from_text(f"d{i}#c0", f"Sentence number {i} mentions the year {1900 + i} clearly.") for i in range(20)
+    ]
     llm.actions = ["500"] * 100
     gen = _gen(llm, max_retries=0, max_consecutive_failures=3, concurrency=2)
     with pytest.raises(GeneratorUnavailable, match=r"[34] calls in a row|keeps failing"):

@@ -38,12 +38,13 @@ def sample_raw(tmp_path_factory) -> Path:
 def _load_defs() -> dg.Definitions:
     from orchestration.definitions import defs
 
-    return defs() if callable(defs) else defs
+    return defs()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # 1. sensor and schedule
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _evaluate_sensor(instance: dg.DagsterInstance, data_dir: Path):
     from orchestration.sensors import new_shard_sensor
@@ -96,9 +97,10 @@ def test_sensor_run_request_targets_the_nightly_job_with_a_valid_partition(tmp_p
 def test_nightly_schedule_requests_only_shards_without_chunks():
     from orchestration.schedules import nightly_incremental_schedule
 
-    when = dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC)
     repo = _load_defs().get_repository_def()  # run requests are resolved against the nightly job's partitions
     with dg.instance_for_test() as instance:  # schedule contexts need an instance reference, not an ephemeral one
+
         def tick():
             ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo)
             return nightly_incremental_schedule.evaluate_tick(ctx)
@@ -121,6 +123,7 @@ def test_nightly_schedule_requests_only_shards_without_chunks():
 # 2. backfill
 # --------------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_shard_backfill_materialises_both_partitions_in_one_run(tmp_path, sample_raw):
     import assets.nyxqa
@@ -134,10 +137,17 @@ def test_two_shard_backfill_materialises_both_partitions_in_one_run(tmp_path, sa
     assert corpus_chunks.backfill_policy == dg.BackfillPolicy.single_run()
     checks = dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])
     result = dg.materialize(
-        [raw_documents, corpus_chunks, *checks], selection=[raw_documents, corpus_chunks], instance=instance,
-        resources={"settings": NyxSettings(data_dir=str(tmp_path / "data")), "dvc": DvcResource(repo_dir=str(tmp_path))},
-        tags={"dagster/asset_partition_range_start": SHARD_KEYS[0],
-              "dagster/asset_partition_range_end": SHARD_KEYS[-1]},
+        [raw_documents, corpus_chunks, *checks],
+        selection=[raw_documents, corpus_chunks],
+        instance=instance,
+        resources={
+            "settings": NyxSettings(data_dir=str(tmp_path / "data")),
+            "dvc": DvcResource(repo_dir=str(tmp_path)),
+        },
+        tags={
+            "dagster/asset_partition_range_start": SHARD_KEYS[0],
+            "dagster/asset_partition_range_end": SHARD_KEYS[-1],
+        },
     )
     assert result.success
     mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
@@ -150,12 +160,15 @@ def test_two_shard_backfill_materialises_both_partitions_in_one_run(tmp_path, sa
         chunks = read_jsonl(tmp_path / "data" / "chunks" / f"{key}.jsonl")
         assert chunks and all(c.id.split("#")[0] for c in chunks)
     assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
-        "raw_documents_valid": True, "corpus_chunks_valid": True}
+        "raw_documents_valid": True,
+        "corpus_chunks_valid": True,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
 # 3. DVC snapshot / change / restore
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
@@ -175,8 +188,10 @@ def test_dvc_snapshot_change_and_restore_round_trip(tmp_path, monkeypatch):
     (data / "raw" / "manifest.txt").write_text("shard-00000.parquet\n")
     _git(repo, "init", "-q")
     (tmp_path / "link").symlink_to(repo)  # the data folder reached through a symlink is still inside the repo
-    resources = {"settings": NyxSettings(data_dir=str(tmp_path / "link" / "data")),
-                 "dvc": DvcResource(repo_dir=str(repo), remote_url=str(tmp_path / "remote"))}
+    resources = {
+        "settings": NyxSettings(data_dir=str(tmp_path / "link" / "data")),
+        "dvc": DvcResource(repo_dir=str(repo), remote_url=str(tmp_path / "remote")),
+    }
 
     def snapshot(message: str) -> tuple[str, str]:
         result = dg.materialize([data_snapshot], instance=dg.DagsterInstance.ephemeral(), resources=resources)
@@ -243,8 +258,12 @@ def test_killed_write_leaves_the_previous_output_readable(tmp_path):
     write_jsonl(previous, out)
     before = out.read_bytes()
 
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         assert proc.stdout.readline().strip() == "writing", "writer never started"
         (tmp,) = _tmp_siblings(out)
@@ -309,6 +328,7 @@ def test_concurrent_writers_leave_one_complete_version_never_a_mix(tmp_path):
 # 5. code location: jobs, schedules, sensors; training launcher
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_code_location_has_jobs_schedules_and_sensor_stopped_by_default(monkeypatch):
     monkeypatch.delenv("NYX_SCHEDULES", raising=False)
     monkeypatch.delenv("NYX_PROFILE", raising=False)
@@ -364,15 +384,22 @@ def test_launcher_starts_the_processes_the_profile_means():
     assert rehearsal.nproc_per_node == "2"
     assert TrainingLauncher().command("m", [], load_profile("sample").launch) == [sys.executable, "-m", "m"]
     # a deployment may override the counts (e.g. 4 GPUs); the trainer then logs the global batch it got
-    assert _torchrun_args(TrainingLauncher(nproc_per_node=4).command("m", [], load_profile("paper").launch)
-                          ).nproc_per_node == "4"
+    assert (
+        _torchrun_args(TrainingLauncher(nproc_per_node=4).command("m", [], load_profile("paper").launch)).nproc_per_node
+        == "4"
+    )
 
 
 def test_launcher_builds_python_and_single_node_torchrun_commands():
     from orchestration.launcher import TrainingLauncher
 
     assert TrainingLauncher().command("nyx.train.tracked", ["--config", "c.json"]) == [
-        sys.executable, "-m", "nyx.train.tracked", "--config", "c.json"]
+        sys.executable,
+        "-m",
+        "nyx.train.tracked",
+        "--config",
+        "c.json",
+    ]
     with pytest.raises(dg.Failure, match="torchrun"):
         TrainingLauncher(nproc_per_node=2).command("nyx.train.tracked", [])
 
@@ -391,8 +418,9 @@ def test_launcher_builds_python_and_single_node_torchrun_commands():
 def test_launcher_builds_multi_node_torchrun_with_rendezvous():
     from orchestration.launcher import TrainingLauncher
 
-    launcher = TrainingLauncher(kind="torchrun", nproc_per_node=8, nnodes=4, node_rank=2,
-                                rdzv_endpoint="trainer-0.nyx:29400")
+    launcher = TrainingLauncher(
+        kind="torchrun", nproc_per_node=8, nnodes=4, node_rank=2, rdzv_endpoint="trainer-0.nyx:29400"
+    )
     args = _torchrun_args(launcher.command("nyx.train.tracked", ["--config", "c.json"]))
     assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("4", "8", 2)
     assert args.rdzv_backend == "c10d" and args.rdzv_endpoint == "trainer-0.nyx:29400"
@@ -401,8 +429,9 @@ def test_launcher_builds_multi_node_torchrun_with_rendezvous():
     with pytest.raises(dg.Failure, match="fixed master_port"):
         TrainingLauncher(kind="torchrun", nnodes=2).command("m", [])
     # without an explicit endpoint the master address/port is the rendezvous point
-    args = _torchrun_args(TrainingLauncher(kind="torchrun", nnodes=2, master_addr="10.0.0.1", master_port=29500)
-                          .command("m", []))
+    args = _torchrun_args(
+        TrainingLauncher(kind="torchrun", nnodes=2, master_addr="10.0.0.1", master_port=29500).command("m", [])
+    )
     assert args.rdzv_endpoint == "10.0.0.1:29500"
 
 
@@ -413,8 +442,9 @@ def test_launcher_builds_deepspeed_command_with_hostfile(tmp_path):
 
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=8\nnode-b slots=8\n")
-    launcher = TrainingLauncher(kind="deepspeed", nproc_per_node=8, nnodes=2, master_addr="node-a",
-                                master_port=29600, hostfile=str(hostfile))
+    launcher = TrainingLauncher(
+        kind="deepspeed", nproc_per_node=8, nnodes=2, master_addr="node-a", master_port=29600, hostfile=str(hostfile)
+    )
     cmd = launcher.command("nyx.train.tracked", ["--config", "c.json"])
     assert Path(cmd[0]).name == "deepspeed"
     args = parse_args(cmd[1:])

@@ -21,12 +21,32 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 #: Every setting in which the rehearsal may differ from the paper: weights, sizes, the tiny model's learning rate,
 #: the process count, and the offline generator and reader. Anything else differing is drift.
 REHEARSAL_DIFFERS = {
-    "name", "model", "device", "sample.n_docs", "sample.seed", "generator.kind", "reader.kind",
-    "launch.processes_per_node", "nyxqa.dev_per_group", "nyxqa.test_per_group", "feedback.top_k",
-    *(f"{stage}.train.{key}" for stage in ("stage1", "stage2")
-      for key in ("model", "learning_rate", "per_device_batch_size", "grad_cache_chunk_size", "max_length",
-                  "save_steps", "logging_steps")),
-    "stage1.train.max_steps", "stage2.train.epochs",
+    "name",
+    "model",
+    "device",
+    "sample.n_docs",
+    "sample.seed",
+    "generator.kind",
+    "reader.kind",
+    "launch.processes_per_node",
+    "nyxqa.dev_per_group",
+    "nyxqa.test_per_group",
+    "feedback.top_k",
+    *(
+        f"{stage}.train.{key}"
+        for stage in ("stage1", "stage2")
+        for key in (
+            "model",
+            "learning_rate",
+            "per_device_batch_size",
+            "grad_cache_chunk_size",
+            "max_length",
+            "save_steps",
+            "logging_steps",
+        )
+    ),
+    "stage1.train.max_steps",
+    "stage2.train.epochs",
     "miner.model",  # the tiny randomly initialised Llama-3.2-Vision instead of mmE5's weights
     "stage1.extra_sources",  # offline fixtures of each published format instead of the paper's files
 }

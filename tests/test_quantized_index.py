@@ -63,8 +63,9 @@ def queries(data) -> np.ndarray:
     """Fresh queries: stored documents plus new noise (not stored vectors)."""
     rng = np.random.default_rng(5)
     scale = (1 + np.arange(data.shape[1]) / 16) ** -0.5
-    return (data[rng.integers(0, len(data), 100)] + 0.3 * rng.standard_normal((100, data.shape[1])) * scale
-            ).astype(np.float32)
+    return (data[rng.integers(0, len(data), 100)] + 0.3 * rng.standard_normal((100, data.shape[1])) * scale).astype(
+        np.float32
+    )
 
 
 # --------------------------------------------------------------------------- int8
@@ -100,8 +101,12 @@ def test_int8_rescore_gives_exact_float_scores(data, queries):
     rows = [np.asarray(s, np.float64) for s in got.scores]
     docs = index._prefix_vectors(128).astype(np.float64)
     recomputed = [q[i].astype(np.float64) @ docs[ids_of(got)[i]].T for i in range(len(q))]
-    assert_within("int8 rescore: returned scores vs float64 of the same ids", np.stack(rows), np.stack(recomputed),
-                  rounding_tol(EPS32, 128))
+    assert_within(
+        "int8 rescore: returned scores vs float64 of the same ids",
+        np.stack(rows),
+        np.stack(recomputed),
+        rounding_tol(EPS32, 128),
+    )
 
 
 # --------------------------------------------------------------------------- binary
@@ -127,8 +132,12 @@ def test_binary_rescore_recall_bytes_and_exact_scores(data, queries):
         docs = index._prefix_vectors(dim).astype(np.float64)
         ids = ids_of(got)
         recomputed = np.stack([q[i].astype(np.float64) @ docs[ids[i]].T for i in range(len(q))])
-        assert_within(f"binary rescore at dim {dim}: scores vs float64", np.stack(got.scores), recomputed,
-                      rounding_tol(EPS32, dim))
+        assert_within(
+            f"binary rescore at dim {dim}: scores vs float64",
+            np.stack(got.scores),
+            recomputed,
+            rounding_tol(EPS32, dim),
+        )
         assert all(np.all(np.diff(s) <= 0) for s in got.scores)
 
 
@@ -160,13 +169,16 @@ def test_save_load_keeps_the_quantised_index_and_the_manifest_records_it(data, q
     assert saved["config"]["quantize"] == mode and saved["config"]["rescore_factor"] == 10
     assert {int(d): s["quantize"] for d, s in saved["build_stats"].items()} == {d: mode for d in DIMS}
     assert sorted(p.name for p in (tmp_path / "i").glob("faiss-*.index")) == sorted(
-        f"faiss-{mode}-{d}.index" for d in DIMS)
+        f"faiss-{mode}-{d}.index" for d in DIMS
+    )
 
     loaded = EmbeddingIndex.load(tmp_path / "i")
     assert loaded.manifest.config.quantize == mode
     assert sorted(loaded._indexes) == sorted(DIMS)  # read from disk, not rebuilt
-    assert loaded.manifest.build_stats[128]["recall_at_10_vs_flat"] == index.manifest.build_stats[128][
-        "recall_at_10_vs_flat"]
+    assert (
+        loaded.manifest.build_stats[128]["recall_at_10_vs_flat"]
+        == index.manifest.build_stats[128]["recall_at_10_vs_flat"]
+    )
     after = loaded.search(queries[:20], k=10, dim=128)
     assert after.ids == before.ids
     assert (np.stack(after.scores) == np.stack(before.scores)).all()  # the same codes, searched the same way
@@ -192,8 +204,9 @@ def test_a_manifest_written_before_quantisation_loads_unchanged(data, tmp_path):
     res = loaded.search(data[:3], k=3, dim=64)
     assert [row[0] for row in res.ids] == ["d0", "d1", "d2"]
     # a format-1 manifest (no build stats, no float16 or approximate fields) too
-    IndexManifest.model_validate({"model_id": "m", "dim": 8, "full_dim": 8, "config": {"index_type": "flat"},
-                                  "format": 1})
+    IndexManifest.model_validate(
+        {"model_id": "m", "dim": 8, "full_dim": 8, "config": {"index_type": "flat"}, "format": 1}
+    )
 
 
 # --------------------------------------------------------------------------- batched search backend
@@ -236,8 +249,9 @@ def test_numpy_and_faiss_backends_return_the_same_top_k(n_queries):
         for backend in ("faiss", "numpy", "auto"):
             res = results[backend, d]
             assert (ids_of(res) == want_ids[:, :k]).all(), (backend, d)
-            assert_within(f"{backend} search scores at dim {d} vs float64", np.stack(res.scores), want_scores[:, :k],
-                          tol)
+            assert_within(
+                f"{backend} search scores at dim {d} vs float64", np.stack(res.scores), want_scores[:, :k], tol
+            )
     index.manifest.config.search_backend = "auto"
     for d in (dim, 32):  # 2100 x 64 is past FAISS's BLAS switch (128,000 in FAISS 1.15): auto runs FAISS there
         assert index.backend_for(n_queries, d) == ("numpy" if n_queries * d < faiss_blas_threshold() else "faiss")
@@ -289,8 +303,9 @@ def test_cli_index_quantize_int8_then_search(tmp_path):
     beir = _write_beir(tmp_path / "beir")
     runner = CliRunner()
     out = tmp_path / "index"
-    res = runner.invoke(app, ["index", str(beir / "corpus.jsonl"), "--out", str(out), "--retriever", "minilm",
-                              "--quantize", "int8"])
+    res = runner.invoke(
+        app, ["index", str(beir / "corpus.jsonl"), "--out", str(out), "--retriever", "minilm", "--quantize", "int8"]
+    )
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "index" / MANIFEST_NAME).read_text())
     assert manifest["config"]["quantize"] == "int8" and manifest["format"] == MANIFEST_FORMAT
@@ -299,16 +314,34 @@ def test_cli_index_quantize_int8_then_search(tmp_path):
     found = json.loads(res.stdout)
     assert found["results"][0]["id"] == "lighthouse" and len(found["results"]) == 3
 
-    res = runner.invoke(app, ["index", str(beir / "corpus.jsonl"), "--out", str(tmp_path / "x"), "--retriever",
-                              "minilm", "--quantize", "binary", "--index-type", "hnsw"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(beir / "corpus.jsonl"),
+            "--out",
+            str(tmp_path / "x"),
+            "--retriever",
+            "minilm",
+            "--quantize",
+            "binary",
+            "--index-type",
+            "hnsw",
+        ],
+    )
     assert res.exit_code == 2 and "--quantize" in res.output
 
 
 @pytest.mark.slow
 def test_quant_search_benchmark_quick(tmp_path):
     out = tmp_path / "quant_search.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quant_search.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quant_search.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {(r["dim"], r["mode"]): r for r in report["quantised"]}

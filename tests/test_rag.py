@@ -7,8 +7,12 @@ from nyx.feedback import Reader
 from nyx.rag import NO_RETRIEVAL, ORACLE, RAGConfig, gold_contexts, run_rag
 
 CHOICES = ["Rome", "Paris", "Oslo", "Bern"]
-CORPUS = [Record.from_text("d1", "Paris is the capital."), Record.from_text("d2", "Oslo is cold."),
-          Record.from_text("d3", "Bern has bears."), Record.from_text("d4", "Nothing useful.")]
+CORPUS = [
+    Record.from_text("d1", "Paris is the capital."),
+    Record.from_text("d2", "Oslo is cold."),
+    Record.from_text("d3", "Bern has bears."),
+    Record.from_text("d4", "Nothing useful."),
+]
 QUERIES = [
     Record.from_text("q1", "Capital?", choices=CHOICES, correct_index=1, answer="Paris", modality="text"),
     Record.from_text("q2", "Cold city?", choices=CHOICES, correct_index=2, answer="Oslo", modality="image1"),
@@ -64,15 +68,27 @@ def test_retrieval_oracle_and_no_retrieval_runs_bound_the_accuracy():
     assert res[ORACLE].contexts == {"q1": ["d1"], "q2": ["d2"], "q3": ["d3"]}
     assert res[ORACLE].metrics["accuracy"] == 1.0
     assert res[NO_RETRIEVAL].metrics["accuracy"] == 0.0 and res[NO_RETRIEVAL].n_without_context == 3
-    assert res["retrieval"].row() == {"run": "retrieval", "accuracy": pytest.approx(1 / 3),
-                                      "em": pytest.approx(1 / 3), "f1": pytest.approx(1 / 3), "n": 3}
+    assert res["retrieval"].row() == {
+        "run": "retrieval",
+        "accuracy": pytest.approx(1 / 3),
+        "em": pytest.approx(1 / 3),
+        "f1": pytest.approx(1 / 3),
+        "n": 3,
+    }
 
 
 def test_top_n_reads_several_documents_and_a_given_run_is_not_searched_again():
     reader = CityReader()
     run = {"q1": {"d4": 3.0, "d1": 2.0}, "q2": {"d4": 1.0, "d2": 0.5}, "q3": {"d3": 1.0}}
-    res = run_rag(QUERIES, {d.id: d for d in CORPUS}, reader, run=run, qrels=QRELS,
-                  cfg=RAGConfig(top_n=2, oracle=False, no_retrieval=False), name="bm25")
+    res = run_rag(
+        QUERIES,
+        {d.id: d for d in CORPUS},
+        reader,
+        run=run,
+        qrels=QRELS,
+        cfg=RAGConfig(top_n=2, oracle=False, no_retrieval=False),
+        name="bm25",
+    )
     assert list(res) == ["bm25"]
     assert res["bm25"].contexts == {"q1": ["d4", "d1"], "q2": ["d4", "d2"], "q3": ["d3"]}
     assert res["bm25"].metrics["accuracy"] == 1.0

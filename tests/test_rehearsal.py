@@ -21,8 +21,14 @@ OVERRIDES = {"eval": {"baselines": ["bm25", "untrained"]}, "promotion": {"regist
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    return run_whole_graph(tmp_path_factory.mktemp("rehearsal"), "rehearsal", OVERRIDES, n_docs=30, seed=11,
-                           extra_env={"OMP_NUM_THREADS": "1"})
+    return run_whole_graph(
+        tmp_path_factory.mktemp("rehearsal"),
+        "rehearsal",
+        OVERRIDES,
+        n_docs=30,
+        seed=11,
+        extra_env={"OMP_NUM_THREADS": "1"},
+    )
 
 
 def _client(root: Path):
@@ -43,9 +49,17 @@ def test_rehearsal_materialises_every_asset_and_promotes_a_champion(rehearsal):
     for r in rehearsal["results"]:
         assert r.success
         checks.update({e.check_name: e.passed for e in r.get_asset_check_evaluations()})
-    blocking = ["raw_documents_valid", "corpus_chunks_valid", "nyxqa_valid", "hard_negatives_valid",
-                "stage1_loss_decreasing", "stage1_model_loads", "stage2_model_loads", "feedback_preferences_valid",
-                "champion_gate"]
+    blocking = [
+        "raw_documents_valid",
+        "corpus_chunks_valid",
+        "nyxqa_valid",
+        "hard_negatives_valid",
+        "stage1_loss_decreasing",
+        "stage1_model_loads",
+        "stage2_model_loads",
+        "feedback_preferences_valid",
+        "champion_gate",
+    ]
     assert all(checks.get(name) is True for name in blocking), checks
     c = _client(rehearsal["root"])
     assert c.get_model_version_by_alias(MODEL, "champion")
@@ -74,17 +88,23 @@ def test_stage2_continued_the_stage1_adapter(rehearsal):
 
 
 def test_registered_stage2_embeds_differently_from_stage1_and_the_base(rehearsal):
-    import mlflow
     import pandas as pd
 
+    import mlflow
     from nyx.model.encoder import NyxEncoder
 
     root = rehearsal["root"]
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    rows = pd.DataFrame([{"id": "d", "kind": "document",
-                          "content": [{"type": "text", "text": "The barn in Alderwick is painted red."}]},
-                         {"id": "q", "kind": "query",
-                          "content": [{"type": "text", "text": "What colour is the barn?"}]}])
+    rows = pd.DataFrame(
+        [
+            {
+                "id": "d",
+                "kind": "document",
+                "content": [{"type": "text", "text": "The barn in Alderwick is painted red."}],
+            },
+            {"id": "q", "kind": "query", "content": [{"type": "text", "text": "What colour is the barn?"}]},
+        ]
+    )
     emb = {}
     for stage in ("stage1", "stage2"):
         model = mlflow.pyfunc.load_model(_state(root, stage).model_uri)
@@ -112,7 +132,8 @@ def test_promotion_decided_on_dev_and_records_both_stages(rehearsal):
 
 def test_stage1_trains_on_the_declared_sources_mined_by_the_vlm_miner(rehearsal):
     """Issue 20's switches on the paper path: `training_sources` feeds Stage 1 (lineage and MLflow: per-source counts
-    for NyxQA and the two fixture sources, each source's md5 tagged), and `hard_negatives` names the mmE5-style miner."""
+    for NyxQA and the two fixture sources, each source's md5 tagged), and `hard_negatives` names the mmE5-style
+    miner."""
     import dagster as dg
 
     graph = rehearsal["defs"].resolve_asset_graph()
@@ -121,7 +142,11 @@ def test_stage1_trains_on_the_declared_sources_mined_by_the_vlm_miner(rehearsal)
     sources = {k.split(".")[1] for k in run.data.params if k.startswith("source.")}
     assert {"nyxqa", "mmeb-sample", "hotpotqa-sample"} <= sources, sorted(run.data.params)
     assert {"dvc.md5.source.mmeb-sample", "dvc.md5.source.hotpotqa-sample"} <= set(run.data.tags)
-    mats = [e for r in rehearsal["results"] for e in r.get_asset_materialization_events()
-            if e.asset_key.to_user_string() == "hard_negatives"]
+    mats = [
+        e
+        for r in rehearsal["results"]
+        for e in r.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "hard_negatives"
+    ]
     miner = mats[-1].event_specific_data.materialization.metadata["miner"].value
     assert miner.startswith("mme5:"), miner

@@ -18,21 +18,61 @@ def fake_report() -> EvalReport:
     retrieval = []
     for name, base in (("nyx-stage1", 0.6), ("nyx-stage2", 0.7)):
         for dim, drop in ((2048, 0.0), (1024, 0.01), (512, 0.03), (256, 0.07)):
-            retrieval.append({"retriever": name, "dim": dim, "recall@1": base - drop, "recall@5": base + 0.1,
-                              "recall@10": base + 0.15 - drop, "recall@20": base + 0.2, "ndcg@10": base + 0.05 - drop,
-                              "mrr@10": base - drop, "latency_ms_per_query": 3.0, "n_queries": 600})
-    retrieval.append({"retriever": "bm25", "dim": None, "recall@1": 0.4, "recall@5": 0.5, "recall@10": 0.55,
-                      "recall@20": 0.6, "ndcg@10": 0.45, "mrr@10": 0.42, "latency_ms_per_query": 0.5, "n_queries": 600})
-    rag = [{"run": "nyx-stage1", "accuracy": 0.62, "em": 0.6, "f1": 0.65, "n": 600},
-           {"run": "nyx-stage2", "accuracy": 0.66, "em": 0.64, "f1": 0.7, "n": 600},
-           {"run": "bm25", "accuracy": 0.5, "em": 0.5, "f1": 0.55, "n": 600},
-           {"run": "oracle", "accuracy": 0.7, "em": 0.7, "f1": 0.75, "n": 600},
-           {"run": "no_retrieval", "accuracy": 0.26, "em": 0.25, "f1": 0.3, "n": 600}]
-    by_mod = [{"retriever": "nyx-stage2", "modality": m, "n": 200, "recall@1": 0.7, "recall@10": 0.9,
-               "ndcg@10": 0.8, "mrr@10": 0.75, "accuracy": a} for m, a in (("text", 0.7), ("image1", 0.65),
-                                                                          ("image2+", 0.6))]
-    return EvalReport(pd.DataFrame(retrieval), pd.DataFrame(rag), pd.DataFrame(by_mod),
-                      notes=["Reader: offline stand-in for a VLM reader."], meta={"split": "test"})
+            retrieval.append(
+                {
+                    "retriever": name,
+                    "dim": dim,
+                    "recall@1": base - drop,
+                    "recall@5": base + 0.1,
+                    "recall@10": base + 0.15 - drop,
+                    "recall@20": base + 0.2,
+                    "ndcg@10": base + 0.05 - drop,
+                    "mrr@10": base - drop,
+                    "latency_ms_per_query": 3.0,
+                    "n_queries": 600,
+                }
+            )
+    retrieval.append(
+        {
+            "retriever": "bm25",
+            "dim": None,
+            "recall@1": 0.4,
+            "recall@5": 0.5,
+            "recall@10": 0.55,
+            "recall@20": 0.6,
+            "ndcg@10": 0.45,
+            "mrr@10": 0.42,
+            "latency_ms_per_query": 0.5,
+            "n_queries": 600,
+        }
+    )
+    rag = [
+        {"run": "nyx-stage1", "accuracy": 0.62, "em": 0.6, "f1": 0.65, "n": 600},
+        {"run": "nyx-stage2", "accuracy": 0.66, "em": 0.64, "f1": 0.7, "n": 600},
+        {"run": "bm25", "accuracy": 0.5, "em": 0.5, "f1": 0.55, "n": 600},
+        {"run": "oracle", "accuracy": 0.7, "em": 0.7, "f1": 0.75, "n": 600},
+        {"run": "no_retrieval", "accuracy": 0.26, "em": 0.25, "f1": 0.3, "n": 600},
+    ]
+    by_mod = [
+        {
+            "retriever": "nyx-stage2",
+            "modality": m,
+            "n": 200,
+            "recall@1": 0.7,
+            "recall@10": 0.9,
+            "ndcg@10": 0.8,
+            "mrr@10": 0.75,
+            "accuracy": a,
+        }
+        for m, a in (("text", 0.7), ("image1", 0.65), ("image2+", 0.6))
+    ]
+    return EvalReport(
+        pd.DataFrame(retrieval),
+        pd.DataFrame(rag),
+        pd.DataFrame(by_mod),
+        notes=["Reader: offline stand-in for a VLM reader."],
+        meta={"split": "test"},
+    )
 
 
 def test_full_dim_takes_each_retrievers_largest_dimension_and_sparse_rows():
@@ -52,8 +92,16 @@ def test_write_report_renders_markdown_json_and_two_pngs(tmp_path):
         data = paths[key].read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     md = paths["markdown"].read_text()
-    for needle in ("## Matryoshka sweep", "## RAG answers", "## By modality group", "![metric vs dimension](matryoshka.png)",
-                   "](retrievers.png)", "| nyx-stage2 ", "| image2+ ", "offline stand-in"):
+    for needle in (
+        "## Matryoshka sweep",
+        "## RAG answers",
+        "## By modality group",
+        "![metric vs dimension](matryoshka.png)",
+        "](retrievers.png)",
+        "| nyx-stage2 ",
+        "| image2+ ",
+        "offline stand-in",
+    ):
         assert needle in md, needle
     assert "<NA>" not in md and "search_ms_per_query" not in md  # all-missing columns are left out
     assert md.count("| nyx-stage1 ") == 6  # full-dimension row, 4 sweep rows, RAG row
@@ -72,10 +120,12 @@ def test_empty_report_still_renders(tmp_path):
 
 # -- evaluate_retrievers on a toy set ------------------------------------------------------------------------
 
-CORPUS = [Record.from_text("d1", "Paris is the capital of France."),
-          Record.from_text("d2", "Oslo is a cold city in Norway."),
-          Record.from_text("d3", "Bern is the Swiss capital; it has bears."),
-          Record.from_text("d4", "Rome has ancient ruins.")]
+CORPUS = [
+    Record.from_text("d1", "Paris is the capital of France."),
+    Record.from_text("d2", "Oslo is a cold city in Norway."),
+    Record.from_text("d3", "Bern is the Swiss capital; it has bears."),
+    Record.from_text("d4", "Rome has ancient ruins."),
+]
 CHOICES = ["Rome", "Paris", "Oslo", "Bern"]
 QUERIES = [
     Record.from_text("q1", "What is the capital of France?", choices=CHOICES, correct_index=1, modality="text"),
@@ -134,8 +184,15 @@ class CityReader(Reader):
 
 
 def test_evaluate_retrievers_sweeps_dimensions_reads_answers_and_breaks_down_by_modality(tmp_path):
-    report = evaluate_retrievers({"bm25": BM25Retriever(), "fake": ShrinkingRetriever()}, QUERIES, QRELS, CORPUS,
-                                 dims_by_name={"fake": [8, 2]}, reader=CityReader(), top_n=1)
+    report = evaluate_retrievers(
+        {"bm25": BM25Retriever(), "fake": ShrinkingRetriever()},
+        QUERIES,
+        QRELS,
+        CORPUS,
+        dims_by_name={"fake": [8, 2]},
+        reader=CityReader(),
+        top_n=1,
+    )
     r = report.retrieval.set_index(["retriever", report.retrieval["dim"].astype("Float64").fillna(-1)])
     assert r.loc[("fake", 8.0), "recall@1"] == 1.0 and r.loc[("fake", 2.0), "recall@1"] == 0.0
     assert r.loc[("fake", 2.0), "mrr@10"] == pytest.approx(0.5)

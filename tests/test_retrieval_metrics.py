@@ -62,8 +62,9 @@ def test_means_are_over_judged_queries_with_missing_ones_counted_as_zero():
 def test_mrr_is_cut_at_ten_while_plain_reciprocal_rank_is_not():
     m = evaluate_run({"q5": RUN["q5"]}, {"q5": QRELS["q5"]})
     assert m.per_query["q5"]["mrr@10"] == 0.0
-    assert evaluate_run({"q5": RUN["q5"]}, {"q5": QRELS["q5"]}, mrr_k=11).per_query["q5"]["mrr@11"] == \
-        pytest.approx(1 / 11)
+    assert evaluate_run({"q5": RUN["q5"]}, {"q5": QRELS["q5"]}, mrr_k=11).per_query["q5"]["mrr@11"] == pytest.approx(
+        1 / 11
+    )
 
 
 def test_truncation_breaks_score_ties_by_descending_document_id_like_trec_eval():
@@ -95,8 +96,14 @@ def test_a_score_zero_judgement_at_rank_one_is_not_a_hit_on_any_metric():
     run = {"q": {"zero": 0.9, "rel": 0.8}, "only-zero": {"zero": 0.9}}
     m = evaluate_run(run, qrels)
     assert set(m.per_query) == {"q"} and (m.n_queries, m.n_unjudged) == (1, 1)
-    expected = {"recall@1": 0.0, "recall@5": 1.0, "recall@10": 1.0, "recall@20": 1.0,
-                "ndcg@10": 1 / log2(3), "mrr@10": 0.5}
+    expected = {
+        "recall@1": 0.0,
+        "recall@5": 1.0,
+        "recall@10": 1.0,
+        "recall@20": 1.0,
+        "ndcg@10": 1 / log2(3),
+        "mrr@10": 0.5,
+    }
     for name, value in expected.items():
         assert m.per_query["q"][name] == pytest.approx(value, abs=1e-9), name
     # The same run without the score-0 judgement scores the same: a 0 judgement is no judgement at all.

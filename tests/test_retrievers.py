@@ -202,8 +202,12 @@ def test_minilm_finds_the_paraphrased_document_and_round_trips(tmp_path):
     for qid in run:
         assert list(again[qid]) == list(run[qid])
         # the same float32 model on the same CPU: cosine scores (384-term sums) agree to rounding
-        assert_within("MiniLM saved and loaded: scores", list(again[qid].values()), list(run[qid].values()),
-                      rounding_tol(EPS32, 384))
+        assert_within(
+            "MiniLM saved and loaded: scores",
+            list(again[qid].values()),
+            list(run[qid].values()),
+            rounding_tol(EPS32, 384),
+        )
 
 
 # --------------------------------------------------------------------------- Nyx (tiny offline model)
@@ -237,5 +241,9 @@ def test_nyx_tiny_indexes_mixed_modal_records_and_rejects_a_broken_image(tmp_pat
     again = load_retriever(tmp_path / "nyx").search(queries, k=10)
     for qid in run:
         assert list(again[qid]) == list(run[qid])
-        assert_within("Nyx saved and loaded: scores", list(again[qid].values()), list(run[qid].values()),
-                      rounding_tol(EPS32, full_dim))
+        assert_within(
+            "Nyx saved and loaded: scores",
+            list(again[qid].values()),
+            list(run[qid].values()),
+            rounding_tol(EPS32, full_dim),
+        )

@@ -16,8 +16,10 @@ import pytest
 from nyx.utils.runlock import OWNER_NAME, PipelineBusy, pipeline_lock
 
 REPO = Path(__file__).resolve().parents[1]
-HOLD = ("import sys, time\nfrom nyx.utils.runlock import pipeline_lock\n"
-        "with pipeline_lock(sys.argv[1], what='make run'):\n    print('held', flush=True)\n    time.sleep(120)\n")
+HOLD = (
+    "import sys, time\nfrom nyx.utils.runlock import pipeline_lock\n"
+    "with pipeline_lock(sys.argv[1], what='make run'):\n    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 @pytest.fixture()
@@ -35,8 +37,14 @@ def test_second_make_run_refuses_within_seconds_naming_the_first_and_touches_not
     proc, work = holder
     env = {**os.environ, "NYX_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dh")}
     t0 = time.time()
-    second = subprocess.run([sys.executable, "-m", "orchestration.run_sample"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        [sys.executable, "-m", "orchestration.run_sample"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 3 and time.time() - t0 < 30
     assert f"pid {proc.pid}" in second.stderr and "already running the pipeline" in second.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "dh").exists()  # nothing of the first's touched

@@ -24,8 +24,11 @@ def small_sample(tmp_path_factory):
 
 
 def file_hashes(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_two_generations_are_byte_identical(small_sample, tmp_path):
@@ -119,5 +122,7 @@ def test_cli_writes_the_sample_and_prints_a_summary(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "cli"), "--n-docs", "12", "--shards", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_docs"] == 12 and summary["n_shards"] == 2
-    assert sorted(p.name for p in (tmp_path / "cli").glob("*.parquet")) == ["shard-00000.parquet",
-                                                                          "shard-00001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.parquet")) == [
+        "shard-00000.parquet",
+        "shard-00001.parquet",
+    ]

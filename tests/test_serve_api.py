@@ -36,15 +36,26 @@ MODEL = "nyx-retriever"
 CORPUS = [
     *CLI_CORPUS,  # the CLI tests' corpus, so that `nyx search` and `/search` are compared on the same documents
     {"id": "harbour", "content": [{"type": "text", "text": "Fishing boats return to the harbour before the storm."}]},
-    {"id": "bridge", "content": [{"type": "text", "text": "The red bridge of Alder crosses the river near the mill."},
-                                 {"type": "image", "image": "images/red.png"}]},
+    {
+        "id": "bridge",
+        "content": [
+            {"type": "text", "text": "The red bridge of Alder crosses the river near the mill."},
+            {"type": "image", "image": "images/red.png"},
+        ],
+    },
 ]
 QUERIES = [
     {"id": "q1", "content": [{"type": "text", "text": "who climbed the lighthouse stairs"}]},
-    {"id": "q2", "content": [{"type": "text", "text": "volcano eruption ash"}, {"type": "image", "image": "images/red.png"}]},
+    {
+        "id": "q2",
+        "content": [{"type": "text", "text": "volcano eruption ash"}, {"type": "image", "image": "images/red.png"}],
+    },
     {"id": "q3", "content": [{"type": "image", "image": "images/green.png"}]},
-    {"id": "q4", "content": [{"type": "text", "text": "which bread is baked in the village"}],
-     "choices": ["sourdough", "rye", "baguette", "brioche"]},
+    {
+        "id": "q4",
+        "content": [{"type": "text", "text": "which bread is baked in the village"}],
+        "choices": ["sourdough", "rye", "baguette", "brioche"],
+    },
     {"id": "q5", "content": [{"type": "text", "text": "boats in the harbour storm"}]},
 ]
 QRELS = [("q1", "lighthouse"), ("q2", "volcano"), ("q3", "picture"), ("q4", "bakery"), ("q5", "harbour")]
@@ -98,8 +109,14 @@ def beir(tmp_path_factory) -> Path:
     return folder
 
 
-def _build(kind: str, beir: Path, out: Path, tiny_dir: Path | None = None, version: str | None = None,
-           index_dim: int | None = None) -> Path:
+def _build(
+    kind: str,
+    beir: Path,
+    out: Path,
+    tiny_dir: Path | None = None,
+    version: str | None = None,
+    index_dim: int | None = None,
+) -> Path:
     from nyx.retrieval import BM25Retriever, DenseConfig, NyxRetriever
 
     if kind == "bm25":
@@ -121,8 +138,9 @@ def indexes(beir, tiny_dir, tmp_path_factory) -> dict[str, Path]:
 def changed_corpus(beir) -> Path:
     """The corpus with one document edited after indexing (image paths still relative to the BEIR folder)."""
     path = beir / "corpus-edited.jsonl"
-    edited = [r if r["id"] != "chess" else {**r, "content": [{"type": "text", "text": "A different game."}]}
-              for r in CORPUS]
+    edited = [
+        r if r["id"] != "chess" else {**r, "content": [{"type": "text", "text": "A different game."}]} for r in CORPUS
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in edited))
     return path
 
@@ -139,8 +157,12 @@ def registry(beir, tiny_dir, tmp_path_factory, changed_corpus):
     c.create_registered_model(MODEL)
     v1 = _build("nyx", beir, root / "index-v1", tiny_dir, version="1")
     v2 = _build("nyx", beir, root / "index-v2", tiny_dir, version="2", index_dim=64)
-    tags = [{INDEX_DIR_TAG: str(v1), CORPUS_PATH_TAG: str(beir)},
-            {INDEX_DIR_TAG: str(v2), CORPUS_PATH_TAG: str(changed_corpus)}, {INDEX_DIR_TAG: str(v1)}, {}]
+    tags = [
+        {INDEX_DIR_TAG: str(v1), CORPUS_PATH_TAG: str(beir)},
+        {INDEX_DIR_TAG: str(v2), CORPUS_PATH_TAG: str(changed_corpus)},
+        {INDEX_DIR_TAG: str(v1)},
+        {},
+    ]
     for t in tags:
         c.create_model_version(MODEL, source=str(tiny_dir), tags=t)
     c.set_registered_model_alias(MODEL, "champion", "1")
@@ -199,10 +221,20 @@ def test_search_ranks_every_beir_query_like_nyx_search(kind, indexes, beir):
             # what `nyx search` and `nyx evaluate` compute: the retriever's own search of that query record
             assert_same_ranking(out["hits"], ranked(retriever.search([q], k=n).get(q.id, {})))
         # and `nyx search` itself, on a text+image query
-        res = client.post("/search", json={"content": as_request_content(queries[1]), "k": 3,
-                                           "return_documents": True})
-        cli_out = CliRunner().invoke(cli, ["search", str(folder), "--text", "volcano eruption ash",
-                                           "--image", str(beir / "images" / "red.png"), "-k", "3"])
+        res = client.post("/search", json={"content": as_request_content(queries[1]), "k": 3, "return_documents": True})
+        cli_out = CliRunner().invoke(
+            cli,
+            [
+                "search",
+                str(folder),
+                "--text",
+                "volcano eruption ash",
+                "--image",
+                str(beir / "images" / "red.png"),
+                "-k",
+                "3",
+            ],
+        )
         assert cli_out.exit_code == 0, cli_out.output
         want = [(r["id"], r["score"]) for r in json.loads(cli_out.stdout)["results"]]
         assert_same_ranking(res.json()["hits"], want)
@@ -228,8 +260,12 @@ def test_registry_alias_answers_text_and_text_image_queries(registry, beir):
             assert res.status_code == 200, res.text
             out = res.json()
             assert out["model_version"] == "1" and out["dim"] == 32
-            query = Record(id="q", content=[Part.of_text(p["text"]) if p["type"] == "text"
-                                            else Part.of_image(p["image"]) for p in content])
+            query = Record(
+                id="q",
+                content=[
+                    Part.of_text(p["text"]) if p["type"] == "text" else Part.of_image(p["image"]) for p in content
+                ],
+            )
             assert_same_ranking(out["hits"], ranked(v1.search([query], k=4, dim=32)["q"]))
             assert all(h["document"]["id"] == h["id"] for h in out["hits"])  # nyx.corpus_path tag
         emb = client.post("/embed", json={"content": TEXT, "dim": 16}).json()
@@ -324,29 +360,32 @@ BIG_PIXELS = png_data_url(size=(1500, 1000))  # small file (one colour), 1.5 M p
 BIG_BYTES = png_data_url(size=(200, 200), noise=True)  # ~120 kB of noise, few pixels
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ('{"content": [{"type": "text", "text": "x"}', 400, "body"),  # malformed JSON
-    ([1, 2], 422, "body"),
-    ({"k": 3}, 422, "content"),
-    ({"content": []}, 422, "content"),
-    ({"content": "just a string"}, 422, "content"),
-    ({"content": [{"type": "video", "video": "v.mp4"}]}, 422, "content[0].type"),
-    ({"content": [{"type": "text", "text": "x"}, "not a part"]}, 422, "content[1]"),
-    ({"content": [{"type": "text", "text": 42}]}, 422, "content[0].text"),
-    ({"content": [{"type": "text", "text": "   "}]}, 422, "content"),
-    ({"content": [{"type": "image", "image": "data:image/png;base64,bm90IGFuIGltYWdl"}]}, 422, "content[0].image"),
-    ({"content": [{"type": "image", "image": "/etc/hostname"}]}, 422, "content[0].image"),
-    ({"content": [{"type": "text", "text": "x"}, {"type": "image", "image": BIG_PIXELS}]}, 413, "content[1].image"),
-    ({"content": [{"type": "image", "image": BIG_BYTES}]}, 413, "content[0].image"),
-    ({"content": TEXT, "k": 0}, 422, "k"),
-    ({"content": TEXT, "k": 51}, 422, "k"),
-    ({"content": TEXT, "k": "5"}, 422, "k"),
-    ({"content": TEXT, "dim": 0}, 422, "dim"),
-    ({"content": TEXT, "dim": 256}, 422, "dim"),
-    ({"content": TEXT, "return_documents": True}, 400, "return_documents"),  # no corpus given
-    ({"content": TEXT, "top_k": 5}, 422, "top_k"),
-    ({"content": [{"type": "text", "text": "x" * 300_000}]}, 413, "body"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ('{"content": [{"type": "text", "text": "x"}', 400, "body"),  # malformed JSON
+        ([1, 2], 422, "body"),
+        ({"k": 3}, 422, "content"),
+        ({"content": []}, 422, "content"),
+        ({"content": "just a string"}, 422, "content"),
+        ({"content": [{"type": "video", "video": "v.mp4"}]}, 422, "content[0].type"),
+        ({"content": [{"type": "text", "text": "x"}, "not a part"]}, 422, "content[1]"),
+        ({"content": [{"type": "text", "text": 42}]}, 422, "content[0].text"),
+        ({"content": [{"type": "text", "text": "   "}]}, 422, "content"),
+        ({"content": [{"type": "image", "image": "data:image/png;base64,bm90IGFuIGltYWdl"}]}, 422, "content[0].image"),
+        ({"content": [{"type": "image", "image": "/etc/hostname"}]}, 422, "content[0].image"),
+        ({"content": [{"type": "text", "text": "x"}, {"type": "image", "image": BIG_PIXELS}]}, 413, "content[1].image"),
+        ({"content": [{"type": "image", "image": BIG_BYTES}]}, 413, "content[0].image"),
+        ({"content": TEXT, "k": 0}, 422, "k"),
+        ({"content": TEXT, "k": 51}, 422, "k"),
+        ({"content": TEXT, "k": "5"}, 422, "k"),
+        ({"content": TEXT, "dim": 0}, 422, "dim"),
+        ({"content": TEXT, "dim": 256}, 422, "dim"),
+        ({"content": TEXT, "return_documents": True}, 400, "return_documents"),  # no corpus given
+        ({"content": TEXT, "top_k": 5}, 422, "top_k"),
+        ({"content": [{"type": "text", "text": "x" * 300_000}]}, 413, "body"),
+    ],
+)
 def test_bad_requests_name_the_field_and_the_worker_survives(indexes, body, status, field):
     settings = ServeSettings(max_request_bytes=250_000, max_image_bytes=60_000, max_image_pixels=1_000_000, max_k=50)
     with TestClient(create_app(indexes["nyx"], settings=settings)) as client:
@@ -365,8 +404,9 @@ def test_a_body_over_the_limit_is_refused_with_or_without_a_content_length(index
     body = json.dumps({"content": [{"type": "text", "text": "x" * 5000}]}).encode()
     with TestClient(create_app(indexes["bm25"], settings=ServeSettings(max_request_bytes=4000))) as client:
         declared = client.post("/search", content=body, headers={"content-type": "application/json"})
-        chunked = client.post("/search", content=iter([body[:3000], body[3000:]]),
-                              headers={"content-type": "application/json"})
+        chunked = client.post(
+            "/search", content=iter([body[:3000], body[3000:]]), headers={"content-type": "application/json"}
+        )
         for res in (declared, chunked):
             assert res.status_code == 413 and res.json()["field"] == "body", res.text
         assert "content-length" not in chunked.request.headers  # the guard counted the bytes itself
@@ -417,8 +457,12 @@ def test_a_record_the_encoder_rejects_fails_only_its_own_request_in_a_batch(inde
 def test_api_key_from_the_environment_guards_every_endpoint_but_health(indexes, monkeypatch):
     monkeypatch.setenv("NYX_API_KEY", "s3cret-key")
     with TestClient(create_app(indexes["nyx"])) as client:
-        for path, kwargs in (("/search", {"json": {"content": TEXT, "k": 2}}), ("/embed", {"json": {"content": TEXT}}),
-                             ("/docs", {}), ("/openapi.json", {})):
+        for path, kwargs in (
+            ("/search", {"json": {"content": TEXT, "k": 2}}),
+            ("/embed", {"json": {"content": TEXT}}),
+            ("/docs", {}),
+            ("/openapi.json", {}),
+        ):
             method = client.post if "json" in kwargs else client.get
             assert method(path, **kwargs).status_code == 401, path
             wrong = method(path, headers={"Authorization": "Bearer nope"}, **kwargs)
@@ -451,8 +495,16 @@ def _concurrent(client, texts: list[str]) -> list:
 
 
 def test_concurrent_queries_share_encoder_calls_and_get_their_unbatched_results(indexes):
-    texts = ["lighthouse keeper", "sourdough bread", "chess queen", "volcano ash", "greenhouse tomatoes",
-             "harbour boats", "red bridge river", "spiral stairs at dusk"]
+    texts = [
+        "lighthouse keeper",
+        "sourdough bread",
+        "chess queen",
+        "volcano ash",
+        "greenhouse tomatoes",
+        "harbour boats",
+        "red bridge river",
+        "spiral stairs at dusk",
+    ]
     batched_app = create_app(indexes["nyx"], settings=ServeSettings(batch_window_ms=300, max_batch=16))
     with TestClient(batched_app) as client:
         calls = _wrap_encoder(batched_app)
@@ -479,9 +531,14 @@ def test_nyx_serve_command_serves_on_127_0_0_1(indexes):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "NYX_API_KEY": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "nyx.cli", "serve", str(indexes["bm25"]), "--port", str(port),
-                             "--batch-window-ms", "2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nyx.cli", "serve", str(indexes["bm25"]), "--port", str(port), "--batch-window-ms", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         import httpx
 

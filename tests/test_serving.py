@@ -21,7 +21,6 @@ SAMPLE = [  # what assets/training.py's _loads_check sends: content as a list of
 def logged(tiny_dir, tmp_path_factory):
     """The tiny model logged with ``log_retriever_model`` into a temporary sqlite store and loaded back."""
     import mlflow
-
     from nyx.serving.pyfunc import log_retriever_model
 
     root = tmp_path_factory.mktemp("mlflow")
@@ -84,8 +83,9 @@ def test_predict_dim_param_returns_unit_prefix_vectors(logged):
     assert emb.shape == (2, DIM), f"params={{'dim': {DIM}}} ignored: got {emb.shape[1]}-dim vectors"
     _assert_unit(f"serving: dim={DIM} norms", emb)
     # the float32 prefix of the float32 full vector, re-normalised: one rounding per step over DIM terms
-    assert_within(f"serving: dim={DIM} is the full vector's prefix", emb, _prefix(full_emb, DIM),
-                  rounding_tol(EPS32, DIM))
+    assert_within(
+        f"serving: dim={DIM} is the full vector's prefix", emb, _prefix(full_emb, DIM), rounding_tol(EPS32, DIM)
+    )
 
     # content as its JSON string (what CSV carries) gives the same embeddings as the list
     as_json = [{**r, "content": json.dumps(r["content"])} for r in SAMPLE]
@@ -113,8 +113,12 @@ def test_rest_invocations_honour_dim_param(logged, monkeypatch):
     monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)  # init() sets it; restored after
     client = TestClient(scoring_server.init(logged))
     records = SAMPLE + [  # no id (the row number is used) and a query with choices: NaN cells for the others
-        {"kind": "query", "content": [{"type": "text", "text": "What colour is the bridge?"}],
-         "choices": ["red", "blue"]}]
+        {
+            "kind": "query",
+            "content": [{"type": "text", "text": "What colour is the bridge?"}],
+            "choices": ["red", "blue"],
+        }
+    ]
 
     r = client.post("/invocations", json={"dataframe_records": records, "params": {"dim": DIM}})
     assert r.status_code == 200, r.text
@@ -129,8 +133,9 @@ def test_rest_invocations_honour_dim_param(logged, monkeypatch):
     full = np.array([p["embedding"] for p in r.json()["predictions"]], dtype=np.float64)
     assert full.shape == (3, enc.hidden_size)
     # JSON carries each float32 as its shortest repr, which parses back to the same float32 value
-    assert_within(f"serving REST: dim={DIM} is the full vector's prefix", emb, _prefix(full, DIM),
-                  rounding_tol(EPS32, DIM))
+    assert_within(
+        f"serving REST: dim={DIM} is the full vector's prefix", emb, _prefix(full, DIM), rounding_tol(EPS32, DIM)
+    )
 
     r = client.post("/invocations", json={"dataframe_records": records, "params": {"dim": DIM + 1}})
     assert r.status_code == 400, r.text
@@ -151,8 +156,9 @@ def test_registered_version_shows_its_inputs_and_an_input_example_it_serves(logg
     saved input example): the columns are there ("Inputs (4)", not 0), and the example is a request the model serves."""
     from pathlib import Path
 
-    import mlflow
     import yaml
+
+    import mlflow
 
     version = mlflow.register_model(f"models:/{logged.metadata.model_id}", "nyx-retriever-ui").version
     folder = mlflow.artifacts.download_artifacts(f"models:/nyx-retriever-ui/{version}")
@@ -183,10 +189,13 @@ def test_missing_ids_are_row_positions_when_other_rows_have_ids(logged, monkeypa
     # over REST: ids on some rows only; number ids (a column with gaps arrives as floats)
     client = _rest_client(logged, monkeypatch)
     for records, want in (
-            ([{"kind": "query", "content": text}, {"id": "doc-1", "content": text}, {"id": None, "content": text}],
-             ["0", "doc-1", "2"]),
-            ([{"id": "doc-1", "content": text}, {"kind": "query", "content": text}], ["doc-1", "1"]),
-            ([{"id": 7, "content": text}, {"content": text}, {"id": 9, "content": text}], ["7", "1", "9"])):
+        (
+            [{"kind": "query", "content": text}, {"id": "doc-1", "content": text}, {"id": None, "content": text}],
+            ["0", "doc-1", "2"],
+        ),
+        ([{"id": "doc-1", "content": text}, {"kind": "query", "content": text}], ["doc-1", "1"]),
+        ([{"id": 7, "content": text}, {"content": text}, {"id": 9, "content": text}], ["7", "1", "9"]),
+    ):
         r = client.post("/invocations", json={"dataframe_records": records})
         assert r.status_code == 200, r.text
         got = [p["id"] for p in r.json()["predictions"]]

@@ -24,10 +24,13 @@ FAST = {"overrides": {"miner": {"retriever": "bm25"}, "nyxqa": {"dev_per_group":
 
 
 def _resources(tmp_path):
-    return {"settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
-            "dvc": DvcResource(repo_dir=str(tmp_path)),
-            "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                                     artifact_root=str(tmp_path / "artifacts"))}
+    return {
+        "settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
+        "dvc": DvcResource(repo_dir=str(tmp_path)),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts")
+        ),
+    }
 
 
 def _run_config(*names):
@@ -43,10 +46,16 @@ def _instance(keys):
 def _backfill(instance, tmp_path, selection, first, last, **kw):
     """One run over the shard range ``first..last``: what a backfill launched from the UI does under
     ``BackfillPolicy.single_run``."""
-    return dg.materialize(DATA_ASSETS, selection=selection, instance=instance, resources=_resources(tmp_path),
-                          run_config=_run_config(*(a.key.path[-1] for a in selection)),
-                          tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-                          raise_on_error=False, **kw)
+    return dg.materialize(
+        DATA_ASSETS,
+        selection=selection,
+        instance=instance,
+        resources=_resources(tmp_path),
+        run_config=_run_config(*(a.key.path[-1] for a in selection)),
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        raise_on_error=False,
+        **kw,
+    )
 
 
 def _lines(path) -> list[dict]:
@@ -54,15 +63,18 @@ def _lines(path) -> list[dict]:
 
 
 def _latest_meta(instance, asset, shard) -> dict:
-    recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[shard]),
-                                           limit=1).records
+    recs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[shard]), limit=1
+    ).records
     assert recs, f"{asset.key.to_user_string()}[{shard}] was never materialised"
     return {k: v.value for k, v in recs[0].asset_materialization.metadata.items()}
 
 
 def _failure_text(result) -> str:
-    return "\n".join(str(e.step_failure_data.error.message) + str(e.step_failure_data.user_failure_data or "")
-                     for e in result.get_step_failure_events())
+    return "\n".join(
+        str(e.step_failure_data.error.message) + str(e.step_failure_data.user_failure_data or "")
+        for e in result.get_step_failure_events()
+    )
 
 
 def _sample(tmp_path_factory, name, n_docs, n_shards):
@@ -95,6 +107,7 @@ def _truncate(path):
 # ------------------------------------------------------------------------------------------------------------------
 # issue 15 item 3: per-partition metadata after a single-run backfill
 # ------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_single_run_backfill_gives_each_partition_its_own_shards_counts(tmp_path, raw2):
@@ -133,8 +146,9 @@ def test_single_run_backfill_gives_each_partition_its_own_shards_counts(tmp_path
         assert qa_meta["sampled_chunks"] == sum(plan.selects(c) for c in chunks) > 0, (shard, qa_meta)
         assert qa_meta["rejected"] == len(_lines(data / "rejects" / "synthetic_qa" / f"{shard}.jsonl"))
         assert qa_meta["stats"]["sampled"] == qa_meta["sampled_chunks"]
-        assert qa_meta["reject_reasons"] == dict(Counter(
-            r["reason"].split(":")[0] for r in _lines(data / "rejects" / "synthetic_qa" / f"{shard}.jsonl")))
+        assert qa_meta["reject_reasons"] == dict(
+            Counter(r["reason"].split(":")[0] for r in _lines(data / "rejects" / "synthetic_qa" / f"{shard}.jsonl"))
+        )
         # the plan is the corpus's, the same for both: it counts both shards
         assert qa_meta["total_chunks"] == len(everything) and qa_meta["shards_counted"] == TWO
     assert seen["shard-00000"]["documents"] + seen["shard-00001"]["documents"] == 24
@@ -147,6 +161,7 @@ def test_single_run_backfill_gives_each_partition_its_own_shards_counts(tmp_path
 # ------------------------------------------------------------------------------------------------------------------
 # issue 19 row 5: a single-run backfill over shards with one bad shard
 # ------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_single_run_backfill_with_a_truncated_shard_fails_only_that_partition(tmp_path, raw3):
@@ -162,9 +177,11 @@ def test_single_run_backfill_with_a_truncated_shard_fails_only_that_partition(tm
     assert not result.success
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
     status = instance.get_status_by_partition(corpus_chunks.key, THREE, SHARDS)
-    assert status == {"shard-00000": dg.AssetPartitionStatus.MATERIALIZED,
-                      "shard-00001": dg.AssetPartitionStatus.FAILED,
-                      "shard-00002": dg.AssetPartitionStatus.MATERIALIZED}, status
+    assert status == {
+        "shard-00000": dg.AssetPartitionStatus.MATERIALIZED,
+        "shard-00001": dg.AssetPartitionStatus.FAILED,
+        "shard-00002": dg.AssetPartitionStatus.MATERIALIZED,
+    }, status
     assert instance.get_materialized_partitions(corpus_chunks.key) == {"shard-00000", "shard-00002"}
     # the good shards were chunked, and each good partition carries its own counts
     for good in ("shard-00000", "shard-00002"):
@@ -189,9 +206,11 @@ def test_single_run_backfill_with_a_truncated_shard_fails_only_that_partition(tm
     qa = _backfill(instance, tmp_path, [synthetic_qa], "shard-00000", "shard-00002")
     assert not qa.success
     status = instance.get_status_by_partition(synthetic_qa.key, THREE, SHARDS)
-    assert status == {"shard-00000": dg.AssetPartitionStatus.MATERIALIZED,
-                      "shard-00001": dg.AssetPartitionStatus.FAILED,
-                      "shard-00002": dg.AssetPartitionStatus.MATERIALIZED}, status
+    assert status == {
+        "shard-00000": dg.AssetPartitionStatus.MATERIALIZED,
+        "shard-00001": dg.AssetPartitionStatus.FAILED,
+        "shard-00002": dg.AssetPartitionStatus.MATERIALIZED,
+    }, status
     assert "shard 'shard-00001' was rejected at ingestion" in _failure_text(qa)
     for good in ("shard-00000", "shard-00002"):
         n = sum(1 for _ in iter_jsonl(data / "synthetic_qa" / f"{good}.jsonl"))
@@ -201,12 +220,14 @@ def test_single_run_backfill_with_a_truncated_shard_fails_only_that_partition(tm
     alone = _backfill(instance, tmp_path, [synthetic_qa], "shard-00001", "shard-00001")
     assert not alone.success and "1 of 1 shards failed: shard 'shard-00001' was rejected" in _failure_text(alone)
     assert instance.get_status_by_partition(synthetic_qa.key, ["shard-00001"], SHARDS) == {
-        "shard-00001": dg.AssetPartitionStatus.FAILED}
+        "shard-00001": dg.AssetPartitionStatus.FAILED
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # issue 19: a shard good once and rejected later has its stale derived files withdrawn
 # ------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_shard_rejected_after_a_good_version_has_its_stale_outputs_withdrawn(tmp_path, raw2):
@@ -222,8 +243,9 @@ def test_a_shard_rejected_after_a_good_version_has_its_stale_outputs_withdrawn(t
     res = _resources(tmp_path)
     assert dg.materialize([raw_documents], instance=instance, resources=res).success
     assert _backfill(instance, tmp_path, [corpus_chunks, synthetic_qa], *TWO).success
-    assert dg.materialize(DATA_ASSETS, selection=[nyxqa], instance=instance, resources=res,
-                          run_config=_run_config("nyxqa")).success
+    assert dg.materialize(
+        DATA_ASSETS, selection=[nyxqa], instance=instance, resources=res, run_config=_run_config("nyxqa")
+    ).success
 
     def doc_of(record_id: str) -> str:
         return record_id.split("#")[0]
@@ -261,11 +283,13 @@ def test_a_shard_rejected_after_a_good_version_has_its_stale_outputs_withdrawn(t
     assert qa.success, _failure_text(qa)
     qa_meta = _latest_meta(instance, synthetic_qa, "shard-00000")
     assert qa_meta["shards_counted"] == ["shard-00000"]
-    assert dg.materialize(DATA_ASSETS, selection=[nyxqa], instance=instance, resources=res,
-                          run_config=_run_config("nyxqa")).success
+    assert dg.materialize(
+        DATA_ASSETS, selection=[nyxqa], instance=instance, resources=res, run_config=_run_config("nyxqa")
+    ).success
     assert nyxqa_docs() and not nyxqa_docs() & bad_docs
-    corpus = {doc_of(c.id) for split in ("train", "dev", "test")
-              for c in iter_jsonl(data / "nyxqa" / split / "corpus.jsonl")}
+    corpus = {
+        doc_of(c.id) for split in ("train", "dev", "test") for c in iter_jsonl(data / "nyxqa" / split / "corpus.jsonl")
+    }
     assert corpus and not corpus & bad_docs
 
 
@@ -288,21 +312,30 @@ def test_make_run_driver_goes_on_past_a_bad_shard_and_names_it_at_the_end(tmp_pa
     with pytest.raises(PartitionsFailed, match=r"1 shard partition\(s\) failed: shard-00001 \(run ") as err:
         materialize_graph(defs, instance)
     assert list(err.value.failed) == ["shard-00001"]
-    done = {(e.asset_key.to_user_string(), e.partition) for r in err.value.results if r.success
-            for e in r.get_asset_materialization_events()}
+    done = {
+        (e.asset_key.to_user_string(), e.partition)
+        for r in err.value.results
+        if r.success
+        for e in r.get_asset_materialization_events()
+    }
     for shard in ("shard-00000", "shard-00002"):
         assert {("corpus_chunks", shard), ("synthetic_qa", shard)} <= done
     assert ("nyxqa", None) in done
-    status = instance.get_status_by_partition(corpus_chunks.key, ["shard-00000", "shard-00001", "shard-00002"],
-                                              SHARDS)
+    status = instance.get_status_by_partition(corpus_chunks.key, ["shard-00000", "shard-00001", "shard-00002"], SHARDS)
     assert status["shard-00001"] == dg.AssetPartitionStatus.FAILED
     # runs of named jobs (what the UI's timeline, job and partitions pages list), with the assets' checks
     jobs = {r.dagster_run.job_name for r in err.value.results}
     assert jobs == {"full_graph", "full_graph_by_shard"}, jobs
     by_shard = [r for r in err.value.results if r.dagster_run.job_name == "full_graph_by_shard"]
     assert sorted(r.dagster_run.tags.get("dagster/partition") for r in by_shard) == [
-        "shard-00000", "shard-00001", "shard-00002"]
+        "shard-00000",
+        "shard-00001",
+        "shard-00002",
+    ]
     assert all(run.job_name != "__ASSET_JOB" and not run.job_name.startswith("__") for run in instance.get_runs())
-    checked = {(e.asset_check_key.asset_key.to_user_string(), e.asset_check_key.name)
-               for r in err.value.results for e in r.get_asset_check_evaluations()}
+    checked = {
+        (e.asset_check_key.asset_key.to_user_string(), e.asset_check_key.name)
+        for r in err.value.results
+        for e in r.get_asset_check_evaluations()
+    }
     assert ("corpus_chunks", "corpus_chunks_valid") in checked, checked

@@ -24,23 +24,42 @@ from nyx.train.stage import (
 from nyx.train.trainer import ContrastiveTrainer, TrainConfig, train
 from nyx.utils.integrity import write_manifest
 
-TOPICS = ["apples grow on trees in the orchard", "the train leaves the station at noon", "cats sleep most of the day",
-          "rivers flow into the sea", "the moon orbits the earth", "bread is baked in an oven",
-          "snow falls in winter", "bees make honey from nectar"]
+TOPICS = [
+    "apples grow on trees in the orchard",
+    "the train leaves the station at noon",
+    "cats sleep most of the day",
+    "rivers flow into the sea",
+    "the moon orbits the earth",
+    "bread is baked in an oven",
+    "snow falls in winter",
+    "bees make honey from nectar",
+]
 #: Stage-2 settings of the rehearsal (= paper) profile, made quick: one process, no DeepSpeed, 2 steps
-QUICK = {"deepspeed": None, "grad_cache": False, "max_steps": 2, "learning_rate": 1e-2, "per_device_batch_size": 4,
-         "n_negatives": 1, "gradient_checkpointing": False}
+QUICK = {
+    "deepspeed": None,
+    "grad_cache": False,
+    "max_steps": 2,
+    "learning_rate": 1e-2,
+    "per_device_batch_size": 4,
+    "n_negatives": 1,
+    "gradient_checkpointing": False,
+}
 
 
 def _triples(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for i, t in enumerate(TOPICS):
-            f.write(json.dumps({
-                "query": {"id": f"q{i}", "content": [{"type": "text", "text": f"what about {t.split()[1]}?"}]},
-                "positive": {"id": f"d{i}", "content": [{"type": "text", "text": t}]},
-                "negatives": [{"id": f"n{i}", "content": [{"type": "text", "text": TOPICS[(i + 3) % 8]}]}],
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "query": {"id": f"q{i}", "content": [{"type": "text", "text": f"what about {t.split()[1]}?"}]},
+                        "positive": {"id": f"d{i}", "content": [{"type": "text", "text": t}]},
+                        "negatives": [{"id": f"n{i}", "content": [{"type": "text", "text": TOPICS[(i + 3) % 8]}]}],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -58,13 +77,28 @@ def _finished_stage1(paths: DataPaths, lora: bool) -> StageState:
     """A real (2-step) Stage 1 on the tiny model, recorded as finished."""
     out = paths.checkpoints / "stage1"
     data = _triples(paths.root / "s1.jsonl")
-    result = train(TrainConfig(model="tiny", output_dir=str(out), data=[{"name": "s1", "kind": "triples",
-                                                                          "path": str(data)}],
-                               lora={"enabled": lora, "rank": 8, "alpha": 64, "dropout": 0.1}, **QUICK))
-    state = StageState(stage="stage1", status="finished", fingerprint="f", mlflow_run_id="r",
-                       registered_model="nyx-retriever", base_model="tiny", start_model="tiny",
-                       final_dir=str(result.final_dir), is_adapter=lora, model_version="1",
-                       dev=[{"dim": 128, "ndcg@10": 0.5}])
+    result = train(
+        TrainConfig(
+            model="tiny",
+            output_dir=str(out),
+            data=[{"name": "s1", "kind": "triples", "path": str(data)}],
+            lora={"enabled": lora, "rank": 8, "alpha": 64, "dropout": 0.1},
+            **QUICK,
+        )
+    )
+    state = StageState(
+        stage="stage1",
+        status="finished",
+        fingerprint="f",
+        mlflow_run_id="r",
+        registered_model="nyx-retriever",
+        base_model="tiny",
+        start_model="tiny",
+        final_dir=str(result.final_dir),
+        is_adapter=lora,
+        model_version="1",
+        dev=[{"dim": 128, "ndcg@10": 0.5}],
+    )
     state.save(out)
     return state
 
@@ -133,8 +167,7 @@ def test_stage2_retrain_starts_from_the_base_on_the_stage1_mix_plus_feedback(lor
     spec = stage_train_config(profile, "stage2", paths)
     assert spec.config.model == "tiny" and spec.config.init_adapter is None
     assert [s.name for s in spec.config.data] == ["nyxqa", "mmeb-sample", "hotpotqa-sample", "feedback"]
-    assert set(spec.inputs) == {"nyxqa", "hard_negatives", "feedback", "source.mmeb-sample",
-                                "source.hotpotqa-sample"}
+    assert set(spec.inputs) == {"nyxqa", "hard_negatives", "feedback", "source.mmeb-sample", "source.hotpotqa-sample"}
 
 
 def test_stage2_continue_without_lora_loads_full_stage1_weights(tmp_path):
@@ -160,8 +193,15 @@ def test_plan_skips_a_finished_match_resumes_a_running_one_and_starts_fresh_on_c
     (tmp_path / "a.txt").write_text("one")
     first = plan_stage("stage1", spec, run_exists=lambda rid: True)
     assert first.action == "fresh"
-    state = StageState(stage="stage1", status="running", fingerprint=first.fingerprint, mlflow_run_id="r1",
-                       registered_model="m", base_model="tiny", start_model="tiny")
+    state = StageState(
+        stage="stage1",
+        status="running",
+        fingerprint=first.fingerprint,
+        mlflow_run_id="r1",
+        registered_model="m",
+        base_model="tiny",
+        start_model="tiny",
+    )
     out.mkdir()
     state.save(out)
     assert plan_stage("stage1", spec, run_exists=lambda rid: True).action == "resume"
@@ -186,9 +226,18 @@ def test_state_file_that_is_not_a_stage_state_is_a_clear_error(tmp_path):
 def _finished(paths: DataPaths, stage: str, ndcg: float, test_ndcg: float | None = None) -> None:
     out = paths.checkpoints / stage
     out.mkdir(parents=True, exist_ok=True)
-    StageState(stage=stage, status="finished", fingerprint="f", mlflow_run_id="r", registered_model="m",
-               base_model="tiny", start_model="tiny", final_dir=str(out), model_version=stage[-1],
-               dev=[{"dim": 128, "ndcg@10": ndcg}]).save(out)
+    StageState(
+        stage=stage,
+        status="finished",
+        fingerprint="f",
+        mlflow_run_id="r",
+        registered_model="m",
+        base_model="tiny",
+        start_model="tiny",
+        final_dir=str(out),
+        model_version=stage[-1],
+        dev=[{"dim": 128, "ndcg@10": ndcg}],
+    ).save(out)
 
 
 def test_best_stage_is_chosen_on_dev_and_stage1_wins_when_better(tmp_path):

@@ -53,8 +53,15 @@ def instance(tmp_path, monkeypatch):
 def test_killed_run_is_marked_failed_its_slot_freed_and_the_next_run_goes_through(instance):
     from orchestration.stale_runs import clean_stale_runs, pool_waits
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, env=os.environ.copy(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while not _gpu(instance).claimed_slots:
@@ -88,5 +95,6 @@ def test_pool_waits_names_the_run_holding_the_slot(instance):
     storage.initialize_concurrency_limit_to_default("gpu")
     storage.claim_concurrency_slot("gpu", "run-a", "stage1_checkpoint")
     storage.claim_concurrency_slot("gpu", "run-b", "stage2_checkpoint")
-    assert pool_waits(instance) == ["run run-b step stage2_checkpoint waits for pool 'gpu' (1 slot(s)), held by "
-                                    "run run-a (step stage1_checkpoint)"]
+    assert pool_waits(instance) == [
+        "run run-b step stage2_checkpoint waits for pool 'gpu' (1 slot(s)), held by run run-a (step stage1_checkpoint)"
+    ]

@@ -44,9 +44,14 @@ def _text(t: str) -> dict:
 
 
 def test_research_record_places_images_at_their_placeholders(tmp_path):
-    obj = {"qry": "<|image|>\nWhat is shown here and here <|image|>?", "qry_image_path": ["a.jpg", "b.jpg"],
-           "pos_text": "A cat. <|image|> It sleeps.", "pos_image_path": "c.jpg",
-           "neg_text": ["A dog.", "Birds <|image|>"], "neg_image_path": ["", "d.jpg"]}
+    obj = {
+        "qry": "<|image|>\nWhat is shown here and here <|image|>?",
+        "qry_image_path": ["a.jpg", "b.jpg"],
+        "pos_text": "A cat. <|image|> It sleeps.",
+        "pos_image_path": "c.jpg",
+        "neg_text": ["A dog.", "Birds <|image|>"],
+        "neg_image_path": ["", "d.jpg"],
+    }
     t = research_to_triple(obj, image_root=tmp_path)
     assert t["query"]["content"] == [
         {"type": "image", "image": str(tmp_path / "a.jpg")},
@@ -59,9 +64,10 @@ def test_research_record_places_images_at_their_placeholders(tmp_path):
         {"type": "image", "image": str(tmp_path / "c.jpg")},
         {"type": "text", "text": "It sleeps."},
     ]
-    assert t["negatives"] == [{"content": [{"type": "text", "text": "A dog."}]},
-                              {"content": [{"type": "text", "text": "Birds"},
-                                           {"type": "image", "image": str(tmp_path / "d.jpg")}]}]
+    assert t["negatives"] == [
+        {"content": [{"type": "text", "text": "A dog."}]},
+        {"content": [{"type": "text", "text": "Birds"}, {"type": "image", "image": str(tmp_path / "d.jpg")}]},
+    ]
 
 
 def test_research_record_without_placeholder_puts_images_first_and_mismatch_is_rejected(tmp_path):
@@ -69,12 +75,15 @@ def test_research_record_without_placeholder_puts_images_first_and_mismatch_is_r
     assert [p["type"] for p in t["query"]["content"]] == ["image", "text"]
     assert t["negatives"] == []
     bad = tmp_path / "research.jsonl"
-    _write_jsonl(bad, [
-        {"qry": "two <|image|> <|image|>", "qry_image_path": "only-one.png", "pos_text": "doc"},
-        {"qry": "q", "pos_text": "", "pos_image_path": ""},
-        {"qry": "ok", "pos_text": "fine", "neg_text": "<|image|>", "neg_image_path": ""},
-        "{not json",
-    ])
+    _write_jsonl(
+        bad,
+        [
+            {"qry": "two <|image|> <|image|>", "qry_image_path": "only-one.png", "pos_text": "doc"},
+            {"qry": "q", "pos_text": "", "pos_image_path": ""},
+            {"qry": "ok", "pos_text": "fine", "neg_text": "<|image|>", "neg_image_path": ""},
+            "{not json",
+        ],
+    )
     rejects = RejectLog()
     out = tmp_path / "out" / "triples.jsonl"
     assert convert_research_file(bad, out, rejects=rejects) == 1
@@ -88,10 +97,19 @@ def test_research_record_without_placeholder_puts_images_first_and_mismatch_is_r
 
 def test_converted_research_file_loads_as_nyx_triples_with_relative_images(tmp_path):
     (tmp_path / "imgs").mkdir()
-    src = _write_jsonl(tmp_path / "research.jsonl", [
-        {"qry": "<|image|> what?", "qry_image_path": "imgs/q.png", "pos_text": "answer <|image|>",
-         "pos_image_path": "imgs/p.png", "neg_text": "wrong", "neg_image_path": ""},
-    ])
+    src = _write_jsonl(
+        tmp_path / "research.jsonl",
+        [
+            {
+                "qry": "<|image|> what?",
+                "qry_image_path": "imgs/q.png",
+                "pos_text": "answer <|image|>",
+                "pos_image_path": "imgs/p.png",
+                "neg_text": "wrong",
+                "neg_image_path": "",
+            },
+        ],
+    )
     out = tmp_path / "triples.jsonl"
     convert_research_file(src, out)
     raw = json.loads(out.read_text())
@@ -109,8 +127,9 @@ def test_converted_research_file_loads_as_nyx_triples_with_relative_images(tmp_p
 
 
 def _ex(i: int, negs: list[Record], pos_text: str | None = None) -> TrainingExample:
-    return TrainingExample(Record.from_text(f"q{i}", f"question {i}"), Record.from_text(f"p{i}", pos_text or f"doc {i}"),
-                           tuple(negs), "s")
+    return TrainingExample(
+        Record.from_text(f"q{i}", f"question {i}"), Record.from_text(f"p{i}", pos_text or f"doc {i}"), tuple(negs), "s"
+    )
 
 
 def test_broken_negatives_are_replaced_from_the_pool_never_by_the_positive():
@@ -156,17 +175,23 @@ def nyxqa(tmp_path):
     folder = tmp_path / "nyxqa"
     folder.mkdir()
     _write_jsonl(folder / "corpus.jsonl", [{"id": f"c{i}", **_text(f"chunk {i}")} for i in range(6)])
-    _write_jsonl(folder / "queries.jsonl", [
-        {"id": "q1", **_text("what is in chunk 1?"), "answer": "one", "choices": ["one", "two", "three", "four"]},
-        {"id": "q2", **_text("and chunk 2?"), "answer": "two"},
-        {"id": "q3", **_text("chunk 3?"), "answer": "three"},
-    ])
+    _write_jsonl(
+        folder / "queries.jsonl",
+        [
+            {"id": "q1", **_text("what is in chunk 1?"), "answer": "one", "choices": ["one", "two", "three", "four"]},
+            {"id": "q2", **_text("and chunk 2?"), "answer": "two"},
+            {"id": "q3", **_text("chunk 3?"), "answer": "three"},
+        ],
+    )
     (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tc1\t1\nq1\tc5\t1\nq2\tc2\t1\nq3\tc3\t1\n")
-    hn = _write_jsonl(tmp_path / "hard_negatives.jsonl", [
-        {"query_id": "q1", "positive_id": "c1", "negative_ids": ["c5", "c4", "missing"]},  # c5 is relevant
-        {"query_id": "q2", "positive_id": "c2", "negative_ids": ["c0"]},
-        {"query_id": "ghost", "positive_id": "c1", "negative_ids": []},
-    ])
+    hn = _write_jsonl(
+        tmp_path / "hard_negatives.jsonl",
+        [
+            {"query_id": "q1", "positive_id": "c1", "negative_ids": ["c5", "c4", "missing"]},  # c5 is relevant
+            {"query_id": "q2", "positive_id": "c2", "negative_ids": ["c0"]},
+            {"query_id": "ghost", "positive_id": "c1", "negative_ids": []},
+        ],
+    )
     return folder, hn
 
 
@@ -192,20 +217,27 @@ def test_nyxqa_with_hard_negatives_keeps_extra_fields_and_drops_relevant_or_miss
 
 def test_build_training_set_mixes_sources_with_caps_and_weights(nyxqa, tmp_path):
     folder, hn = nyxqa
-    triples = _write_jsonl(tmp_path / "extra.jsonl", [
-        {"query": _text(f"extra q{i}"), "positive": _text(f"extra d{i}"), "negatives": [_text(f"extra n{i}")]}
-        for i in range(10)
-    ] + [{"query": {"content": []}, "positive": _text("x")}])
-    sources = [SourceConfig(name="nyxqa", kind="nyxqa", path=str(folder), hard_negatives=str(hn), weight=2.0),
-               SourceConfig(name="extra", kind="triples", path=str(triples), cap=4, weight=0.5)]
+    triples = _write_jsonl(
+        tmp_path / "extra.jsonl",
+        [
+            {"query": _text(f"extra q{i}"), "positive": _text(f"extra d{i}"), "negatives": [_text(f"extra n{i}")]}
+            for i in range(10)
+        ]
+        + [{"query": {"content": []}, "positive": _text("x")}],
+    )
+    sources = [
+        SourceConfig(name="nyxqa", kind="nyxqa", path=str(folder), hard_negatives=str(hn), weight=2.0),
+        SourceConfig(name="extra", kind="triples", path=str(triples), cap=4, weight=0.5),
+    ]
     rejects = RejectLog()
     ts = build_training_set(sources, n_negatives=1, seed=0, rejects=rejects)
     assert ts.counts["nyxqa"] == {"loaded": 3, "usable": 3, "mixed": 6}
     assert ts.counts["extra"] == {"loaded": 10, "usable": 10, "mixed": 2}
     assert len(ts) == 8 and all(len(e.negatives) == 1 for e in ts.examples)
     again = build_training_set(sources, n_negatives=1, seed=0, rejects=RejectLog())
-    assert [(e.query.id, e.negatives[0].id) for e in again.examples] == \
-           [(e.query.id, e.negatives[0].id) for e in ts.examples]
+    assert [(e.query.id, e.negatives[0].id) for e in again.examples] == [
+        (e.query.id, e.negatives[0].id) for e in ts.examples
+    ]
     assert any("unusable triple" in i["reason"] for i in rejects.items)
 
 
@@ -247,7 +279,7 @@ def test_in_batch_false_negatives_marks_shared_and_relevant_positives_only():
     q = [Record.from_text(f"q{i}", f"question {i}") for i in range(5)]
     exs = [
         TrainingExample(q[0], same_chunk, (), "s"),
-        TrainingExample(q[1], same_chunk, (), "s"),          # another question on the same chunk
+        TrainingExample(q[1], same_chunk, (), "s"),  # another question on the same chunk
         TrainingExample(q[2], other, (), "s"),
         TrainingExample(q[3], copy_of_chunk, (), "s", exclude=frozenset({"p4"})),  # same content, other id
         TrainingExample(q[4], relevant_to_q3, (), "s"),

@@ -21,9 +21,16 @@ from nyx.train.trainer import DEFAULT_DEEPSPEED_CONFIG, TrainConfig, find_latest
 from tests.tolerances import EPS32, EPS64, assert_within, rounding_tol
 
 REPO = Path(__file__).resolve().parents[1]
-TOPICS = ["apples grow on trees in the orchard", "the train leaves the station at noon", "cats sleep most of the day",
-          "rivers flow into the sea", "the moon orbits the earth", "bread is baked in an oven",
-          "snow falls in winter", "bees make honey from nectar"]
+TOPICS = [
+    "apples grow on trees in the orchard",
+    "the train leaves the station at noon",
+    "cats sleep most of the day",
+    "rivers flow into the sea",
+    "the moon orbits the earth",
+    "bread is baked in an oven",
+    "snow falls in winter",
+    "bees make honey from nectar",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +48,30 @@ def _examples(image: str, n: int = 8) -> list[TrainingExample]:
     for i, t in enumerate(TOPICS[:n]):
         query = Record(f"q{i}", [Part.of_text(f"what about {t.split()[1]}?")], {"choices": ["yes", "no"]})
         pos_parts = [Part.of_text(t)] + ([Part.of_image(image), Part.of_text("see the picture")] if i % 3 == 0 else [])
-        out.append(TrainingExample(query, Record(f"d{i}", pos_parts),
-                                   (Record.from_text(f"n{i}", TOPICS[(i + 3) % len(TOPICS)] + " as well"),), "toy"))
+        out.append(
+            TrainingExample(
+                query,
+                Record(f"d{i}", pos_parts),
+                (Record.from_text(f"n{i}", TOPICS[(i + 3) % len(TOPICS)] + " as well"),),
+                "toy",
+            )
+        )
     return out
 
 
 def _write_triples(path: Path, examples: list[TrainingExample]) -> Path:
     with open(path, "w") as f:
         for e in examples:
-            f.write(json.dumps({"query": e.query.to_json(), "positive": e.positive.to_json(),
-                                "negatives": [n.to_json() for n in e.negatives]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "query": e.query.to_json(),
+                        "positive": e.positive.to_json(),
+                        "negatives": [n.to_json() for n in e.negatives],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -69,13 +90,20 @@ def test_gradcache_on_tiny_qwen_equals_plain_step(image):
             return enc.embed(inputs)
 
         if cached:
-            out = cached_step(encode, [enc.collate(c, True) for c in chunked(queries, 2)],
-                              [enc.collate(c, False) for c in chunked(docs, 3)], 4, loss_fn)
+            out = cached_step(
+                encode,
+                [enc.collate(c, True) for c in chunked(queries, 2)],
+                [enc.collate(c, False) for c in chunked(docs, 3)],
+                4,
+                loss_fn,
+            )
         else:
             out = plain_step(encode, enc.collate(queries, True), enc.collate(docs, False), 4, loss_fn)
         losses.append(out.loss.total.item())
         grads.append({n: p.grad.clone() for n, p in enc.module.named_parameters() if p.grad is not None})
-        n_tokens = int(enc.collate(queries, True)["attention_mask"].sum() + enc.collate(docs, False)["attention_mask"].sum())
+        n_tokens = int(
+            enc.collate(queries, True)["attention_mask"].sum() + enc.collate(docs, False)["attention_mask"].sum()
+        )
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     assert any("visual" in n for n in grads[0])  # the image went through the vision tower
     # loss: 4 queries x (4 in-batch + 4 own negatives) logits of size <= 1/tau = 50; a weight's gradient sums
@@ -83,8 +111,9 @@ def test_gradcache_on_tiny_qwen_equals_plain_step(image):
     assert_within("gradcache tiny Qwen: loss", losses[1], losses[0], rounding_tol(EPS64, 8, 50.0))
     for name in grads[0]:
         scale = float(grads[0][name].abs().max())
-        assert_within("gradcache tiny Qwen: grad", grads[1][name], grads[0][name],
-                      rounding_tol(EPS64, n_tokens * 8, 50.0 * scale))
+        assert_within(
+            "gradcache tiny Qwen: grad", grads[1][name], grads[0][name], rounding_tol(EPS64, n_tokens * 8, 50.0 * scale)
+        )
 
 
 def test_mrl_dims_beyond_the_tiny_hidden_size_fail_clearly(tmp_path, image):
@@ -109,12 +138,14 @@ def test_two_questions_on_one_chunk_are_not_each_others_negatives(tmp_path, imag
     examples = _examples(image, 4)
     twin = examples[1]
     # a second question written from example 1's chunk (another id, the same content)
-    examples[2] = TrainingExample(examples[2].query, Record("d1-again", list(twin.positive.content)),
-                                  examples[2].negatives, "toy")
+    examples[2] = TrainingExample(
+        examples[2].query, Record("d1-again", list(twin.positive.content)), examples[2].negatives, "toy"
+    )
     base = dict(per_device_batch_size=4, max_steps=1, learning_rate=1e-4, seed=3, lora={"enabled": False})
     masked = train(TrainConfig(output_dir=str(tmp_path / "masked"), **base), examples=examples)
-    plain = train(TrainConfig(output_dir=str(tmp_path / "plain"), mask_false_negatives=False, **base),
-                  examples=examples)
+    plain = train(
+        TrainConfig(output_dir=str(tmp_path / "plain"), mask_false_negatives=False, **base), examples=examples
+    )
     assert masked.history[0]["masked_false_negatives"] == 2 and plain.history[0]["masked_false_negatives"] == 0
     # unmasked, queries 1 and 2 each see their own answer again as a negative: the first loss is higher
     assert plain.history[0]["loss"] > masked.history[0]["loss"] + 1e-3
@@ -125,11 +156,20 @@ def lora_runs(tmp_path_factory, image):
     """An uninterrupted 5-step LoRA run, and the same run killed after step 3 and resumed from its step-2 checkpoint."""
     root = tmp_path_factory.mktemp("lora")
     examples = _examples(image, 4)  # one global batch of 4: every step sees the same examples
-    base = dict(per_device_batch_size=4, epochs=5, learning_rate=2e-3, warmup_ratio=0.2, logging_steps=1,
-                save_steps=2, seed=3, lora={"rank": 8, "alpha": 16, "dropout": 0.1})
+    base = dict(
+        per_device_batch_size=4,
+        epochs=5,
+        learning_rate=2e-3,
+        warmup_ratio=0.2,
+        logging_steps=1,
+        save_steps=2,
+        seed=3,
+        lora={"rank": 8, "alpha": 16, "dropout": 0.1},
+    )
     logged: list[tuple[int, dict]] = []
-    full = train(TrainConfig(output_dir=str(root / "full"), **base), on_log=lambda s, m: logged.append((s, m)),
-                 examples=examples)
+    full = train(
+        TrainConfig(output_dir=str(root / "full"), **base), on_log=lambda s, m: logged.append((s, m)), examples=examples
+    )
 
     def stop_at_3(step, metrics):
         if step == 3:
@@ -138,8 +178,9 @@ def lora_runs(tmp_path_factory, image):
     with pytest.raises(_Interrupt):
         train(TrainConfig(output_dir=str(root / "cut"), **base), on_log=stop_at_3, examples=examples)
     checkpoint = find_latest_checkpoint(root / "cut")
-    resumed = train(TrainConfig(output_dir=str(root / "cut"), resume_from_checkpoint="latest", **base),
-                    examples=examples)
+    resumed = train(
+        TrainConfig(output_dir=str(root / "cut"), resume_from_checkpoint="latest", **base), examples=examples
+    )
     return full, resumed, checkpoint, logged, examples
 
 
@@ -154,8 +195,17 @@ def test_on_log_receives_total_and_per_dim_losses_lr_grad_norm_and_throughput(lo
     full, _, _, logged, _ = lora_runs
     assert [s for s, _ in logged] == [1, 2, 3, 4, 5]
     keys = set(logged[0][1])
-    assert {"loss", "loss_dim_128", "loss_dim_64", "loss_dim_32", "loss_dim_16", "lr", "grad_norm",
-            "samples_per_sec", "epoch"} <= keys
+    assert {
+        "loss",
+        "loss_dim_128",
+        "loss_dim_64",
+        "loss_dim_32",
+        "loss_dim_16",
+        "lr",
+        "grad_norm",
+        "samples_per_sec",
+        "epoch",
+    } <= keys
     assert logged[0][1]["lr"] == 0.0 and logged[1][1]["lr"] == pytest.approx(2e-3)  # 1 warm-up step, then decay
     lines = (full.output_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5]
@@ -199,28 +249,62 @@ _TWO_PROCESS_REL = {"loss": 1e-4, "loss_dim_16": 1e-4, "grad_norm": 1e-3}
 
 @pytest.mark.slow
 def test_two_process_deepspeed_zero2_and_ddp_match_one_process_run(tmp_path, image):
-    """torchrun x2 with gradient cache (gloo; DeepSpeed ZeRO-2, then plain DDP) vs one plain process, same global batch."""
+    """torchrun x2 with gradient cache (gloo; DeepSpeed ZeRO-2, then plain DDP) vs one plain process, same global
+    batch."""
     data = _write_triples(tmp_path / "triples.jsonl", _examples(image, 8))
-    common = dict(data=[{"name": "toy", "kind": "triples", "path": str(data)}], learning_rate=1e-3, epochs=2,
-                  logging_steps=1, save_steps=1000, seed=5, lora={"dropout": 0.0})
+    common = dict(
+        data=[{"name": "toy", "kind": "triples", "path": str(data)}],
+        learning_rate=1e-3,
+        epochs=2,
+        logging_steps=1,
+        save_steps=1000,
+        seed=5,
+        lora={"dropout": 0.0},
+    )
     ref = train(TrainConfig(output_dir=str(tmp_path / "ref"), per_device_batch_size=4, **common))
     assert len(ref.history) == 4
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, deepspeed in (("deepspeed", str(DEFAULT_DEEPSPEED_CONFIG)), ("ddp", None)):
-        cfg = TrainConfig(output_dir=str(tmp_path / name), per_device_batch_size=2, grad_cache=True,
-                          grad_cache_chunk_size=1, deepspeed=deepspeed, **common)
+        cfg = TrainConfig(
+            output_dir=str(tmp_path / name),
+            per_device_batch_size=2,
+            grad_cache=True,
+            grad_cache_chunk_size=1,
+            deepspeed=deepspeed,
+            **common,
+        )
         (tmp_path / f"{name}.json").write_text(cfg.model_dump_json())
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", str(_free_port()), "-m", "nyx.train.run",
-                               "--config", str(tmp_path / f"{name}.json")],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(_free_port()),
+                "-m",
+                "nyx.train.run",
+                "--config",
+                str(tmp_path / f"{name}.json"),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         got = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert len(got) == 4, name
         for g, want in zip(got, ref.history):
             for key in ("loss", "loss_dim_16", "grad_norm"):
-                assert_within(f"two-process {name} vs one process: {key} step {g['step']}", g[key], want[key],
-                              _TWO_PROCESS_REL[key] * abs(want[key]))
+                assert_within(
+                    f"two-process {name} vs one process: {key} step {g['step']}",
+                    g[key],
+                    want[key],
+                    _TWO_PROCESS_REL[key] * abs(want[key]),
+                )
         assert (tmp_path / name / "final" / "adapter_config.json").is_file()
         # what really ran: a silent fall-back (DDP instead of DeepSpeed, one process instead of two) fails here
         run = json.loads((tmp_path / name / "final" / "train_summary.json").read_text())["run"]

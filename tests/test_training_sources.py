@@ -37,13 +37,17 @@ def paths(tmp_path) -> DataPaths:
 
 # -- every format ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(SAMPLE_FILES))
 def test_each_format_fixture_converts_with_expected_counts_and_rejects(paths, name):
     src = TrainingSource.model_validate(_source(name))
     stats = convert_source(src, paths)
     want = EXPECTED[name]
-    assert (stats.loaded, stats.usable, stats.rejected) == (want["loaded"], want["usable"],
-                                                            want["loaded"] - want["usable"])
+    assert (stats.loaded, stats.usable, stats.rejected) == (
+        want["loaded"],
+        want["usable"],
+        want["loaded"] - want["usable"],
+    )
     assert stats.reasons == want["reasons"]
     assert stats.fixed == want.get("fixed", {})
     assert stats.dropped_negatives == want.get("dropped_negatives", {})
@@ -63,10 +67,16 @@ def test_research_rules_and_images_in_the_source_store(paths):
     assert "Which town on Lake Tolley makes salt?" in queries  # the stray image token is gone, the row kept
     assert not any("<|image" in q for q in queries)
     assert not any("lace" in q for q in queries)  # the row with an empty pos_text is dropped
-    images = {p["image"] for t in triples for r in (t["query"], t["positive"], *t["negatives"])
-              for p in r["content"] if p["type"] == "image"}
-    assert images and all(i.startswith("images/") and (converted_file(paths, "mmeb").parent / i).is_file()
-                          for i in images)
+    images = {
+        p["image"]
+        for t in triples
+        for r in (t["query"], t["positive"], *t["negatives"])
+        for p in r["content"]
+        if p["type"] == "image"
+    }
+    assert images and all(
+        i.startswith("images/") and (converted_file(paths, "mmeb").parent / i).is_file() for i in images
+    )
 
 
 def test_text_qa_recipes_choose_positives_and_negatives_as_published(paths):
@@ -77,8 +87,9 @@ def test_text_qa_recipes_choose_positives_and_negatives_as_published(paths):
     first_support = row["supporting_facts"][0][0]
     assert gold["positive"]["content"][0]["text"].startswith(first_support + "\n")
     supporting = {t for t, _ in row["supporting_facts"]}
-    assert {n["content"][0]["text"].split("\n")[0] for n in gold["negatives"]} == \
-        {t for t, _ in row["context"]} - supporting  # the given distractors, never the other supporting paragraph
+    assert {n["content"][0]["text"].split("\n")[0] for n in gold["negatives"]} == {
+        t for t, _ in row["context"]
+    } - supporting  # the given distractors, never the other supporting paragraph
     retrieved = json.loads(converted_file(paths, "retrieved").open().readline())
     raw = json.loads((paths.root / "external" / SAMPLE_FILES["retrieved"][0]).open().readline())
     assert retrieved["positive"]["content"][0]["text"] == raw["retrieved_docs"][0]  # top-1
@@ -115,8 +126,11 @@ def test_profiles_declare_the_mix():
     paper = PROFILES["paper"].stage1
     assert len([s for s in paper.extra_sources if s.name.startswith("mmeb-")]) == 24
     assert all(s.cap == 30_000 for s in paper.extra_sources if s.name.startswith("mmeb-"))
-    assert {s.name for s in paper.extra_sources if s.format in ("hotpotqa", "2wikimultihopqa", "musique")} == \
-        {"hotpotqa", "2wikimultihopqa", "musique"}
+    assert {s.name for s in paper.extra_sources if s.format in ("hotpotqa", "2wikimultihopqa", "musique")} == {
+        "hotpotqa",
+        "2wikimultihopqa",
+        "musique",
+    }
     assert all(s.recipe == "retrieved" for s in paper.extra_sources if s.recipe)
     assert paper.nyxqa_cap == 20_000
     assert [s.format for s in PROFILES["rehearsal"].stage1.extra_sources] == ["research", "hotpotqa"]
@@ -141,6 +155,7 @@ def test_prepare_sample_writes_the_rehearsal_fixtures_and_stage1_trains_on_them(
 
 # -- the blocking check, in a run -----------------------------------------------------------------------------------
 
+
 @dg.asset(deps=[training_sources])
 def after_training_sources() -> None:
     """Stands for stage1_checkpoint: it must not run when the check fails."""
@@ -154,8 +169,11 @@ def _nyxqa_split(paths: DataPaths, split: str, questions: dict[str, str]) -> Non
 
 def _run(paths: DataPaths, overrides: dict) -> dg.ExecuteInProcessResult:
     settings = NyxSettings(profile="sample", data_dir=str(paths.root), overrides=overrides)
-    return dg.materialize([training_sources, training_sources_valid, after_training_sources],
-                          resources={"settings": settings}, raise_on_error=False)
+    return dg.materialize(
+        [training_sources, training_sources_valid, after_training_sources],
+        resources={"settings": settings},
+        raise_on_error=False,
+    )
 
 
 LEAKED = "Which Town on LAKE Orrin keeps the  old charter?"  # equal to the test question once normalised
@@ -167,12 +185,19 @@ def test_a_training_file_with_an_evaluation_question_fails_the_check_by_name(pat
     _nyxqa_split(paths, "test", {"tq1": "Which ferry crosses the test strait?"})
     overrides = {"stage1": {"extra_sources": [_source("hotpotqa")]}}
     if where == "nyxqa test":
-        _nyxqa_split(paths, "test", {"tq1": "Which ferry crosses the test strait?",
-                                     "tq7": "which town on lake orrin keeps the old charter"})
+        _nyxqa_split(
+            paths,
+            "test",
+            {"tq1": "Which ferry crosses the test strait?", "tq7": "which town on lake orrin keeps the old charter"},
+        )
         eval_id = "nyxqa/test:tq7"
     else:
-        write_beir(paths.root / "benchmarks" / "mmqa", [Record.from_text("m-c0", "a chunk")],
-                   [Record.from_text("mq3", "Which town on Lake Orrin keeps the old charter?")], {"mq3": {"m-c0": 1}})
+        write_beir(
+            paths.root / "benchmarks" / "mmqa",
+            [Record.from_text("m-c0", "a chunk")],
+            [Record.from_text("mq3", "Which town on Lake Orrin keeps the old charter?")],
+            {"mq3": {"m-c0": 1}},
+        )
         overrides["stage1"]["eval_folders"] = ["benchmarks/mmqa"]
         eval_id = "benchmarks/mmqa:mq3"
     clean = _run(paths, overrides)  # the fixture as written: passes, and the downstream asset runs
@@ -215,6 +240,7 @@ def test_a_negative_equal_to_its_positive_or_a_missing_image_fails_the_check(pat
 
 
 # -- Stage 1 consumes the converted sources --------------------------------------------------------------------------
+
 
 def test_editing_one_line_of_a_source_changes_the_stage1_fingerprint_and_its_tag(paths):
     from nyx.train.stage import StageState, plan_stage, stage_train_config, start_stage

@@ -19,9 +19,20 @@ from nyx.data.beir import load_beir, write_beir
 from nyx.data.records import Part, Record
 from nyx.synth.mining import mine_hard_negatives, resolve_miner
 
-COLOURS = {"red": (220, 20, 20), "green": (20, 200, 40), "blue": (20, 40, 220), "yellow": (240, 230, 30),
-           "black": (0, 0, 0), "white": (255, 255, 255), "orange": (250, 140, 0), "purple": (130, 20, 160),
-           "grey": (128, 128, 128), "pink": (250, 150, 200), "brown": (120, 70, 20), "cyan": (0, 220, 220)}
+COLOURS = {
+    "red": (220, 20, 20),
+    "green": (20, 200, 40),
+    "blue": (20, 40, 220),
+    "yellow": (240, 230, 30),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "orange": (250, 140, 0),
+    "purple": (130, 20, 160),
+    "grey": (128, 128, 128),
+    "pink": (250, 150, 200),
+    "brown": (120, 70, 20),
+    "cyan": (0, 220, 220),
+}
 DOC_TEXT = "A photograph from the town archive."
 MINING = dict(k=8, skip=2, n=3)
 
@@ -39,11 +50,18 @@ def _images(folder):
 def _fixture(images, order):
     """Documents ``d00..d11`` with identical text; document ``i`` shows colour ``order[i]``. One query per colour,
     its positive the document showing that colour."""
-    corpus = [Record(id=f"d{i:02d}", content=[Part.of_text(DOC_TEXT), Part.of_image(images[c])])
-              for i, c in enumerate(order)]
+    corpus = [
+        Record(id=f"d{i:02d}", content=[Part.of_text(DOC_TEXT), Part.of_image(images[c])]) for i, c in enumerate(order)
+    ]
     holder = {c: f"d{i:02d}" for i, c in enumerate(order)}
-    queries = [Record(id=f"q-{c}", content=[Part.of_text(f"Which photograph of the archive is {c}?")],
-                      extra={"positive_id": holder[c]}) for c in COLOURS]
+    queries = [
+        Record(
+            id=f"q-{c}",
+            content=[Part.of_text(f"Which photograph of the archive is {c}?")],
+            extra={"positive_id": holder[c]},
+        )
+        for c in COLOURS
+    ]
     return corpus, queries
 
 
@@ -72,12 +90,15 @@ def test_tiny_mllama_builds_offline_once_and_embeds_text_image_and_mixed_records
     assert ensure_tiny_mllama(tmp_path) == folder and (folder / STAMP_FILENAME).stat().st_mtime_ns == stamp  # cached
 
     enc = MmE5Encoder("tiny")
-    records = [Record(id="t", content=[Part.of_text("the red bridge over the river")]),
-               Record(id="i", content=[Part.of_image(images["red"])]),
-               Record(id="m-red", content=[Part.of_text(DOC_TEXT), Part.of_image(images["red"])]),
-               Record(id="m-blue", content=[Part.of_text(DOC_TEXT), Part.of_image(images["blue"])]),
-               Record(id="m2", content=[Part.of_image(images["green"]), Part.of_text(DOC_TEXT),
-                                         Part.of_image(images["pink"])])]
+    records = [
+        Record(id="t", content=[Part.of_text("the red bridge over the river")]),
+        Record(id="i", content=[Part.of_image(images["red"])]),
+        Record(id="m-red", content=[Part.of_text(DOC_TEXT), Part.of_image(images["red"])]),
+        Record(id="m-blue", content=[Part.of_text(DOC_TEXT), Part.of_image(images["blue"])]),
+        Record(
+            id="m2", content=[Part.of_image(images["green"]), Part.of_text(DOC_TEXT), Part.of_image(images["pink"])]
+        ),
+    ]
     for emb in (enc.encode_documents(records, batch_size=2), enc.encode_queries(records, batch_size=3)):
         assert emb.shape == (len(records), enc.dim) and np.isfinite(emb).all()
         np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -94,12 +115,15 @@ def test_mme5_prompts_follow_the_published_format():
     q = Record(id="q", content=[Part.of_text("Which bridge is red?")])
     assert query_prompt(q) == "Find a Wikipedia image-passage pair that answers this question: Which bridge is red?"
     d = Record(id="d", content=[Part.of_image("a.png"), Part.of_text("The bridge."), Part.of_image("b.png")])
-    assert document_prompt(d) == ("<|image|><|image|><|begin_of_text|> Represent the given image with related text "
-                                  "information: The bridge.")
+    assert document_prompt(d) == (
+        "<|image|><|image|><|begin_of_text|> Represent the given image with related text information: The bridge."
+    )
     assert document_prompt(Record(id="t", content=[Part.of_text("Just text.")])) == "Just text."
     qi = Record(id="qi", content=[Part.of_image("a.png"), Part.of_text("What is this?")])
-    assert query_prompt(qi) == "<|image|><|begin_of_text|> Represent the given image with the following question: " \
-                               "What is this?"
+    assert (
+        query_prompt(qi) == "<|image|><|begin_of_text|> Represent the given image with the following question: "
+        "What is this?"
+    )
 
 
 # -- mining by image content ---------------------------------------------------------------------------------------
@@ -162,7 +186,6 @@ def test_miner_identity_names_model_and_weights(tmp_path, tiny_miner, images):
 
 def test_registered_version_resolves_to_its_index_folder(tmp_path, images):
     from mlflow import MlflowClient
-
     from nyx.registry import INDEX_DIR_TAG
     from nyx.retrieval.mme5 import MmE5Retriever
 
@@ -189,12 +212,16 @@ def _materialise(tmp_path, miner_overrides):
     from assets.nyxqa import hard_negatives
     from orchestration.resources import MlflowResource, NyxSettings
 
-    res = {"settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
-           "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                                    artifact_root=str(tmp_path / "artifacts"))}
+    res = {
+        "settings": NyxSettings(profile="sample", data_dir=str(tmp_path / "data")),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts")
+        ),
+    }
     overrides = {"miner": {**miner_overrides, "mining": MINING}}
-    r = dg.materialize([hard_negatives], resources=res,
-                       run_config={"ops": {"hard_negatives": {"config": {"overrides": overrides}}}})
+    r = dg.materialize(
+        [hard_negatives], resources=res, run_config={"ops": {"hard_negatives": {"config": {"overrides": overrides}}}}
+    )
     assert r.success
     mat = r.asset_materializations_for_node("hard_negatives")[0]
     return mat.tags["dagster/data_version"], mat.metadata
@@ -232,7 +259,8 @@ def test_data_version_holds_the_miner_identity_even_for_the_same_negatives(tmp_p
     assert version != _negatives_data_version(b, MiningConfig(), tmp_path / "train", out)
     # the same folder with new weights
     assert _negatives_data_version(b, MiningConfig(), tmp_path / "train", out) != _negatives_data_version(
-        {**b, "weights": "sha256-manifest:2"}, MiningConfig(), tmp_path / "train", out)
+        {**b, "weights": "sha256-manifest:2"}, MiningConfig(), tmp_path / "train", out
+    )
     assert version != _negatives_data_version(a, MiningConfig(k=30), tmp_path / "train", out)
 
 

@@ -92,16 +92,34 @@ def webserver(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    env = dict(os.environ, DAGSTER_HOME=str(home), NYX_DATA_DIR=str(tmp_path / "data"), NYX_PROFILE="sample",
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", NYX_DVC_REMOTE=str(tmp_path / "remote"),
-               DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        NYX_DATA_DIR=str(tmp_path / "data"),
+        NYX_PROFILE="sample",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+        NYX_DVC_REMOTE=str(tmp_path / "remote"),
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HF_HUB_OFFLINE="1",
+    )
     env.pop("NYX_SCHEDULES", None)
     port = _free_port()
     log = open(tmp_path / "webserver.log", "w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "orchestration.definitions",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-m",
+            "orchestration.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: the finally below stops the server and its code server
     )
     base = f"http://127.0.0.1:{port}"
@@ -145,8 +163,12 @@ def test_webserver_lists_assets_and_launches_raw_documents_run_to_success(webser
     (repo,) = data["repositoriesOrError"]["nodes"]
 
     params = {
-        "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
-                     "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["raw_documents"]}]},
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["raw_documents"]}],
+        },
         "runConfigData": {},
         "mode": "default",
         "executionMetadata": {"tags": [{"key": "nyx/test", "value": "webserver"}]},
@@ -164,8 +186,11 @@ def test_webserver_lists_assets_and_launches_raw_documents_run_to_success(webser
     messages = [e.get("message") for e in run["eventConnection"]["events"] if e.get("message")]
     assert run["status"] == "SUCCESS", messages[-20:]
     assert [m["assetKey"]["path"] for m in run["assetMaterializations"]] == [["raw_documents"]]
-    evaluations = {e["evaluation"]["checkName"]: e["evaluation"]["success"]
-                   for e in run["eventConnection"]["events"] if e["__typename"] == "AssetCheckEvaluationEvent"}
+    evaluations = {
+        e["evaluation"]["checkName"]: e["evaluation"]["success"]
+        for e in run["eventConnection"]["events"]
+        if e["__typename"] == "AssetCheckEvaluationEvent"
+    }
     assert evaluations == {"raw_documents_valid": True}  # the blocking check ran with the asset
     docs = sorted(p.name for p in (tmp_path / "data" / "documents").glob("*.jsonl"))
     assert docs == ["shard-00000.jsonl", "shard-00001.jsonl"]

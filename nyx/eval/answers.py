@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from nyx.data.records import Record
 from nyx.synth.text import normalize_answer
@@ -82,8 +83,7 @@ def token_f1(prediction: str, gold: str | Iterable[str]) -> float:
 
 _LETTERS = string.ascii_uppercase
 # An optional "answer:" / "the answer is" / "option" prefix (its presence allows a lower-case letter).
-_PREFIX = re.compile(r"^\s*(?:(?:the\s+)?(?:final\s+|correct\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)",
-                     re.I)
+_PREFIX = re.compile(r"^\s*(?:(?:the\s+)?(?:final\s+|correct\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)", re.I)
 # A letter alone, or wrapped in brackets, or followed by ")", "." or ":" and optionally the option text.
 _LETTER = re.compile(r"^[\(\[]?([A-Za-z])[\)\]]?(?:[.:)]\s*(.*))?\s*$", re.S)
 
@@ -96,7 +96,7 @@ def option_letter(prediction: str, n_options: int) -> int | None:
     """
     text = prediction.strip()
     m_prefix = _PREFIX.match(text)
-    rest = text[m_prefix.end():] if m_prefix else text
+    rest = text[m_prefix.end() :] if m_prefix else text
     m = _LETTER.match(rest.strip())
     if not m:
         return None
@@ -214,7 +214,8 @@ def answer_metrics(
         per_query[q.id] = row
         groups[query_modality(q)].append(row)
     order = [m for m in (*MODALITIES, UNKNOWN_MODALITY) if m in groups] + sorted(
-        m for m in groups if m not in MODALITIES and m != UNKNOWN_MODALITY)
+        m for m in groups if m not in MODALITIES and m != UNKNOWN_MODALITY
+    )
     return {
         **_mean_row(list(per_query.values())),
         "n_missing": n_missing,

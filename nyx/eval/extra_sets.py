@@ -10,8 +10,9 @@ dimension, RAG answers with the oracle and no-retrieval bounds, the modality bre
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from nyx.data.beir import BeirDataset, load_beir
 from nyx.data.records import Record, iter_jsonl
@@ -41,19 +42,23 @@ def load_extra_set(spec: Any, data_root: str | os.PathLike, rejects: RejectLog |
     rejects = rejects if rejects is not None else RejectLog(stage=f"eval-{spec.name}")
     folder = resolve_path(spec.path, data_root)
     if not folder.is_dir():
-        raise FileNotFoundError(f"extra evaluation set {spec.name!r}: no folder {folder} (convert it with "
-                                "`nyx convert`)")
+        raise FileNotFoundError(
+            f"extra evaluation set {spec.name!r}: no folder {folder} (convert it with `nyx convert`)"
+        )
     split = spec.split if (folder / "qrels" / f"{spec.split}.tsv").is_file() else None
     ds = load_beir(folder, rejects, split=split)
     if spec.corpus:
         ds.corpus = {r.id: r for r in _corpus_from(resolve_path(spec.corpus, data_root), rejects)}
-        ds.qrels = {q: kept for q, docs in ds.qrels.items()
-                    if (kept := {d: s for d, s in docs.items() if d in ds.corpus})}
+        ds.qrels = {
+            q: kept for q, docs in ds.qrels.items() if (kept := {d: s for d, s in docs.items() if d in ds.corpus})
+        }
     if not ds.queries:
         raise ValueError(f"extra evaluation set {spec.name!r}: no usable query in {folder}")
     if not ds.corpus:
-        raise ValueError(f"extra evaluation set {spec.name!r}: its corpus is empty (sets such as Bamboogle ship "
-                         "none): give it a 'corpus' in the profile")
+        raise ValueError(
+            f"extra evaluation set {spec.name!r}: its corpus is empty (sets such as Bamboogle ship "
+            "none): give it a 'corpus' in the profile"
+        )
     return ds
 
 
@@ -90,10 +95,27 @@ def evaluate_extra_set(
         built[name] = r
     all_notes = list(notes)
     if not ds.qrels:
-        all_notes.append(f"{spec.name} has no relevance judgements: its retrieval metrics are empty; only the RAG "
-                         "answers are measured.")
-    return evaluate_retrievers(built, list(ds.queries.values()), ds.qrels, corpus, dims_by_name=dims_by_name,
-                               reader=reader, top_n=top_n, cache_dir=cache_dir, notes=all_notes,
-                               meta={"set": spec.name, "split": spec.split, "queries": len(ds.queries),
-                                     "judged_queries": len(ds.qrels), "corpus": len(corpus),
-                                     "rejected": rejects.count, **(meta or {})})
+        all_notes.append(
+            f"{spec.name} has no relevance judgements: its retrieval metrics are empty; only the RAG "
+            "answers are measured."
+        )
+    return evaluate_retrievers(
+        built,
+        list(ds.queries.values()),
+        ds.qrels,
+        corpus,
+        dims_by_name=dims_by_name,
+        reader=reader,
+        top_n=top_n,
+        cache_dir=cache_dir,
+        notes=all_notes,
+        meta={
+            "set": spec.name,
+            "split": spec.split,
+            "queries": len(ds.queries),
+            "judged_queries": len(ds.qrels),
+            "corpus": len(corpus),
+            "rejected": rejects.count,
+            **(meta or {}),
+        },
+    )

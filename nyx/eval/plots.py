@@ -17,8 +17,8 @@ import base64
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -26,8 +26,16 @@ from matplotlib.figure import Figure
 
 from nyx.utils.io import atomic_write
 
-__all__ = ["MAX_INLINE_BYTES", "figure_png", "loss_figure", "plot_comparison", "plot_loss", "plot_matryoshka",
-           "png_data_url", "save_figure"]
+__all__ = [
+    "MAX_INLINE_BYTES",
+    "figure_png",
+    "loss_figure",
+    "plot_comparison",
+    "plot_loss",
+    "plot_matryoshka",
+    "png_data_url",
+    "save_figure",
+]
 
 #: the largest PNG :func:`png_data_url` inlines (bytes before base64, which adds a third): bigger ones are downscaled
 MAX_INLINE_BYTES = 300_000
@@ -93,8 +101,9 @@ def _no_data(ax, what: str) -> None:
     ax.set_yticks([])
 
 
-def plot_matryoshka(retrieval: pd.DataFrame, path: str | os.PathLike,
-                    metrics: Sequence[str] = ("ndcg@10", "recall@10")) -> Path:
+def plot_matryoshka(
+    retrieval: pd.DataFrame, path: str | os.PathLike, metrics: Sequence[str] = ("ndcg@10", "recall@10")
+) -> Path:
     """One panel per metric: metric vs dimension (log2 axis) per retriever, from the sweep rows
     (columns ``retriever``, ``dim``, and the metrics)."""
     metrics = [m for m in metrics if m in retrieval.columns] or list(metrics)
@@ -110,8 +119,9 @@ def plot_matryoshka(retrieval: pd.DataFrame, path: str | os.PathLike,
             if len(dense):
                 ax.plot(dense["dim"].astype(float), dense[metric], marker="o", label=str(name))
             else:  # no dimensions: a flat reference line
-                ax.axhline(float(rows[metric].iloc[0]), linestyle="--", linewidth=1, label=f"{name} (sparse)",
-                           color="grey")
+                ax.axhline(
+                    float(rows[metric].iloc[0]), linestyle="--", linewidth=1, label=f"{name} (sparse)", color="grey"
+                )
         if len(dims):
             ticks = sorted({int(d) for d in dims})
             ax.set_xscale("log", base=2)
@@ -125,9 +135,13 @@ def plot_matryoshka(retrieval: pd.DataFrame, path: str | os.PathLike,
     return save_figure(fig, path)
 
 
-def plot_comparison(full_dim: pd.DataFrame, rag: pd.DataFrame, path: str | os.PathLike,
-                    retrieval_metrics: Sequence[str] = ("ndcg@10", "recall@10"),
-                    bounds: Sequence[str] = ("oracle", "no_retrieval")) -> Path:
+def plot_comparison(
+    full_dim: pd.DataFrame,
+    rag: pd.DataFrame,
+    path: str | os.PathLike,
+    retrieval_metrics: Sequence[str] = ("ndcg@10", "recall@10"),
+    bounds: Sequence[str] = ("oracle", "no_retrieval"),
+) -> Path:
     """Grouped bars per retriever at full dimension (``full_dim``: one row per retriever) plus RAG accuracy
     (``rag``: rows ``run``, ``accuracy``); the ``bounds`` runs of ``rag`` are drawn as horizontal lines."""
     fig = Figure(figsize=(max(6.0, 1.6 * max(len(full_dim), 1) + 3), 4.0))
@@ -147,8 +161,13 @@ def plot_comparison(full_dim: pd.DataFrame, rag: pd.DataFrame, path: str | os.Pa
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     for style, bound in zip(("-", ":"), bounds):
         if bound in acc:
-            ax.axhline(acc[bound], linestyle=style, color="black", linewidth=1,
-                       label=f"{bound.replace('_', ' ')} accuracy ({acc[bound]:.2f})")
+            ax.axhline(
+                acc[bound],
+                linestyle=style,
+                color="black",
+                linewidth=1,
+                label=f"{bound.replace('_', ' ')} accuracy ({acc[bound]:.2f})",
+            )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=15)
     ax.set_ylim(0, 1.05)
@@ -159,8 +178,9 @@ def plot_comparison(full_dim: pd.DataFrame, rag: pd.DataFrame, path: str | os.Pa
     return save_figure(fig, path)
 
 
-def loss_figure(points: Sequence[tuple[float, float] | tuple[float, float, float]], title: str = "training loss"
-                ) -> Figure:
+def loss_figure(
+    points: Sequence[tuple[float, float] | tuple[float, float, float]], title: str = "training loss"
+) -> Figure:
     """Loss against the optimizer step from ``(step, loss[, epoch])`` points (an MLflow metric history); steps are
     sorted, non-finite losses left out (and counted in the title); a dotted moving average when there are many."""
     fig = Figure(figsize=(6.0, 3.4))
@@ -179,8 +199,9 @@ def loss_figure(points: Sequence[tuple[float, float] | tuple[float, float, float
         cum = [0.0]
         for v in losses:
             cum.append(cum[-1] + v)
-        smooth = [(cum[i + 1] - cum[max(0, i - window + 1)]) / (i + 1 - max(0, i - window + 1))
-                  for i in range(len(losses))]
+        smooth = [
+            (cum[i + 1] - cum[max(0, i - window + 1)]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))
+        ]
         ax.plot(steps, smooth, linestyle=":", color="black", linewidth=1.2, label=f"mean of {window} steps")
         ax.legend(fontsize=8)
     ax.set_xlabel("optimizer step")
@@ -191,7 +212,10 @@ def loss_figure(points: Sequence[tuple[float, float] | tuple[float, float, float
     return fig
 
 
-def plot_loss(points: Sequence[tuple[float, float] | tuple[float, float, float]], path: str | os.PathLike,
-              title: str = "training loss") -> Path:
+def plot_loss(
+    points: Sequence[tuple[float, float] | tuple[float, float, float]],
+    path: str | os.PathLike,
+    title: str = "training loss",
+) -> Path:
     """:func:`loss_figure` written as PNG."""
     return save_figure(loss_figure(points, title), path)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -27,15 +28,38 @@ from nyx.data.records import Record
 from nyx.eval.answers import MODALITIES, UNKNOWN_MODALITY, query_modality
 from nyx.utils.io import atomic_write, write_json
 
-__all__ = ["EvalReport", "PLOTS", "REPORT_FILES", "evaluate_retrievers", "inline_markdown", "load_report",
-           "write_report"]
+__all__ = [
+    "EvalReport",
+    "PLOTS",
+    "REPORT_FILES",
+    "evaluate_retrievers",
+    "inline_markdown",
+    "load_report",
+    "write_report",
+]
 
-RETRIEVAL_COLUMNS = ["retriever", "dim", "recall@1", "recall@5", "recall@10", "recall@20", "ndcg@10", "mrr@10",
-                     "latency_ms_per_query", "search_ms_per_query", "encode_ms_per_query", "n_queries"]
+RETRIEVAL_COLUMNS = [
+    "retriever",
+    "dim",
+    "recall@1",
+    "recall@5",
+    "recall@10",
+    "recall@20",
+    "ndcg@10",
+    "mrr@10",
+    "latency_ms_per_query",
+    "search_ms_per_query",
+    "encode_ms_per_query",
+    "n_queries",
+]
 RAG_COLUMNS = ["run", "accuracy", "em", "f1", "n"]
 MODALITY_COLUMNS = ["retriever", "modality", "n", "recall@1", "recall@10", "ndcg@10", "mrr@10", "accuracy"]
-REPORT_FILES = {"markdown": "report.md", "json": "report.json", "matryoshka_plot": "matryoshka.png",
-                "comparison_plot": "retrievers.png"}
+REPORT_FILES = {
+    "markdown": "report.md",
+    "json": "report.json",
+    "matryoshka_plot": "matryoshka.png",
+    "comparison_plot": "retrievers.png",
+}
 PLOTS = ("matryoshka_plot", "comparison_plot")
 
 
@@ -77,8 +101,9 @@ class EvalReport:
         out: dict[str, dict[str, Any]] = {}
         for row in self.full_dim().to_dict("records"):
             name = row["retriever"]
-            out[name] = {k: _plain(row[k]) for k in ("dim", "recall@1", "recall@10", "ndcg@10", "mrr@10",
-                                                      "latency_ms_per_query")}
+            out[name] = {
+                k: _plain(row[k]) for k in ("dim", "recall@1", "recall@10", "ndcg@10", "mrr@10", "latency_ms_per_query")
+            }
             if name in acc:
                 out[name].update(accuracy=_plain(acc[name]["accuracy"]), f1=_plain(acc[name]["f1"]))
         for bound in ("oracle", "no_retrieval"):
@@ -99,10 +124,14 @@ class EvalReport:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "EvalReport":
-        return cls(retrieval=pd.DataFrame(obj.get("retrieval", [])), rag=pd.DataFrame(obj.get("rag", [])),
-                   by_modality=pd.DataFrame(obj.get("by_modality", [])), notes=list(obj.get("notes", [])),
-                   meta=dict(obj.get("meta", {})))
+    def from_json(cls, obj: Mapping[str, Any]) -> EvalReport:
+        return cls(
+            retrieval=pd.DataFrame(obj.get("retrieval", [])),
+            rag=pd.DataFrame(obj.get("rag", [])),
+            by_modality=pd.DataFrame(obj.get("by_modality", [])),
+            notes=list(obj.get("notes", [])),
+            meta=dict(obj.get("meta", {})),
+        )
 
     def to_markdown(self, plots: Mapping[str, str] | None = None) -> str:
         """The report as Markdown; ``plots`` maps ``matryoshka_plot`` / ``comparison_plot`` to the image to embed:
@@ -115,17 +144,36 @@ class EvalReport:
         lines += ["", "## Retrieval at full dimension", "", _md(self.full_dim()), ""]
         if "comparison_plot" in plots:
             lines += [f"![retrievers at full dimension]({plots['comparison_plot']})", ""]
-        lines += ["## Matryoshka sweep", "", "Every retriever at every evaluated embedding dimension "
-                  "(latency: query encoding + search, milliseconds per query on the evaluation machine).", "",
-                  _md(self.retrieval), ""]
+        lines += [
+            "## Matryoshka sweep",
+            "",
+            "Every retriever at every evaluated embedding dimension "
+            "(latency: query encoding + search, milliseconds per query on the evaluation machine).",
+            "",
+            _md(self.retrieval),
+            "",
+        ]
         if "matryoshka_plot" in plots:
             lines += [f"![metric vs dimension]({plots['matryoshka_plot']})", ""]
-        lines += ["## RAG answers", "", "Accuracy: the answer names the correct option (multiple choice) or "
-                  "matches the gold answer exactly (open QA), after SQuAD normalisation. `oracle` reads the "
-                  "gold document, `no_retrieval` no document.", "", _md(self.rag), ""]
-        lines += ["## By modality group", "", "Query groups by the image count of the positive document "
-                  "(`text`: none, `image1`: one, `image2+`: two or more); retrieval at full dimension.", "",
-                  _md(self.by_modality), ""]
+        lines += [
+            "## RAG answers",
+            "",
+            "Accuracy: the answer names the correct option (multiple choice) or "
+            "matches the gold answer exactly (open QA), after SQuAD normalisation. `oracle` reads the "
+            "gold document, `no_retrieval` no document.",
+            "",
+            _md(self.rag),
+            "",
+        ]
+        lines += [
+            "## By modality group",
+            "",
+            "Query groups by the image count of the positive document "
+            "(`text`: none, `image1`: one, `image2+`: two or more); retrieval at full dimension.",
+            "",
+            _md(self.by_modality),
+            "",
+        ]
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
@@ -178,8 +226,9 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     return paths
 
 
-def inline_markdown(report: EvalReport, files: Mapping[str, str | os.PathLike], max_bytes: int | None = None
-                    ) -> tuple[str, dict[str, str]]:
+def inline_markdown(
+    report: EvalReport, files: Mapping[str, str | os.PathLike], max_bytes: int | None = None
+) -> tuple[str, dict[str, str]]:
     """The report as self-contained Markdown: the plots written by :func:`write_report` (``files``) inlined as
     ``data:image/png;base64,...`` URLs (each PNG downscaled to at most ``max_bytes``), for viewers that cannot
     follow a relative path (Dagster metadata). Returns the Markdown and the data URL of each plot."""
@@ -194,8 +243,12 @@ def inline_markdown(report: EvalReport, files: Mapping[str, str | os.PathLike], 
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _modality_rows(name: str, per_query: Mapping[str, Mapping[str, float]], queries: Sequence[Record],
-                   rag_by_modality: Mapping[str, Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def _modality_rows(
+    name: str,
+    per_query: Mapping[str, Mapping[str, float]],
+    queries: Sequence[Record],
+    rag_by_modality: Mapping[str, Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
     groups: dict[str, list[Mapping[str, float]]] = defaultdict(list)
     for q in queries:
         if q.id in per_query:
@@ -260,8 +313,15 @@ def evaluate_retrievers(
         full = max(evals, key=lambda e: float("inf") if e.dim is None else e.dim)
         rag_by_modality = None
         if reader is not None:
-            res = run_rag(queries, docs, reader, qrels=qrels, run=full.run, name=name,
-                          cfg=RAGConfig(top_n=top_n, dim=full.dim, oracle=False, no_retrieval=False))[name]
+            res = run_rag(
+                queries,
+                docs,
+                reader,
+                qrels=qrels,
+                run=full.run,
+                name=name,
+                cfg=RAGConfig(top_n=top_n, dim=full.dim, oracle=False, no_retrieval=False),
+            )[name]
             rag_rows.append(res.row())
             rag_by_modality = res.metrics["by_modality"]
         modality_rows += _modality_rows(name, full.metrics.per_query, queries, rag_by_modality)
@@ -278,14 +338,26 @@ def evaluate_retrievers(
         all_notes.append(f"RAG reads the top-{top_n} retrieved document(s) at each retriever's largest dimension.")
     else:
         all_notes.append("No reader was given: RAG answer metrics are not computed.")
-    all_notes.append("Latency is wall-clock time on the evaluation machine, averaged over the queries; "
-                     "compare numbers only within one report.")
-    report_meta = {"n_queries": len(queries), "n_documents": len(docs), "top_n": top_n,
-                   "retrievers": ", ".join(retrievers), **(meta or {})}
+    all_notes.append(
+        "Latency is wall-clock time on the evaluation machine, averaged over the queries; "
+        "compare numbers only within one report."
+    )
+    report_meta = {
+        "n_queries": len(queries),
+        "n_documents": len(docs),
+        "top_n": top_n,
+        "retrievers": ", ".join(retrievers),
+        **(meta or {}),
+    }
     if reader_desc is not None:
         report_meta["reader"] = reader_desc.get("reader_id")
-    return EvalReport(retrieval=pd.DataFrame(retrieval_rows), rag=pd.DataFrame(rag_rows),
-                      by_modality=pd.DataFrame(modality_rows), notes=all_notes, meta=report_meta)
+    return EvalReport(
+        retrieval=pd.DataFrame(retrieval_rows),
+        rag=pd.DataFrame(rag_rows),
+        by_modality=pd.DataFrame(modality_rows),
+        notes=all_notes,
+        meta=report_meta,
+    )
 
 
 def load_report(path: str | os.PathLike) -> EvalReport:

@@ -15,8 +15,9 @@ by descending score, ties by descending document id.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytrec_eval
 
@@ -75,7 +76,9 @@ def evaluate_run(
     mrr_k: int = MRR_K,
 ) -> RetrievalMetrics:
     """Recall@k, nDCG@k and MRR@k of ``run`` against ``qrels`` (see the module docstring for semantics)."""
-    judged = {q: {d: int(s) for d, s in docs.items()} for q, docs in qrels.items() if any(s >= 1 for s in docs.values())}
+    judged = {
+        q: {d: int(s) for d, s in docs.items()} for q, docs in qrels.items() if any(s >= 1 for s in docs.values())
+    }
     names = metric_names(recall_ks, ndcg_k, mrr_k)
     per_query: dict[str, dict[str, float]] = {q: dict.fromkeys(names, 0.0) for q in judged}
     present = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in judged and docs}
@@ -124,7 +127,7 @@ class DimEvaluation:
 
 
 def evaluate_at_dims(
-    retriever: "Retriever",
+    retriever: Retriever,
     queries: Sequence[Record],
     qrels: Qrels,
     dims: Sequence[int | None] | None = None,
@@ -167,7 +170,7 @@ def evaluate_at_dims(
 
 
 def matryoshka_sweep(
-    retriever: "Retriever",
+    retriever: Retriever,
     queries: Sequence[Record],
     qrels: Qrels,
     dims: Sequence[int | None] | None = None,

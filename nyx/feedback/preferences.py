@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -64,16 +65,18 @@ class FeedbackConfig(BaseModel):
     f1_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="open QA: a window is correct when F1 > this")
     max_negatives: int = Field(3, ge=0)
     exclude_correct_negatives: bool = Field(
-        True, description="skip negatives that belong to a correct window (the research code did not check)")
+        True, description="skip negatives that belong to a correct window (the research code did not check)"
+    )
     exclude_gold_negatives: bool = Field(True, description="never use a gold (qrels) document as a negative")
     mode: Literal["auto", "mc", "open"] = Field(
-        "auto", description="auto: multiple choice when the query has options, open QA otherwise")
+        "auto", description="auto: multiple choice when the query has options, open QA otherwise"
+    )
     dim: int | None = Field(None, ge=1, description="Matryoshka dimension used for retrieval (None = full)")
     early_stop: bool = Field(True, description="stop reading windows once the triple cannot change")
     search_batch_size: int = Field(256, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "FeedbackConfig":
+    def _check(self) -> FeedbackConfig:
         if self.window_size > self.top_k:
             raise ValueError(f"window_size {self.window_size} exceeds top_k {self.top_k}")
         return self
@@ -92,7 +95,7 @@ def sliding_windows(ranked_ids: Sequence[str], w: int = 1, s: int = 1) -> list[l
     ids = list(ranked_ids)
     out: list[list[str]] = []
     for start in range(0, len(ids), s):
-        out.append(ids[start:start + w])
+        out.append(ids[start : start + w])
         if start + w >= len(ids):
             break
     return out
@@ -118,7 +121,9 @@ class WindowScore:
     correct: bool
 
 
-def score_window_answer(answer: str, query: Record, mode: str = "auto", f1_threshold: float = 0.0) -> tuple[float, bool]:
+def score_window_answer(
+    answer: str, query: Record, mode: str = "auto", f1_threshold: float = 0.0
+) -> tuple[float, bool]:
     """``(score, correct)`` of a reader answer: exact option match (1/0) for multiple choice, token F1 with the
     gold answers (correct when > ``f1_threshold``) for open QA. Raises :class:`RecordError` if the query cannot
     be scored in ``mode``."""
@@ -192,8 +197,9 @@ def select_preference(
     )
 
 
-def _outcome_fixed(windows: Sequence[WindowScore], finalized: int, ranked_ids: Sequence[str],
-                   cfg: FeedbackConfig, gold: set[str]) -> bool:
+def _outcome_fixed(
+    windows: Sequence[WindowScore], finalized: int, ranked_ids: Sequence[str], cfg: FeedbackConfig, gold: set[str]
+) -> bool:
     """True when reading more windows cannot change the triple (see the module docstring)."""
     first_best = next((w for w in windows if w.score >= MAX_SCORE and w.correct), None)
     if first_best is None:
@@ -222,7 +228,7 @@ def preference_for_query(
     starts = _window_starts(len(ranked_ids), cfg.window_size, cfg.stride)
     windows: list[WindowScore] = []
     for j, start in enumerate(starts):
-        doc_ids = ranked_ids[start:start + cfg.window_size]
+        doc_ids = ranked_ids[start : start + cfg.window_size]
         answer = answer_fn(query, doc_ids)
         score, correct = score_window_answer(answer, query, cfg.mode, cfg.f1_threshold)
         windows.append(WindowScore(start, tuple(doc_ids), answer, score, correct))
@@ -281,9 +287,13 @@ class FeedbackStats:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(kept_share=self.kept_share, avg_positive_rank=self.avg_positive_rank,
-                   positive_differs_from_gold_share=self.positive_differs_from_gold_share,
-                   gold_in_top_k_share=self.gold_in_top_k_share, avg_negatives=self.avg_negatives)
+        out.update(
+            kept_share=self.kept_share,
+            avg_positive_rank=self.avg_positive_rank,
+            positive_differs_from_gold_share=self.positive_differs_from_gold_share,
+            gold_in_top_k_share=self.gold_in_top_k_share,
+            avg_negatives=self.avg_negatives,
+        )
         return out
 
 
@@ -324,7 +334,7 @@ def collect_feedback(
         return reader.answer(query, [docs[d] for d in doc_ids])
 
     triples: list[FeedbackTriple] = []
-    batches = [queries[i:i + cfg.search_batch_size] for i in range(0, len(queries), cfg.search_batch_size)]
+    batches = [queries[i : i + cfg.search_batch_size] for i in range(0, len(queries), cfg.search_batch_size)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -338,8 +348,7 @@ def collect_feedback(
             ranked = rank_documents(run.get(q.id, {}))
             unknown = [d for d in ranked if d not in docs]
             if unknown:
-                rejects.add(RecordError(f"retrieved documents missing from the corpus: {unknown[:3]}",
-                                        record_id=q.id))
+                rejects.add(RecordError(f"retrieved documents missing from the corpus: {unknown[:3]}", record_id=q.id))
                 ranked = [d for d in ranked if d in docs]
             gold = [d for d, s in (qrels or {}).get(q.id, {}).items() if s >= 1]
             if gold:
@@ -415,9 +424,15 @@ def read_training_triple_ids(path: str | os.PathLike) -> list[dict]:
     out = []
     for lineno, obj in _jsonl_objects(path, "training triple"):
         try:
-            out.append({"query": obj["query"]["id"], "positive": obj["positive"]["id"],
-                        "negatives": [n["id"] for n in obj["negatives"]]})
+            out.append(
+                {
+                    "query": obj["query"]["id"],
+                    "positive": obj["positive"]["id"],
+                    "negatives": [n["id"] for n in obj["negatives"]],
+                }
+            )
         except (KeyError, TypeError) as e:
-            raise RecordError(f"malformed training triple: {type(e).__name__}: {e}",
-                              location=f"{Path(path).name}:{lineno}") from None
+            raise RecordError(
+                f"malformed training triple: {type(e).__name__}: {e}", location=f"{Path(path).name}:{lineno}"
+            ) from None
     return out

@@ -22,8 +22,9 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class GeneratorReader(Reader):
     """Reads with a :class:`~nyx.synth.generators.base.Generator` (``openai`` or ``local``): the query record
     (with its images) and the window's documents go to ``generator.answer``, with the options if any."""
 
-    def __init__(self, generator: "Generator"):
+    def __init__(self, generator: Generator):
         self.generator = generator
         self._id = f"generator-{generator.kind}-{cache_key(generator.describe())[:16]}"
 
@@ -88,11 +89,14 @@ class GeneratorReader(Reader):
         return self.generator.answer(query, list(window), choices=mc[0] if mc else None)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "generator": self.generator.describe(),
-                "note": f"generator VLM reader ({self.generator.kind}); sees text and images"}
+        return {
+            **super().describe(),
+            "generator": self.generator.describe(),
+            "note": f"generator VLM reader ({self.generator.kind}); sees text and images",
+        }
 
 
-def as_reader(reader_or_generator: "Reader | Generator") -> Reader:
+def as_reader(reader_or_generator: Reader | Generator) -> Reader:
     """A :class:`Reader` from a reader (returned as is) or a generator (wrapped in :class:`GeneratorReader`)."""
     if isinstance(reader_or_generator, Reader):
         return reader_or_generator
@@ -166,10 +170,12 @@ class MiniLMOptionReader(Reader):
         return f"minilm-option-v1-e{c.embedding_weight:g}-l{c.lexical_weight:g}"
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "config": {"embedding_weight": self.config.embedding_weight,
-                                                  "lexical_weight": self.config.lexical_weight},
-                "note": "offline stand-in for a VLM reader: all-MiniLM-L6-v2 option scoring over the window's "
-                        "text only (images ignored); not a generator"}
+        return {
+            **super().describe(),
+            "config": {"embedding_weight": self.config.embedding_weight, "lexical_weight": self.config.lexical_weight},
+            "note": "offline stand-in for a VLM reader: all-MiniLM-L6-v2 option scoring over the window's "
+            "text only (images ignored); not a generator",
+        }
 
     # -- model -----------------------------------------------------------------------------------------------
     @property
@@ -181,8 +187,13 @@ class MiniLMOptionReader(Reader):
         return self._model
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        emb = self.model.encode(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+        emb = self.model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(emb, dtype=np.float32).reshape(len(texts), -1)
 
     def _units(self, doc: Record) -> tuple[list[str], np.ndarray]:
@@ -231,8 +242,7 @@ class MiniLMOptionReader(Reader):
         if self.config.lexical_weight:
             question = content_stems(_BLANK.sub(" ", _CLOZE_INSTRUCTION.sub("", query.text)))
             unit_stems = [content_stems(u) for u in units]
-            scores += self.config.lexical_weight * np.array(
-                [lexical_support(c, question, unit_stems) for c in choices])
+            scores += self.config.lexical_weight * np.array([lexical_support(c, question, unit_stems) for c in choices])
         return scores
 
     def _hypotheses(self, question: str, choices: Sequence[str]) -> np.ndarray:
@@ -254,7 +264,7 @@ class MiniLMOptionReader(Reader):
         scores = self.option_scores(query, choices, window)
 
         def tie_break(i: int) -> int:
-            return int(hashlib.sha1(f"{query.id}\x00{choices[i]}".encode("utf-8")).hexdigest()[:8], 16)
+            return int(hashlib.sha1(f"{query.id}\x00{choices[i]}".encode()).hexdigest()[:8], 16)
 
         best = max(range(len(choices)), key=lambda i: (round(float(scores[i]), 6), tie_break(i)))
         return choices[best]
@@ -322,12 +332,18 @@ def lexical_support(option: str, question: set[str], units: Sequence[set[str]]) 
 
 def reader_cache_key(reader_id: str, query: Record, window: Sequence[Record]) -> str:
     """sha256 of (reader id, the query's id, text, images and options, the window's document ids in order)."""
-    return cache_key({
-        "reader": reader_id,
-        "query": {"id": query.id, "text": query.text, "images": query.images,
-                  "choices": query.extra.get("choices")},
-        "window": [d.id for d in window],
-    })
+    return cache_key(
+        {
+            "reader": reader_id,
+            "query": {
+                "id": query.id,
+                "text": query.text,
+                "images": query.images,
+                "choices": query.extra.get("choices"),
+            },
+            "window": [d.id for d in window],
+        }
+    )
 
 
 class CachedReader(Reader):

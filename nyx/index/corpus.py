@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
@@ -26,9 +27,16 @@ SOURCE_FILE = "corpus_source.json"
 log = logging.getLogger(__name__)
 
 
-def build_corpus_index(retriever: Any, corpus: Iterable[Record], out_dir: str | os.PathLike, *, store: Any = None,
-                       source: str = "index", rejects: RejectLog | None = None,
-                       progress: bool = False) -> dict[str, Any]:
+def build_corpus_index(
+    retriever: Any,
+    corpus: Iterable[Record],
+    out_dir: str | os.PathLike,
+    *,
+    store: Any = None,
+    source: str = "index",
+    rejects: RejectLog | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Index ``corpus`` with ``retriever`` (embeddings from ``store`` where it has them) and save it to ``out_dir``
     (atomically: a crash keeps the previous folder). Returns what an operator wants to see: documents, how many
     embeddings were reused and encoded, the corpus hash, model identity and version, and the approximate indexes'
@@ -44,9 +52,15 @@ def build_corpus_index(retriever: Any, corpus: Iterable[Record], out_dir: str | 
         index.manifest.inputs = store.model(retriever.embedding_identity()).input_totals()
     retriever.save(out_dir)
     kept = set(index.doc_ids)
-    write_json({"corpus_hash": corpus_hash(corpus), "records": len(corpus),
-                "left_out": [r.id for r in corpus if r.id not in kept], "rejects": rejects.items},
-               Path(out_dir) / SOURCE_FILE)
+    write_json(
+        {
+            "corpus_hash": corpus_hash(corpus),
+            "records": len(corpus),
+            "left_out": [r.id for r in corpus if r.id not in kept],
+            "rejects": rejects.items,
+        },
+        Path(out_dir) / SOURCE_FILE,
+    )
     m = index.manifest
     report = getattr(index, "build_report", None)
     return {
@@ -66,8 +80,9 @@ def build_corpus_index(retriever: Any, corpus: Iterable[Record], out_dir: str | 
     }
 
 
-def open_corpus_index(folder: str | os.PathLike, *, model_version: str | None = None,
-                      corpus: Sequence[Record] | None = None) -> Any:
+def open_corpus_index(
+    folder: str | os.PathLike, *, model_version: str | None = None, corpus: Sequence[Record] | None = None
+) -> Any:
     """The saved retriever in ``folder``, after checking that it was built by registry version ``model_version``
     (when given) from exactly ``corpus`` (same ids, texts and image bytes, in order; when given). Raises
     :class:`~nyx.index.manifest.IndexMismatchError` naming the folder and what differs, ``FileNotFoundError`` when
@@ -80,11 +95,14 @@ def open_corpus_index(folder: str | os.PathLike, *, model_version: str | None = 
     if model_version is not None and str(m.mlflow_model_version) != str(model_version):
         raise IndexMismatchError(
             f"the index in {folder} was built by model version {m.mlflow_model_version}, not {model_version}: "
-            "materialise its corpus index again")
+            "materialise its corpus index again"
+        )
     if corpus is not None:
         if not (folder / SOURCE_FILE).is_file():
-            raise IndexMismatchError(f"{folder} does not record which corpus it was built from (no {SOURCE_FILE}): "
-                                     "materialise its corpus index again")
+            raise IndexMismatchError(
+                f"{folder} does not record which corpus it was built from (no {SOURCE_FILE}): "
+                "materialise its corpus index again"
+            )
         built = read_json(folder / SOURCE_FILE)
         want = corpus_hash(corpus)
         if want != built["corpus_hash"]:
@@ -93,7 +111,8 @@ def open_corpus_index(folder: str | os.PathLike, *, model_version: str | None = 
             raise IndexMismatchError(
                 f"the index in {folder} was built from another corpus ({built['records']} documents, hash "
                 f"{built['corpus_hash'][:12]}); the current corpus has {len(corpus)} documents (hash {want[:12]}), "
-                f"{new} of them not in the index: materialise its corpus index again")
+                f"{new} of them not in the index: materialise its corpus index again"
+            )
     return retriever
 
 

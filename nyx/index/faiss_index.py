@@ -31,10 +31,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -96,7 +97,7 @@ def prefix(x: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(mrl_truncate(np.asarray(x, dtype=np.float32), dim), dtype=np.float32)
 
 
-def index_bytes(index: "faiss.Index | faiss.IndexBinary") -> int:
+def index_bytes(index: faiss.Index | faiss.IndexBinary) -> int:
     """The size of ``faiss.serialize_index(index)`` (``serialize_index_binary`` for a binary index), counted while
     streaming (no copy of the index is held)."""
     total = 0
@@ -159,8 +160,9 @@ def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
     return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
 
 
-def numpy_topk(queries: np.ndarray, docs: np.ndarray, k: int,
-               block_bytes: int = NUMPY_SCORE_BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def numpy_topk(
+    queries: np.ndarray, docs: np.ndarray, k: int, block_bytes: int = NUMPY_SCORE_BLOCK_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner products: ``queries @ docs.T`` (one BLAS matrix product per block of documents, at most
     ``block_bytes`` of scores at once) and ``np.argpartition`` per block, the blocks' candidates merged.
 
@@ -240,7 +242,7 @@ class EmbeddingIndex:
         model_revision: str | None = None,
         mlflow_model_version: str | None = None,
         corpus_hash: str | None = None,
-    ) -> "EmbeddingIndex":
+    ) -> EmbeddingIndex:
         """An empty index for ``dim``-dimensional embeddings of ``model_id``."""
         manifest = IndexManifest(
             model_id=model_id,
@@ -320,7 +322,7 @@ class EmbeddingIndex:
         self._indexes.clear()
         self.manifest.build_stats.clear()
 
-    def merge_from(self, other: "EmbeddingIndex") -> None:
+    def merge_from(self, other: EmbeddingIndex) -> None:
         """Append all documents of another index built with the same model and dimension."""
         self.manifest.check_compatible(other.manifest)
         self.add(other.doc_ids, other.vectors)
@@ -336,7 +338,7 @@ class EmbeddingIndex:
             )
         return dim
 
-    def faiss_index(self, dim: int | None = None) -> "faiss.Index | faiss.IndexBinary":
+    def faiss_index(self, dim: int | None = None) -> faiss.Index | faiss.IndexBinary:
         """The FAISS index over the ``dim``-prefix of every vector, built on first use (a ``faiss.IndexBinaryFlat``
         of sign bits with ``quantize="binary"``)."""
         dim = self.check_dim(dim)
@@ -382,8 +384,11 @@ class EmbeddingIndex:
             "index_type": cfg.index_type,
             "approximate_from": cfg.approximate_from,
             "quantize": cfg.quantize,
-            "rescore_factor": (cfg.rescore_factor if cfg.quantize == "binary" or (cfg.quantize == "int8" and
-                                                                                  cfg.int8_rescore) else None),
+            "rescore_factor": (
+                cfg.rescore_factor
+                if cfg.quantize == "binary" or (cfg.quantize == "int8" and cfg.int8_rescore)
+                else None
+            ),
             "search_backend": cfg.search_backend,
             "dims": {str(d): dict(st) for d, st in sorted(self.manifest.build_stats.items(), reverse=True)},
         }
@@ -417,8 +422,10 @@ class EmbeddingIndex:
         if kind in ("ivf", "ivfpq") and n == 0:
             kind, fallback = "flat", "empty index: nothing to train on"
         if kind == "ivfpq" and n < cfg.pq_min_train():
-            fallback = (f"{n} documents are too few to train IVF-PQ codebooks (FAISS needs "
-                        f"{cfg.pq_min_train()} = 39 x 2**{cfg.pq_nbits} points): exact flat search instead")
+            fallback = (
+                f"{n} documents are too few to train IVF-PQ codebooks (FAISS needs "
+                f"{cfg.pq_min_train()} = 39 x 2**{cfg.pq_nbits} points): exact flat search instead"
+            )
             kind = "flat"
         if fallback is not None and n > 0:
             log.warning("index at dim %d: %s", dim, fallback)
@@ -469,16 +476,26 @@ class EmbeddingIndex:
         build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         nbytes = index_bytes(index)
         stats: dict[str, Any] = {
-            "type": kind, "quantize": quantize, "requested_type": cfg.index_type, "fallback": fallback,
-            "documents": n, "dim": dim,
-            "build_seconds": round(build_s, 4), "build_cpu_seconds": round(build_cpu_s, 4),
-            "train_seconds": round(train_s, 4), "train_cpu_seconds": round(train_cpu_s, 4),
+            "type": kind,
+            "quantize": quantize,
+            "requested_type": cfg.index_type,
+            "fallback": fallback,
+            "documents": n,
+            "dim": dim,
+            "build_seconds": round(build_s, 4),
+            "build_cpu_seconds": round(build_cpu_s, 4),
+            "train_seconds": round(train_s, 4),
+            "train_cpu_seconds": round(train_cpu_s, 4),
             "train_points": train_points,
-            "bytes": nbytes, "bytes_per_document": round(nbytes / n, 2) if n else None,
+            "bytes": nbytes,
+            "bytes_per_document": round(nbytes / n, 2) if n else None,
             "params": params,
-            "recall_at_10_vs_flat": 1.0, "queries": 0, "recall_k": min(RECALL_K, n),
-            "recall_seconds": 0.0, "search_ms_per_query": None,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recall_at_10_vs_flat": 1.0,
+            "queries": 0,
+            "recall_k": min(RECALL_K, n),
+            "recall_seconds": 0.0,
+            "search_ms_per_query": None,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if quantize != "none":
             float_bytes = 4 * n * dim
@@ -487,17 +504,22 @@ class EmbeddingIndex:
         if quantize == "binary" or (quantize == "int8" and cfg.int8_rescore):
             # what rescoring reads: the stored vectors, all stored dims, kept in memory for every index type
             stats["rescore_vectors_bytes"] = int(self.stored_vectors.nbytes)
-            params.update(rescore_factor=cfg.rescore_factor,
-                          rescore_with=f"stored vectors ({VECTORS_NAME}, {cfg.store_dtype})")
+            params.update(
+                rescore_factor=cfg.rescore_factor, rescore_with=f"stored vectors ({VECTORS_NAME}, {cfg.store_dtype})"
+            )
         if kind != "flat" or quantize != "none":
             rescored = quantize == "binary" or (quantize == "int8" and cfg.int8_rescore)
-            search = ((lambda xq, k: self._search_rescored(index, xq, k, dim, binary=quantize == "binary"))
-                      if rescored else index.search)
+            search = (
+                (lambda xq, k: self._search_rescored(index, xq, k, dim, binary=quantize == "binary"))
+                if rescored
+                else index.search
+            )
             stats.update(self._measure_recall(search, vecs))
             if rescored and stats.get("queries"):
                 codes = binary_codes if quantize == "binary" else (lambda xq: xq)
-                stats.update(self._measure_recall(lambda xq, k: index.search(codes(xq), k), vecs,
-                                                  prefix_key="before_rescore_"))
+                stats.update(
+                    self._measure_recall(lambda xq, k: index.search(codes(xq), k), vecs, prefix_key="before_rescore_")
+                )
         return index, stats
 
     def _measure_recall(self, search: Any, vecs: np.ndarray, prefix_key: str = "") -> dict[str, Any]:
@@ -518,10 +540,17 @@ class EmbeddingIndex:
         search_ms = (time.perf_counter() - t_search) * 1000 / q
         _, exact = faiss.knn(xq, vecs, k, metric=faiss.METRIC_INNER_PRODUCT)
         if prefix_key:
-            return {f"{prefix_key}recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
-                    f"{prefix_key}search_ms_per_query": round(search_ms, 4)}
-        return {"recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4), "queries": q, "recall_k": k,
-                "recall_seconds": round(time.perf_counter() - t0, 4), "search_ms_per_query": round(search_ms, 4)}
+            return {
+                f"{prefix_key}recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
+                f"{prefix_key}search_ms_per_query": round(search_ms, 4),
+            }
+        return {
+            "recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
+            "queries": q,
+            "recall_k": k,
+            "recall_seconds": round(time.perf_counter() - t0, 4),
+            "search_ms_per_query": round(search_ms, 4),
+        }
 
     def _configure(self, index: faiss.Index) -> None:
         cfg = self.manifest.config
@@ -531,7 +560,9 @@ class EmbeddingIndex:
             index.nprobe = cfg.ivf_nprobe
 
     # ------------------------------------------------------------------ search
-    def prepare_queries(self, query_emb: np.ndarray, dim: int | None = None, *, model_id: str | None = None) -> tuple[np.ndarray, int]:
+    def prepare_queries(
+        self, query_emb: np.ndarray, dim: int | None = None, *, model_id: str | None = None
+    ) -> tuple[np.ndarray, int]:
         """Check query embeddings against the index and cut them to the search dimension."""
         q = np.asarray(query_emb, dtype=np.float32)
         if q.ndim == 1:
@@ -590,8 +621,9 @@ class EmbeddingIndex:
             return numpy_topk(q, flat_vectors(index), k)
         return index.search(q, k)
 
-    def _search_rescored(self, index: Any, q: np.ndarray, k: int, dim: int, *,
-                         binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _search_rescored(
+        self, index: Any, q: np.ndarray, k: int, dim: int, *, binary: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``rescore_factor·k`` candidates from the quantised index (Hamming distance on the sign bits when
         ``binary``, else the int8 scores), then those candidates rescored with float inner products against the
         stored vectors' re-normalised ``dim``-prefixes; the best ``k`` by float score (exact ties: the larger id
@@ -665,7 +697,7 @@ class EmbeddingIndex:
         model_id: str | None = None,
         model_revision: str | None = None,
         dim: int | None = None,
-    ) -> "EmbeddingIndex":
+    ) -> EmbeddingIndex:
         """Load a saved folder; if ``model_id``/``model_revision``/``dim`` are given they must match it.
 
         Saved approximate indexes of the right type and size are reused as they are (no rebuild, no training)

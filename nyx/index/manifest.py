@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from datetime import datetime, timezone
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -96,50 +97,75 @@ class IndexConfig(BaseModel):
 
     index_type: IndexType = Field("flat", description="flat (exact), or hnsw / ivf / ivfpq (approximate)")
     approximate_from: int | None = Field(
-        None, ge=1, description="with an approximate index_type: flat below this many documents, index_type "
-                                "from it on (None: index_type at any size)")
+        None,
+        ge=1,
+        description="with an approximate index_type: flat below this many documents, index_type "
+        "from it on (None: index_type at any size)",
+    )
     hnsw_m: int = Field(32, ge=4, description="HNSW: neighbours per node")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW: candidate list size while building")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW: candidate list size while searching")
     ivf_nlist: int | None = Field(
-        None, ge=1, description="IVF / IVF-PQ: number of clusters; None: 4·sqrt(n), at most 65536. Always capped "
-                                "at (training points)/39, what FAISS needs per centroid")
+        None,
+        ge=1,
+        description="IVF / IVF-PQ: number of clusters; None: 4·sqrt(n), at most 65536. Always capped "
+        "at (training points)/39, what FAISS needs per centroid",
+    )
     ivf_nprobe: int = Field(32, ge=1, description="IVF / IVF-PQ: clusters visited per query")
     pq_m: int | None = Field(
-        None, ge=1, description="IVF-PQ: sub-quantisers (bytes per document at 8 bits); None: dim/8. Lowered to "
-                                "the largest divisor of each indexed dimension")
+        None,
+        ge=1,
+        description="IVF-PQ: sub-quantisers (bytes per document at 8 bits); None: dim/8. Lowered to "
+        "the largest divisor of each indexed dimension",
+    )
     pq_nbits: int = Field(8, ge=4, le=12, description="IVF-PQ: bits per sub-quantiser code")
     train_sample: int = Field(
-        100_000, ge=1, description="IVF / IVF-PQ: documents sampled (seeded) to train clusters and codebooks; "
-                                   "raised to what FAISS needs when the corpus has enough")
+        100_000,
+        ge=1,
+        description="IVF / IVF-PQ: documents sampled (seeded) to train clusters and codebooks; "
+        "raised to what FAISS needs when the corpus has enough",
+    )
     recall_queries: int = Field(
-        200, ge=0, description="stored vectors sampled as queries to measure recall@10 against flat search when an "
-                               "approximate index is built (0: do not measure)")
+        200,
+        ge=0,
+        description="stored vectors sampled as queries to measure recall@10 against flat search when an "
+        "approximate index is built (0: do not measure)",
+    )
     seed: int = Field(0, description="seed of the training and recall samples")
     store_dtype: StoreDtype = Field("float32", description="dtype of the stored vectors (vectors.npy)")
     search_batch_size: int = Field(1024, ge=1, description="queries per FAISS call")
     quantize: Quantize = Field(
-        "none", description="flat only: none (float32), int8 (scalar quantiser, 1 byte/dim) or binary (1 bit/dim, "
-                            "Hamming search then float rescoring of rescore_factor*k candidates)")
+        "none",
+        description="flat only: none (float32), int8 (scalar quantiser, 1 byte/dim) or binary (1 bit/dim, "
+        "Hamming search then float rescoring of rescore_factor*k candidates)",
+    )
     rescore_factor: int = Field(
-        10, ge=1, description="binary (and int8 with int8_rescore): candidates per requested result rescored with the "
-                              "stored float vectors")
+        10,
+        ge=1,
+        description="binary (and int8 with int8_rescore): candidates per requested result rescored with the "
+        "stored float vectors",
+    )
     int8_rescore: bool = Field(
-        False, description="int8: rescore rescore_factor*k int8 candidates with the stored float vectors too "
-                           "(exact scores; reads vectors.npy, which is held in memory anyway)")
+        False,
+        description="int8: rescore rescore_factor*k int8 candidates with the stored float vectors too "
+        "(exact scores; reads vectors.npy, which is held in memory anyway)",
+    )
     search_backend: SearchBackend = Field(
-        "auto", description="flat float32 search: auto (numpy matrix product + argpartition for batches FAISS would "
-                            "scan query by query, FAISS otherwise), faiss or numpy")
+        "auto",
+        description="flat float32 search: auto (numpy matrix product + argpartition for batches FAISS would "
+        "scan query by query, FAISS otherwise), faiss or numpy",
+    )
 
     @model_validator(mode="after")
-    def _check_switch(self) -> "IndexConfig":
+    def _check_switch(self) -> IndexConfig:
         if self.approximate_from is not None and self.index_type == "flat":
             raise ValueError("approximate_from needs an approximate index_type (hnsw, ivf or ivfpq) to switch to")
         if self.quantize != "none" and self.index_type != "flat":
             raise ValueError(
                 f"quantize={self.quantize!r} applies to index_type 'flat' only (a quantised exact scan), not "
                 f"{self.index_type!r}: hnsw and ivf search float vectors and ivfpq already quantises (pq_m bytes "
-                "per document); use index_type='flat' with quantize, or quantize='none'")
+                "per document); use index_type='flat' with quantize, or quantize='none'"
+            )
         return self
 
     @property
@@ -177,15 +203,17 @@ class IndexManifest(BaseModel):
     inputs: dict[str, int] = Field(
         default_factory=dict,
         description="what the encoder did to the indexed records' inputs: records whose images were shrunk or "
-                    "dropped to fit its context, texts cut (NyxEncoder.input_stats)")
+        "dropped to fit its context, texts cut (NyxEncoder.input_stats)",
+    )
     build_stats: dict[int, dict[str, Any]] = Field(
         default_factory=dict,
-        description="per indexed dimension: what was built and how well it does (EmbeddingIndex.build_report)")
+        description="per indexed dimension: what was built and how well it does (EmbeddingIndex.build_report)",
+    )
     created_with: str = Field(default_factory=nyx_version)
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @model_validator(mode="after")
-    def _check_dims(self) -> "IndexManifest":
+    def _check_dims(self) -> IndexManifest:
         if self.dim > self.full_dim:
             raise ValueError(f"index dim {self.dim} exceeds the model's full dim {self.full_dim}")
         self.mrl_dims = sorted({d for d in self.mrl_dims if d <= self.dim} | {self.dim}, reverse=True)
@@ -200,7 +228,7 @@ class IndexManifest(BaseModel):
     def store_dtype(self) -> StoreDtype:
         return self.config.store_dtype
 
-    def check_compatible(self, other: "IndexManifest") -> None:
+    def check_compatible(self, other: IndexManifest) -> None:
         """Raise :class:`IndexMismatchError` unless ``other`` holds vectors of the same model and dimension."""
         self.check_model(other.model_id, other.model_revision, other.dim)
 
@@ -217,9 +245,7 @@ class IndexManifest(BaseModel):
                 f"{self.model_revision!r}; re-index the corpus"
             )
         if dim is not None and dim != self.dim:
-            raise IndexMismatchError(
-                f"embeddings have dimension {dim} but the index stores dimension {self.dim}"
-            )
+            raise IndexMismatchError(f"embeddings have dimension {dim} but the index stores dimension {self.dim}")
 
 
 class CorpusHasher:
@@ -231,7 +257,7 @@ class CorpusHasher:
     def __init__(self) -> None:
         self._h = hashlib.sha256()
 
-    def update(self, records: Iterable[Record]) -> "CorpusHasher":
+    def update(self, records: Iterable[Record]) -> CorpusHasher:
         for r in records:
             self._h.update(b"\x1erecord\x1f" + r.id.encode())
             for p in r.content:

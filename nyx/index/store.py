@@ -34,10 +34,11 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class EncodeStats:
     #: the context, texts truncated), summed over the encoded records
     inputs: dict[str, int] = field(default_factory=dict)
 
-    def __iadd__(self, other: "EncodeStats") -> "EncodeStats":
+    def __iadd__(self, other: EncodeStats) -> EncodeStats:
         self.reused += other.reused
         self.encoded += other.encoded
         self.rejected += other.rejected
@@ -114,9 +115,14 @@ class EncodeStats:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reused": self.reused, "encoded": self.encoded, "rejected": self.rejected,
-                "segments_written": len(self.segments), "encode_seconds": round(self.seconds, 3),
-                **{f"inputs_{k}": v for k, v in sorted(self.inputs.items())}}
+        return {
+            "reused": self.reused,
+            "encoded": self.encoded,
+            "rejected": self.rejected,
+            "segments_written": len(self.segments),
+            "encode_seconds": round(self.seconds, 3),
+            **{f"inputs_{k}": v for k, v in sorted(self.inputs.items())},
+        }
 
 
 class _Segment:
@@ -190,8 +196,15 @@ class ModelEmbeddings:
             out[positions] = self._segments[seg].embeddings[[where[i][1] for i in positions]]
         return out
 
-    def put(self, ids: Sequence[str], keys: Sequence[str], embeddings: np.ndarray, source: str,
-            seconds: float = 0.0, inputs: Mapping[str, int] | None = None) -> str:
+    def put(
+        self,
+        ids: Sequence[str],
+        keys: Sequence[str],
+        embeddings: np.ndarray,
+        source: str,
+        seconds: float = 0.0,
+        inputs: Mapping[str, int] | None = None,
+    ) -> str:
         """Write one segment atomically; returns its name."""
         if not len(ids):
             return ""
@@ -202,13 +215,34 @@ class ModelEmbeddings:
         with atomic_dir(self.segments_dir / name) as tmp:
             np.save(tmp / EMBEDDINGS_FILE, np.asarray(embeddings, dtype=self.dtype))
             write_json({"ids": list(ids), "keys": list(keys)}, tmp / KEYS_FILE)
-            write_json({"source": source, "count": len(ids), "dim": int(embeddings.shape[1]), "dtype": self.dtype,
-                        "seconds": round(seconds, 3), "pid": os.getpid(), "inputs": dict(inputs or {}),
-                        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, tmp / SEGMENT_FILE)
+            write_json(
+                {
+                    "source": source,
+                    "count": len(ids),
+                    "dim": int(embeddings.shape[1]),
+                    "dtype": self.dtype,
+                    "seconds": round(seconds, 3),
+                    "pid": os.getpid(),
+                    "inputs": dict(inputs or {}),
+                    "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                tmp / SEGMENT_FILE,
+            )
         with open(self.folder / ENCODES_LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"segment": name, "source": source, "count": len(ids),
-                                "seconds": round(seconds, 3), "pid": os.getpid(), "inputs": dict(inputs or {}),
-                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "segment": name,
+                        "source": source,
+                        "count": len(ids),
+                        "seconds": round(seconds, 3),
+                        "pid": os.getpid(),
+                        "inputs": dict(inputs or {}),
+                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    }
+                )
+                + "\n"
+            )
         self.refresh()
         return name
 
@@ -259,8 +293,15 @@ class EmbeddingStore:
             return out
         for d in sorted(p for p in self.root.iterdir() if (p / MODEL_FILE).is_file()):
             me = ModelEmbeddings(d, d.name, self.dtype)
-            out.append({**read_json(d / MODEL_FILE), "records": len(me), "encodes": me.encode_log(),
-                        "duplicates": _duplicates(me), "inputs": me.input_totals()})
+            out.append(
+                {
+                    **read_json(d / MODEL_FILE),
+                    "records": len(me),
+                    "encodes": me.encode_log(),
+                    "duplicates": _duplicates(me),
+                    "inputs": me.input_totals(),
+                }
+            )
         return out
 
     def clean(self) -> list[Path]:
@@ -297,8 +338,11 @@ def _held_by_live_pid(tmp: Path) -> bool:
         return False
 
 
-def encode_counted(records: list[Record], encode: Callable[[list[Record]], tuple[list[str], np.ndarray]],
-                   input_stats: Callable[[], Mapping[str, int]] | None = None) -> tuple[list[str], np.ndarray, EncodeStats]:
+def encode_counted(
+    records: list[Record],
+    encode: Callable[[list[Record]], tuple[list[str], np.ndarray]],
+    input_stats: Callable[[], Mapping[str, int]] | None = None,
+) -> tuple[list[str], np.ndarray, EncodeStats]:
     """``encode(records)`` timed, with what it did to the inputs (the change of ``input_stats()``) and how many
     records it left out (rejected)."""
     before = dict(input_stats()) if input_stats is not None else {}
@@ -331,8 +375,9 @@ def lookup_or_encode(
         ids, emb, stats = encode_counted([r for r, _ in missing], encode, input_stats)
         key_of = {r.id: k for r, k in missing}
         if ids:
-            stats.segments.append(store_model.put(ids, [key_of[i] for i in ids], np.asarray(emb), source,
-                                                  stats.seconds, stats.inputs))
+            stats.segments.append(
+                store_model.put(ids, [key_of[i] for i in ids], np.asarray(emb), source, stats.seconds, stats.inputs)
+            )
         new = {key_of[i]: np.asarray(e, dtype=np.float32) for i, e in zip(ids, emb)}
     else:
         stats = EncodeStats()
@@ -349,5 +394,14 @@ def lookup_or_encode(
     return [i for i, _ in kept], emb, stats
 
 
-__all__ = ["EmbeddingStore", "EncodeStats", "ModelEmbeddings", "StoreDtype", "encode_counted", "folder_weights_id",
-           "lookup_or_encode", "model_key", "record_key"]
+__all__ = [
+    "EmbeddingStore",
+    "EncodeStats",
+    "ModelEmbeddings",
+    "StoreDtype",
+    "encode_counted",
+    "folder_weights_id",
+    "lookup_or_encode",
+    "model_key",
+    "record_key",
+]

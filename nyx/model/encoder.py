@@ -30,9 +30,10 @@ import math
 import os
 import re
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -64,8 +65,14 @@ log = logging.getLogger(__name__)
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 PAPER_INSTRUCTION = "Please retrieve the most relevant document to answer the question."
 #: The counters of :attr:`NyxEncoder.input_stats`.
-INPUT_STAT_KEYS = ("records", "text_truncated", "images_shrunk", "images_dropped", "records_with_shrunk_images",
-                   "records_with_dropped_images")
+INPUT_STAT_KEYS = (
+    "records",
+    "text_truncated",
+    "images_shrunk",
+    "images_dropped",
+    "records_with_shrunk_images",
+    "records_with_dropped_images",
+)
 #: Tokenizers without a limit report ``model_max_length`` as a huge sentinel (transformers' 1e30).
 _NO_TOKENIZER_LIMIT = 10**9
 
@@ -170,7 +177,7 @@ class EncoderConfig:
             raise ValueError(f"autocast must be None or 'bfloat16', got {self.autocast!r}")
 
     @classmethod
-    def from_profile(cls, profile: ModelProfile, **overrides: Any) -> "EncoderConfig":
+    def from_profile(cls, profile: ModelProfile, **overrides: Any) -> EncoderConfig:
         """The profile's input settings (its ``max_length`` is the training length), then ``overrides``."""
         base = cls(max_length=profile.max_length, min_pixels=profile.min_pixels, max_pixels=profile.max_pixels)
         return replace(base, **overrides)
@@ -239,15 +246,23 @@ class EmbeddingModel(torch.nn.Module):
             m = m.get_base_model()
         return m.model  # Qwen2_5_VLModel
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
-                mm_token_type_ids: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
         model = self.vl_model()
         if mm_token_type_ids is None:
             mm_token_type_ids = (input_ids == model.config.image_token_id).to(torch.int32)
         # Positions from the mask: padding (either side) never shifts a sequence's positions.
         position_ids, _ = model.get_rope_index(
-            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+            input_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            image_grid_thw=image_grid_thw,
             attention_mask=attention_mask,
         )
         # With right padding (or none) a causal mask alone is exact for every real token: token i only sees
@@ -255,8 +270,12 @@ class EmbeddingModel(torch.nn.Module):
         # applying a (B, 1, L, L) mask; padded positions' outputs change but are never pooled.
         lm_mask = None if _is_right_padded(attention_mask) else attention_mask
         out = model(
-            input_ids=input_ids, attention_mask=lm_mask, position_ids=position_ids,
-            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False,
+            input_ids=input_ids,
+            attention_mask=lm_mask,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            use_cache=False,
         )
         pooled = last_token_pool(out.last_hidden_state, attention_mask)
         return normalize(pooled.float())
@@ -285,8 +304,9 @@ class _MatmulPatchEmbed(Qwen2_5_VisionPatchEmbed):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         weight = self.proj.weight
-        return torch.nn.functional.linear(hidden_states.to(dtype=weight.dtype).reshape(-1, weight[0].numel()),
-                                          weight.reshape(weight.shape[0], -1))
+        return torch.nn.functional.linear(
+            hidden_states.to(dtype=weight.dtype).reshape(-1, weight[0].numel()), weight.reshape(weight.shape[0], -1)
+        )
 
 
 class _GroupedVisionAttention(Qwen2_5_VLVisionAttention):
@@ -298,12 +318,18 @@ class _GroupedVisionAttention(Qwen2_5_VLVisionAttention):
     same maths, fewer calls. Flash-attention configurations keep the parent's varlen path.
     """
 
-    def forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
-                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-                max_seqlen: int | None = None, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        max_seqlen: int | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         if self.config._attn_implementation != "sdpa":
-            return super().forward(hidden_states, cu_seqlens, position_embeddings=position_embeddings,
-                                   max_seqlen=max_seqlen, **kwargs)
+            return super().forward(
+                hidden_states, cu_seqlens, position_embeddings=position_embeddings, max_seqlen=max_seqlen, **kwargs
+            )
         seq_length = hidden_states.shape[0]
         q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         cos, sin = position_embeddings
@@ -318,10 +344,12 @@ class _GroupedVisionAttention(Qwen2_5_VLVisionAttention):
                 by_length.setdefault(n, []).append(start)
         for n, group in by_length.items():
             # (chunks, n) token indices -> (chunks, heads, n, head_dim)
-            idx = (torch.tensor(group, device=q.device).unsqueeze(1)
-                   + torch.arange(n, device=q.device).unsqueeze(0)).reshape(-1)
-            qs, ks, vs = (t.index_select(0, idx).reshape(len(group), n, self.num_heads, -1).transpose(1, 2)
-                          for t in (q, k, v))
+            idx = (
+                torch.tensor(group, device=q.device).unsqueeze(1) + torch.arange(n, device=q.device).unsqueeze(0)
+            ).reshape(-1)
+            qs, ks, vs = (
+                t.index_select(0, idx).reshape(len(group), n, self.num_heads, -1).transpose(1, 2) for t in (q, k, v)
+            )
             o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout, scale=self.scaling)
             out.index_copy_(0, idx, o.transpose(1, 2).reshape(len(group) * n, self.num_heads, -1))
         return self.proj(out.reshape(seq_length, -1))
@@ -397,9 +425,15 @@ class NyxEncoder:
     at the pixel floor) and ``records_with_shrunk_images`` / ``records_with_dropped_images``.
     """
 
-    def __init__(self, backbone: torch.nn.Module, processor: NyxQwenProcessor, profile: ModelProfile,
-                 config: EncoderConfig | None = None, adapter_path: str | None = None,
-                 inference_max_length: int | None = None):
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        processor: NyxQwenProcessor,
+        profile: ModelProfile,
+        config: EncoderConfig | None = None,
+        adapter_path: str | None = None,
+        inference_max_length: int | None = None,
+    ):
         self.profile = profile
         self.config = config or EncoderConfig.from_profile(profile)
         self.inference_max_length = int(inference_max_length or self.config.max_length)
@@ -411,19 +445,29 @@ class NyxEncoder:
         self.image_config = ImageConfig(max_pixels=self.config.max_pixels, min_pixels=self.config.min_pixels)
         set_pixel_budget(processor, self.config.min_pixels, self.config.max_pixels)
         self.tokenizer = processor.tokenizer
-        specials = sorted(set(self.tokenizer.all_special_tokens) | {IMAGE_PLACEHOLDER, "<|vision_pad|>",
-                                                                    "<|video_pad|>", "<|image_pad|>",
-                                                                    "<|vision_start|>", "<|vision_end|>"},
-                          key=len, reverse=True)
+        specials = sorted(
+            set(self.tokenizer.all_special_tokens)
+            | {
+                IMAGE_PLACEHOLDER,
+                "<|vision_pad|>",
+                "<|video_pad|>",
+                "<|image_pad|>",
+                "<|vision_start|>",
+                "<|vision_end|>",
+            },
+            key=len,
+            reverse=True,
+        )
         self._special_re = re.compile("|".join(re.escape(s) for s in specials if s))
         self._frame_lengths: dict[str, int] = {}
         self._image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         # Collation may reuse prepare()'s token ids when tokenising them again (as the processor does, with
         # the tokenizer's default special tokens) could not differ: the tokenizer adds no special tokens.
         probe = "a <|image_pad|> b"
-        self._reuse_ids = (getattr(processor, "image_token_id", None) == self._image_token_id
-                           and self.tokenizer(probe)["input_ids"]
-                           == self.tokenizer(probe, add_special_tokens=False)["input_ids"])
+        self._reuse_ids = (
+            getattr(processor, "image_token_id", None) == self._image_token_id
+            and self.tokenizer(probe)["input_ids"] == self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        )
         unk = self.tokenizer.unk_token_id
         for tok in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", self.config.eos_token):
             tid = self.tokenizer.convert_tokens_to_ids(tok)
@@ -432,16 +476,24 @@ class NyxEncoder:
         if self.config.dim is not None and not 0 < self.config.dim <= self.hidden_size:
             raise ValueError(f"dim {self.config.dim} outside 1..{self.hidden_size}")
         if self.config.autocast == "bfloat16" and self.device.type == "cpu" and not cpu_supports_bf16():
-            raise ValueError("autocast='bfloat16' needs a CPU with native bf16 (avx512_bf16 or AMX); this one "
-                             "would emulate it, slower than float32")
+            raise ValueError(
+                "autocast='bfloat16' needs a CPU with native bf16 (avx512_bf16 or AMX); this one "
+                "would emulate it, slower than float32"
+            )
         self.compiled_modules = compile_backbone(self.module.vl_model()) if self.config.compile else []
 
     # -- construction -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: "str | os.PathLike | ModelProfile", adapter_path: str | os.PathLike | None = None,
-                        device: Any = None, dtype: Any = "auto", merge_adapter: bool = True,
-                        **config_overrides: Any) -> "NyxEncoder":
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | ModelProfile,
+        adapter_path: str | os.PathLike | None = None,
+        device: Any = None,
+        dtype: Any = "auto",
+        merge_adapter: bool = True,
+        **config_overrides: Any,
+    ) -> NyxEncoder:
         """Load a profile's backbone and processor (and a peft LoRA adapter), ready for :meth:`encode`.
 
         ``name_or_path`` may also be an adapter folder (with ``adapter_config.json``): its base model is then
@@ -469,7 +521,9 @@ class NyxEncoder:
             name_or_path = read_json(Path(name_or_path) / "adapter_config.json")["base_model_name_or_path"]
         profile = resolve_profile(name_or_path)
         dev = resolve_device(device)
-        backbone = load_backbone(profile, device=dev, dtype=resolve_dtype(dtype if dtype is not None else profile.dtype, dev))
+        backbone = load_backbone(
+            profile, device=dev, dtype=resolve_dtype(dtype if dtype is not None else profile.dtype, dev)
+        )
         if adapter_path is not None:
             from peft import PeftModel
 
@@ -479,9 +533,14 @@ class NyxEncoder:
             backbone = backbone.to(dev).eval()
         processor = load_profile_processor(profile)
         config = EncoderConfig.from_profile(profile, **{**trained_with, **config_overrides})
-        encoder = cls(backbone, processor, profile, config,
-                      adapter_path=os.fspath(adapter_path) if adapter_path is not None else None,
-                      inference_max_length=explicit_max_length)
+        encoder = cls(
+            backbone,
+            processor,
+            profile,
+            config,
+            adapter_path=os.fspath(adapter_path) if adapter_path is not None else None,
+            inference_max_length=explicit_max_length,
+        )
         if explicit_max_length is None:
             encoder.inference_max_length = encoder.context_length
         return encoder
@@ -633,13 +692,19 @@ class NyxEncoder:
         frame_len = self._n_tokens(before) + self._n_tokens(after)
         total_text = sum(len(ids) for ids in text_ids if ids is not None)
 
-        images, image_tokens, shrunk = self._fit_images(record.id, images, image_tokens, max_len - frame_len,
-                                                        total_text)
+        images, image_tokens, shrunk = self._fit_images(
+            record.id, images, image_tokens, max_len - frame_len, total_text
+        )
         n_keep = len(images)
         dropped = sum(1 for kind, _ in pieces if kind == "image") - n_keep
         if dropped:
-            log.warning("record %r: %d image(s) dropped, they do not fit max_length=%d even at min_pixels=%d",
-                        record.id, dropped, max_len, self.config.min_pixels)
+            log.warning(
+                "record %r: %d image(s) dropped, they do not fit max_length=%d even at min_pixels=%d",
+                record.id,
+                dropped,
+                max_len,
+                self.config.min_pixels,
+            )
 
         budget = max_len - frame_len - sum(t + 2 for t in image_tokens)
         for _ in range(8):
@@ -650,16 +715,26 @@ class NyxEncoder:
                 break
             budget -= length - max_len  # re-tokenisation across part boundaries can differ by a few tokens
         if length > max_len:
-            raise RecordError(f"cannot fit max_length={max_len}: instruction and images need {length} tokens",
-                              record_id=record.id)
-        prepared = PreparedInput(record_id=record.id, text=text, images=images, image_tokens=image_tokens,
-                                 length=length, truncated=kept_text < total_text or dropped > 0,
-                                 dropped_images=dropped, shrunk_images=shrunk, input_ids=ids)
+            raise RecordError(
+                f"cannot fit max_length={max_len}: instruction and images need {length} tokens", record_id=record.id
+            )
+        prepared = PreparedInput(
+            record_id=record.id,
+            text=text,
+            images=images,
+            image_tokens=image_tokens,
+            length=length,
+            truncated=kept_text < total_text or dropped > 0,
+            dropped_images=dropped,
+            shrunk_images=shrunk,
+            input_ids=ids,
+        )
         self._count_input(prepared, kept_text < total_text)
         return prepared
 
-    def _fit_images(self, record_id: str, images: list[Any], image_tokens: list[int], budget: int,
-                    text_tokens: int) -> tuple[list[Any], list[int], int]:
+    def _fit_images(
+        self, record_id: str, images: list[Any], image_tokens: list[int], budget: int, text_tokens: int
+    ) -> tuple[list[Any], list[int], int]:
         """Step 2 of :meth:`prepare`'s rule: ``(kept images, their token counts, how many were shrunk)`` for a
         record with ``budget`` tokens beside its frame and ``text_tokens`` of text. Unchanged when the images
         leave the text its share; trailing images that do not fit ``budget`` at the pixel floor are left out."""
@@ -709,8 +784,15 @@ class NyxEncoder:
             log.debug("record %r: %d image(s) shrunk to fit %d tokens", record_id, shrunk, budget)
         return fitted, fitted_tokens, shrunk
 
-    def _assemble(self, before: str, after: str, pieces: list[tuple[str, Any]], text_ids: list[list[int] | None],
-                  n_images: int, budget: int) -> tuple[str, int]:
+    def _assemble(
+        self,
+        before: str,
+        after: str,
+        pieces: list[tuple[str, Any]],
+        text_ids: list[list[int] | None],
+        n_images: int,
+        budget: int,
+    ) -> tuple[str, int]:
         """The input text with the first ``budget`` text tokens (in reading order) and the first images."""
         out, left, kept = [before], max(budget, 0), 0
         for (kind, value), ids in zip(pieces, text_ids):
@@ -751,8 +833,9 @@ class NyxEncoder:
         )
         return {k: v for k, v in batch.items() if k != "token_type_ids"}
 
-    def _collate_ids(self, prepared: Sequence[PreparedInput], images: list[Any],
-                     image_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _collate_ids(
+        self, prepared: Sequence[PreparedInput], images: list[Any], image_kwargs: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         """The processor's output built from prepared token ids: each ``<|image_pad|>`` expanded to its
         image's ``grid_thw.prod() // merge_size**2`` copies, then padded (``collate_prepared``'s fast path)."""
         out: dict[str, torch.Tensor] = {}
@@ -769,7 +852,7 @@ class NyxEncoder:
             if n_img != p.n_images:
                 raise RecordError(f"{n_img} image tokens in the text for {p.n_images} images", record_id=p.record_id)
             reps = np.ones(len(ids), dtype=np.int64)
-            reps[is_img] = counts[used:used + n_img]
+            reps[is_img] = counts[used : used + n_img]
             used += n_img
             seqs.append(np.repeat(ids, reps))
         longest = max(len(q) for q in seqs)
@@ -779,8 +862,12 @@ class NyxEncoder:
             cols = slice(0, len(q)) if self.config.padding_side == "right" else slice(longest - len(q), longest)
             input_ids[row, cols], mask[row, cols] = q, 1
         ids_t = torch.from_numpy(input_ids)
-        return {"input_ids": ids_t, "attention_mask": torch.from_numpy(mask),
-                "mm_token_type_ids": (ids_t == img_id).to(torch.int64), **out}
+        return {
+            "input_ids": ids_t,
+            "attention_mask": torch.from_numpy(mask),
+            "mm_token_type_ids": (ids_t == img_id).to(torch.int64),
+            **out,
+        }
 
     def collate(self, records: Sequence[Record], is_query: bool) -> dict[str, torch.Tensor]:
         """Records -> model inputs (the trainer's collator uses this), cut at the training ``config.max_length``."""
@@ -797,15 +884,23 @@ class NyxEncoder:
         with torch.autocast(dev.type, dtype=getattr(torch, self.config.autocast)):
             return self.module(**moved)
 
-    def forward_embeddings(self, batch: "Sequence[Record] | dict[str, torch.Tensor]", is_query: bool = False) -> torch.Tensor:
+    def forward_embeddings(
+        self, batch: Sequence[Record] | dict[str, torch.Tensor], is_query: bool = False
+    ) -> torch.Tensor:
         """Embeddings WITH grad for training: records (collated here) or already collated inputs."""
         inputs = batch if isinstance(batch, dict) else self.collate(batch, is_query)
         return self.embed(inputs)
 
     # -- batched inference --------------------------------------------------------------------------------
 
-    def encode(self, records: Iterable[Record], is_query: bool = False, batch_size: int | None = None,
-               dim: int | None = None, show_progress: bool | None = None) -> np.ndarray:
+    def encode(
+        self,
+        records: Iterable[Record],
+        is_query: bool = False,
+        batch_size: int | None = None,
+        dim: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
         """Embed records -> float32 array (N, dim), rows in input order, L2-normalised.
 
         A record whose image cannot be loaded raises :class:`RecordError` (use :meth:`encode_to_shards`
@@ -814,9 +909,10 @@ class NyxEncoder:
         records = list(records)
         out = np.zeros((len(records), dim or self.dim), dtype=np.float32)
         row = 0
-        for _, emb in self._iter_encoded(records, is_query, batch_size, dim, show_progress, rejects=None,
-                                         total=len(records)):
-            out[row:row + len(emb)] = emb
+        for _, emb in self._iter_encoded(
+            records, is_query, batch_size, dim, show_progress, rejects=None, total=len(records)
+        ):
+            out[row : row + len(emb)] = emb
             row += len(emb)
         return out
 
@@ -826,9 +922,16 @@ class NyxEncoder:
     def encode_documents(self, records: Iterable[Record], **kwargs: Any) -> np.ndarray:
         return self.encode(records, is_query=False, **kwargs)
 
-    def _iter_encoded(self, records: Iterable[Record], is_query: bool, batch_size: int | None, dim: int | None,
-                      show_progress: bool | None, rejects: RejectLog | None,
-                      total: int | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    def _iter_encoded(
+        self,
+        records: Iterable[Record],
+        is_query: bool,
+        batch_size: int | None,
+        dim: int | None,
+        show_progress: bool | None,
+        rejects: RejectLog | None,
+        total: int | None = None,
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(ids, embeddings)`` window by window, in input order (rejected records left out).
 
         Within a window of ``batch_size * sort_window_batches`` records, batches are formed from records of
@@ -844,8 +947,10 @@ class NyxEncoder:
         if was_training:
             self.module.eval()
         try:
-            with tqdm(total=total, disable=not show, unit="rec", desc="query" if is_query else "document") as bar, \
-                    torch.inference_mode():
+            with (
+                tqdm(total=total, disable=not show, unit="rec", desc="query" if is_query else "document") as bar,
+                torch.inference_mode(),
+            ):
                 for item in prefetch(self.iter_batches(records, is_query, bs), depth, name="nyx-encode-prefetch"):
                     if isinstance(item, RecordError):
                         if rejects is None:
@@ -867,8 +972,9 @@ class NyxEncoder:
             if was_training:
                 self.module.train()
 
-    def iter_batches(self, records: Iterable[Record], is_query: bool,
-                     batch_size: int) -> Iterator["RecordError | EncodeWindow | EncodeBatch"]:
+    def iter_batches(
+        self, records: Iterable[Record], is_query: bool, batch_size: int
+    ) -> Iterator[RecordError | EncodeWindow | EncodeBatch]:
         """The CPU side of encoding as a stream. Per window of ``batch_size * sort_window_batches`` records:
         a :class:`RecordError` for each record that cannot be prepared, then an :class:`EncodeWindow` with the
         ids of the others, then an :class:`EncodeBatch` per length-sorted batch."""
@@ -882,12 +988,20 @@ class NyxEncoder:
             yield EncodeWindow([p.record_id for p in prepared])
             order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].length, -prepared[i].n_images))
             for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
+                rows = order[start : start + batch_size]
                 yield EncodeBatch(rows, self.collate_prepared([prepared[i] for i in rows]))
 
-    def encode_to_shards(self, records: Iterable[Record], out_dir: str | os.PathLike, shard_size: int = 10_000,
-                         is_query: bool = False, batch_size: int | None = None, dim: int | None = None,
-                         rejects: RejectLog | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+    def encode_to_shards(
+        self,
+        records: Iterable[Record],
+        out_dir: str | os.PathLike,
+        shard_size: int = 10_000,
+        is_query: bool = False,
+        batch_size: int | None = None,
+        dim: int | None = None,
+        rejects: RejectLog | None = None,
+        show_progress: bool | None = None,
+    ) -> dict[str, Any]:
         """Stream embeddings to ``out_dir`` as ``.npy`` shards with their ids (for corpora larger than memory).
 
         Writes ``embeddings-00000.npy`` + ``ids-00000.json`` per ``shard_size`` records, then ``manifest.json``
@@ -922,16 +1036,22 @@ class NyxEncoder:
             pos = 0
             while pos < len(ids):
                 take = min(shard_size - buffered, len(ids) - pos)
-                ids_buf.extend(ids[pos:pos + take])
-                emb_buf.append(emb[pos:pos + take])
+                ids_buf.extend(ids[pos : pos + take])
+                emb_buf.append(emb[pos : pos + take])
                 buffered += take
                 pos += take
                 if buffered == shard_size:
                     flush()
         flush()
-        manifest = {"count": sum(s["count"] for s in shards), "dim": want, "dtype": "float32",
-                    "is_query": is_query, "shards": shards, "encoder": {**self.info(), "dim": want},
-                    "rejected": len(rejects) if rejects is not None else 0}
+        manifest = {
+            "count": sum(s["count"] for s in shards),
+            "dim": want,
+            "dtype": "float32",
+            "is_query": is_query,
+            "shards": shards,
+            "encoder": {**self.info(), "dim": want},
+            "rejected": len(rejects) if rejects is not None else 0,
+        }
         write_json(manifest, out / "manifest.json")
         return manifest
 

@@ -24,8 +24,9 @@ _EPS = 1e-12
 def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """``hidden[b, last real position of b]`` for ``hidden`` (B, L, D) and ``attention_mask`` (B, L)."""
     if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
-        raise ValueError(f"expected hidden (B, L, D) and mask (B, L), got {tuple(hidden.shape)} and "
-                         f"{tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"expected hidden (B, L, D) and mask (B, L), got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}"
+        )
     mask = attention_mask.to(torch.long)
     if bool((mask.sum(dim=1) == 0).any()):
         raise ValueError("a sequence in the batch has no real token (all-zero attention mask)")

@@ -65,8 +65,9 @@ class NyxQwenProcessor(Qwen2_5_VLProcessor):
         """True when smart-resize leaves an image of this size as it is (its resize would be an identity)."""
         ip = self.image_processor
         factor = int(ip.patch_size) * self.merge_size
-        return smart_resize(height, width, factor=factor, min_pixels=ip.size["shortest_edge"],
-                            max_pixels=ip.size["longest_edge"]) == (height, width)
+        return smart_resize(
+            height, width, factor=factor, min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"]
+        ) == (height, width)
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """How many ``<|image_pad|>`` tokens an image of this size expands to (after smart-resize)."""

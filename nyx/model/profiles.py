@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,7 +54,7 @@ QWEN_SPECIAL_TOKENS = (
 #: A compact Qwen2-VL chat template: text and image parts, optional system turn, generation prompt.
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"  # noqa: E501
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
@@ -89,7 +90,7 @@ class ModelProfile(BaseModel):
     build: Literal["tiny"] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelProfile":
+    def _check(self) -> ModelProfile:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}")
         if len(self.mrl_dims) != len(self.mrl_weights) or not self.mrl_dims:
@@ -110,9 +111,6 @@ class ModelProfile(BaseModel):
                 raise ValueError(f"the tiny builder writes <cache>/{TINY_DIRNAME}, not {folder}")
             return str(ensure_tiny_model(folder.parent))
         return self.name_or_path
-
-    def torch_dtype(self, device: Any = None):
-        return resolve_dtype(self.dtype, device)
 
 
 def default_mrl_dims(hidden_size: int) -> tuple[int, ...]:
@@ -176,14 +174,12 @@ def tiny_spec_hash() -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def default_cache_dir() -> Path:
     """``$NYX_CACHE_DIR`` or ``.cache/nyx`` under the repository root."""
     env = os.environ.get("NYX_CACHE_DIR")
-    return Path(env) if env else repo_root() / ".cache" / "nyx"
+    from nyx.paths import REPO_ROOT
+
+    return Path(env) if env else REPO_ROOT / ".cache" / "nyx"
 
 
 def _tiny_training_texts() -> Iterator[str]:
@@ -259,11 +255,15 @@ def build_tiny_model(out_dir: str | os.PathLike, texts: Iterable[str] | None = N
     )
     model.save_pretrained(out)
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=DEFAULT_MIN_PIXELS, max_pixels=DEFAULT_MAX_PIXELS, patch_size=14, temporal_patch_size=2,
+        min_pixels=DEFAULT_MIN_PIXELS,
+        max_pixels=DEFAULT_MAX_PIXELS,
+        patch_size=14,
+        temporal_patch_size=2,
         merge_size=2,
     )
-    NyxQwenProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE) \
-        .save_pretrained(out)
+    NyxQwenProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
+    ).save_pretrained(out)
     profile = tiny_profile(out)
     (out / PROFILE_FILENAME).write_text(profile.model_dump_json(indent=2, exclude={"name_or_path", "build"}) + "\n")
     return out
@@ -279,8 +279,12 @@ def _training_texts_hash() -> str:
 
 def _stamp() -> dict[str, str]:
     """What a cached tiny model must match to be reused: recipe version, spec and training text."""
-    return {"builder": "nyx.model.profiles.build_tiny_model", "version": TINY_BUILD_VERSION,
-            "spec": tiny_spec_hash(), "texts": _training_texts_hash()}
+    return {
+        "builder": "nyx.model.profiles.build_tiny_model",
+        "version": TINY_BUILD_VERSION,
+        "spec": tiny_spec_hash(),
+        "texts": _training_texts_hash(),
+    }
 
 
 def _is_current(folder: Path) -> bool:
@@ -358,8 +362,15 @@ PAPER_VISION: dict[str, Any] = dict(
     hidden_act="silu",
 )
 #: Its special-token ids (for the record: the random-weight model uses the tiny tokenizer's ids instead).
-PAPER_TOKEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                       vision_end_token_id=151653, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+PAPER_TOKEN_IDS = dict(
+    image_token_id=151655,
+    video_token_id=151656,
+    vision_start_token_id=151652,
+    vision_end_token_id=151653,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+)
 #: Parameters of Qwen2.5-VL-3B-Instruct (tied embeddings), what :func:`paper_architecture_config` must give.
 PAPER_N_PARAMS = 3_754_622_976
 SPECIAL_TOKEN_ID_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
@@ -376,10 +387,14 @@ def paper_architecture_config(tokenizer_config: Any):
     for k, v in ids.items():
         if v is None or not 0 <= v < PAPER_TEXT["vocab_size"]:
             raise ValueError(f"{k}={v} is not a valid id of the paper vocabulary ({PAPER_TEXT['vocab_size']})")
-    return Qwen2_5_VLConfig(**PAPER_TEXT, vision_config=dict(PAPER_VISION), **ids,
-                            bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id,
-                            pad_token_id=text.pad_token_id)
-
+    return Qwen2_5_VLConfig(
+        **PAPER_TEXT,
+        vision_config=dict(PAPER_VISION),
+        **ids,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,8 +411,13 @@ def tiny_profile(folder: str | os.PathLike | None = None) -> ModelProfile:
     folder = Path(folder) if folder is not None else default_cache_dir() / TINY_DIRNAME
     h = TINY_TEXT["hidden_size"]
     return ModelProfile(
-        name="tiny", name_or_path=str(folder), hidden_size=h, max_length=TINY_MAX_LENGTH,
-        mrl_dims=default_mrl_dims(h), mrl_weights=default_mrl_weights(4), build="tiny",
+        name="tiny",
+        name_or_path=str(folder),
+        hidden_size=h,
+        max_length=TINY_MAX_LENGTH,
+        mrl_dims=default_mrl_dims(h),
+        mrl_weights=default_mrl_weights(4),
+        build="tiny",
     )
 
 
@@ -422,11 +442,16 @@ def profile_from_folder(folder: str | os.PathLike, name: str | None = None) -> M
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     hidden = _hidden_size_of(json.loads(cfg_path.read_text()))
     dims = default_mrl_dims(hidden)
-    return ModelProfile(name=name or folder.name, name_or_path=str(folder), hidden_size=hidden,
-                        mrl_dims=dims, mrl_weights=default_mrl_weights(len(dims)))
+    return ModelProfile(
+        name=name or folder.name,
+        name_or_path=str(folder),
+        hidden_size=hidden,
+        mrl_dims=dims,
+        mrl_weights=default_mrl_weights(len(dims)),
+    )
 
 
-def resolve_profile(name_or_path: "str | os.PathLike | ModelProfile", **overrides: Any) -> ModelProfile:
+def resolve_profile(name_or_path: str | os.PathLike | ModelProfile, **overrides: Any) -> ModelProfile:
     """``"tiny"``, ``"paper"``, a local model folder or a hub id -> :class:`ModelProfile`.
 
     ``overrides`` replace fields (e.g. ``max_length=512``); the result is validated again.
@@ -459,8 +484,13 @@ def _profile_from_hub(model_id: str) -> ModelProfile:
         raise ValueError(f"cannot read the config of hub model {model_id!r} (offline and not cached?): {e}") from e
     hidden = _hidden_size_of(cfg)
     dims = default_mrl_dims(hidden)
-    return ModelProfile(name=model_id, name_or_path=model_id, hidden_size=hidden, mrl_dims=dims,
-                        mrl_weights=default_mrl_weights(len(dims)))
+    return ModelProfile(
+        name=model_id,
+        name_or_path=model_id,
+        hidden_size=hidden,
+        mrl_dims=dims,
+        mrl_weights=default_mrl_weights(len(dims)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -485,13 +515,19 @@ def resolve_dtype(dtype: Any = "auto", device: Any = None):
     if dtype in (None, "auto"):
         return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[str(dtype)]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}") from None
 
 
-def load_backbone(profile_or_path: "ModelProfile | str | os.PathLike", device: Any = None, dtype: Any = None):
+def load_backbone(profile_or_path: ModelProfile | str | os.PathLike, device: Any = None, dtype: Any = None):
     """Load the ``Qwen2_5_VLForConditionalGeneration`` of a profile (or anything :func:`resolve_profile` takes).
 
     ``dtype=None`` uses the profile's dtype (``"auto"``: bf16 on GPU, fp32 on CPU). Returned in eval mode.
@@ -508,8 +544,9 @@ def load_backbone(profile_or_path: "ModelProfile | str | os.PathLike", device: A
     return model.to(dev).eval()
 
 
-def load_profile_processor(profile_or_path: "ModelProfile | str | os.PathLike") -> NyxQwenProcessor:
+def load_profile_processor(profile_or_path: ModelProfile | str | os.PathLike) -> NyxQwenProcessor:
     """:func:`~nyx.model.processor.load_processor` with the profile's path, revision and pixel budget."""
     profile = resolve_profile(profile_or_path)
-    return load_processor(profile.materialize(), min_pixels=profile.min_pixels, max_pixels=profile.max_pixels,
-                          revision=profile.revision)
+    return load_processor(
+        profile.materialize(), min_pixels=profile.min_pixels, max_pixels=profile.max_pixels, revision=profile.revision
+    )

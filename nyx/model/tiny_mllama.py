@@ -26,8 +26,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from nyx.model.profiles import _file_lock, _tiny_training_texts, _training_texts_hash, default_cache_dir
 from nyx.utils.io import atomic_dir
@@ -87,9 +87,16 @@ TINY_MLLAMA_TILE = {"height": 28, "width": 28}
 
 
 def tiny_mllama_spec_hash() -> str:
-    spec = {"version": TINY_MLLAMA_BUILD_VERSION, "seed": TINY_MLLAMA_SEED, "gate": TINY_MLLAMA_GATE, "vocab": TINY_MLLAMA_VOCAB_SIZE,
-            "special": LLAMA_SPECIAL_TOKENS, "text": TINY_MLLAMA_TEXT, "vision": TINY_MLLAMA_VISION,
-            "tile": TINY_MLLAMA_TILE}
+    spec = {
+        "version": TINY_MLLAMA_BUILD_VERSION,
+        "seed": TINY_MLLAMA_SEED,
+        "gate": TINY_MLLAMA_GATE,
+        "vocab": TINY_MLLAMA_VOCAB_SIZE,
+        "special": LLAMA_SPECIAL_TOKENS,
+        "text": TINY_MLLAMA_TEXT,
+        "vision": TINY_MLLAMA_VISION,
+        "tile": TINY_MLLAMA_TILE,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,16 +108,22 @@ def train_tiny_llama_tokenizer(texts: Iterable[str], vocab_size: int = TINY_MLLA
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(LLAMA_SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(LLAMA_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>",
         pad_token="<|finetune_right_pad_id|>",
-        additional_special_tokens=[t for t in LLAMA_SPECIAL_TOKENS
-                                   if t not in ("<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>")],
+        additional_special_tokens=[
+            t for t in LLAMA_SPECIAL_TOKENS if t not in ("<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>")
+        ],
         model_max_length=131072,
         padding_side="right",
         clean_up_tokenization_spaces=False,
@@ -133,7 +146,8 @@ def _open_gates(model) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")) or (
-                    "tile_positional_embedding" in name and name.endswith(".gate")):
+                "tile_positional_embedding" in name and name.endswith(".gate")
+            ):
                 p.fill_(TINY_MLLAMA_GATE)
 
 
@@ -148,8 +162,13 @@ def build_tiny_mllama(out_dir: str | os.PathLike, texts: Iterable[str] | None = 
     tokenizer = train_tiny_llama_tokenizer(_tiny_training_texts() if texts is None else texts)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAMA_SPECIAL_TOKENS}
     config = MllamaConfig(
-        text_config=dict(TINY_MLLAMA_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|begin_of_text|>"],
-                         eos_token_id=ids["<|eot_id|>"], pad_token_id=ids["<|finetune_right_pad_id|>"]),
+        text_config=dict(
+            TINY_MLLAMA_TEXT,
+            vocab_size=len(tokenizer),
+            bos_token_id=ids["<|begin_of_text|>"],
+            eos_token_id=ids["<|eot_id|>"],
+            pad_token_id=ids["<|finetune_right_pad_id|>"],
+        ),
         vision_config=dict(TINY_MLLAMA_VISION),
         image_token_index=ids["<|image|>"],
     )
@@ -167,8 +186,12 @@ def build_tiny_mllama(out_dir: str | os.PathLike, texts: Iterable[str] | None = 
 
 
 def _stamp() -> dict[str, str]:
-    return {"builder": "nyx.model.tiny_mllama.build_tiny_mllama", "version": TINY_MLLAMA_BUILD_VERSION,
-            "spec": tiny_mllama_spec_hash(), "texts": _training_texts_hash()}
+    return {
+        "builder": "nyx.model.tiny_mllama.build_tiny_mllama",
+        "version": TINY_MLLAMA_BUILD_VERSION,
+        "spec": tiny_mllama_spec_hash(),
+        "texts": _training_texts_hash(),
+    }
 
 
 def _is_current(folder: Path) -> bool:
@@ -195,5 +218,11 @@ def ensure_tiny_mllama(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
-__all__ = ["LLAMA_SPECIAL_TOKENS", "TINY_MLLAMA_NAME", "build_tiny_mllama", "ensure_tiny_mllama",
-           "tiny_mllama_spec_hash", "train_tiny_llama_tokenizer"]
+__all__ = [
+    "LLAMA_SPECIAL_TOKENS",
+    "TINY_MLLAMA_NAME",
+    "build_tiny_mllama",
+    "ensure_tiny_mllama",
+    "tiny_mllama_spec_hash",
+    "train_tiny_llama_tokenizer",
+]

@@ -11,5 +11,13 @@ from nyx.rag.pipeline import (
     run_rag,
 )
 
-__all__ = ["NO_RETRIEVAL", "ORACLE", "RAGConfig", "RAGResult", "gold_contexts", "read_answers",
-           "retrieval_contexts", "run_rag"]
+__all__ = [
+    "NO_RETRIEVAL",
+    "ORACLE",
+    "RAGConfig",
+    "RAGResult",
+    "gold_contexts",
+    "read_answers",
+    "retrieval_contexts",
+    "run_rag",
+]

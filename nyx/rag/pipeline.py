@@ -15,8 +15,9 @@ The reader is any :class:`~nyx.feedback.readers.Reader`, or a generator (wrapped
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,8 +26,16 @@ from nyx.eval.answers import answer_metrics
 from nyx.feedback.preferences import rank_documents
 from nyx.feedback.readers import CachedReader, Reader, as_reader
 
-__all__ = ["NO_RETRIEVAL", "ORACLE", "RAGConfig", "RAGResult", "gold_contexts", "read_answers",
-           "retrieval_contexts", "run_rag"]
+__all__ = [
+    "NO_RETRIEVAL",
+    "ORACLE",
+    "RAGConfig",
+    "RAGResult",
+    "gold_contexts",
+    "read_answers",
+    "retrieval_contexts",
+    "run_rag",
+]
 
 ORACLE = "oracle"
 NO_RETRIEVAL = "no_retrieval"
@@ -62,19 +71,27 @@ class RAGResult:
 
     def to_json(self, per_query: bool = True) -> dict[str, Any]:
         metrics = dict(self.metrics) if per_query else {k: v for k, v in self.metrics.items() if k != "per_query"}
-        out: dict[str, Any] = {"name": self.name, "metrics": metrics, "n_without_context": self.n_without_context,
-                               "meta": self.meta}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "metrics": metrics,
+            "n_without_context": self.n_without_context,
+            "meta": self.meta,
+        }
         if per_query:
             out.update(predictions=self.predictions, contexts=self.contexts)
         return out
 
 
-def retrieval_contexts(run: Mapping[str, Mapping[str, float]], queries: Sequence[Record], top_n: int) -> dict[str, list[str]]:
+def retrieval_contexts(
+    run: Mapping[str, Mapping[str, float]], queries: Sequence[Record], top_n: int
+) -> dict[str, list[str]]:
     """Each query's top-``top_n`` document ids from a run (empty when the run has none)."""
     return {q.id: rank_documents(run.get(q.id, {}))[:top_n] for q in queries}
 
 
-def gold_contexts(qrels: Mapping[str, Mapping[str, int]], queries: Sequence[Record], top_n: int) -> dict[str, list[str]]:
+def gold_contexts(
+    qrels: Mapping[str, Mapping[str, int]], queries: Sequence[Record], top_n: int
+) -> dict[str, list[str]]:
     """Each query's gold documents (grade >= 1, highest grade first, then by id), at most ``top_n``."""
     out = {}
     for q in queries:
@@ -83,8 +100,9 @@ def gold_contexts(qrels: Mapping[str, Mapping[str, int]], queries: Sequence[Reco
     return out
 
 
-def read_answers(queries: Sequence[Record], contexts: Mapping[str, Sequence[str]],
-                 corpus: Mapping[str, Record], reader: Reader) -> dict[str, str]:
+def read_answers(
+    queries: Sequence[Record], contexts: Mapping[str, Sequence[str]], corpus: Mapping[str, Record], reader: Reader
+) -> dict[str, str]:
     """The reader's answer to each query from its context documents (in order)."""
     out = {}
     for q in queries:
@@ -96,11 +114,23 @@ def read_answers(queries: Sequence[Record], contexts: Mapping[str, Sequence[str]
     return out
 
 
-def _result(name: str, queries: Sequence[Record], contexts: dict[str, list[str]],
-            corpus: Mapping[str, Record], reader: Reader, meta: dict[str, Any]) -> RAGResult:
+def _result(
+    name: str,
+    queries: Sequence[Record],
+    contexts: dict[str, list[str]],
+    corpus: Mapping[str, Record],
+    reader: Reader,
+    meta: dict[str, Any],
+) -> RAGResult:
     preds = read_answers(queries, contexts, corpus, reader)
-    return RAGResult(name=name, predictions=preds, contexts=contexts, metrics=answer_metrics(preds, queries),
-                     n_without_context=sum(1 for q in queries if not contexts.get(q.id)), meta=meta)
+    return RAGResult(
+        name=name,
+        predictions=preds,
+        contexts=contexts,
+        metrics=answer_metrics(preds, queries),
+        n_without_context=sum(1 for q in queries if not contexts.get(q.id)),
+        meta=meta,
+    )
 
 
 def run_rag(
@@ -132,8 +162,9 @@ def run_rag(
         run = retriever.search(queries, k=max(cfg.search_k, cfg.top_n), dim=cfg.dim)
     meta = {"top_n": cfg.top_n, "reader": reader.describe()}
     if run is not None:
-        results[name] = _result(name, queries, retrieval_contexts(run, queries, cfg.top_n), docs, reader,
-                                {**meta, "dim": cfg.dim})
+        results[name] = _result(
+            name, queries, retrieval_contexts(run, queries, cfg.top_n), docs, reader, {**meta, "dim": cfg.dim}
+        )
     if cfg.oracle:
         if qrels is None:
             raise ValueError("the oracle run needs qrels (or set RAGConfig.oracle=False)")

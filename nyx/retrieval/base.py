@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +23,7 @@ from nyx.utils.io import read_json, write_json
 
 RETRIEVER_MANIFEST = "retriever.json"
 
-_REGISTRY: dict[str, type["Retriever"]] = {}
+_REGISTRY: dict[str, type[Retriever]] = {}
 R = TypeVar("R", bound=type["Retriever"])
 
 
@@ -53,7 +54,7 @@ def available_retrievers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def retriever_class(name: str) -> type["Retriever"]:
+def retriever_class(name: str) -> type[Retriever]:
     """The registered class called ``name`` (``ValueError`` listing the known names otherwise)."""
     try:
         return _REGISTRY[name]
@@ -69,7 +70,7 @@ def read_retriever_manifest(path: str | os.PathLike) -> RetrieverManifest:
     return RetrieverManifest.model_validate(read_json(mpath))
 
 
-def load_retriever(path: str | os.PathLike) -> "Retriever":
+def load_retriever(path: str | os.PathLike) -> Retriever:
     """Open any saved retriever folder; its ``retriever.json`` picks the class."""
     manifest = read_retriever_manifest(path)
     return retriever_class(manifest.retriever).load(path)
@@ -115,7 +116,7 @@ class Retriever(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: str | os.PathLike) -> "Retriever":
+    def load(cls, path: str | os.PathLike) -> Retriever:
         """Re-open a folder written by :meth:`save`."""
 
     @property
@@ -128,7 +129,7 @@ class Retriever(ABC):
         """Embedding dimensions accepted by ``search(dim=...)``, largest first; empty if none apply."""
         return []
 
-    def load_models(self) -> None:
+    def load_models(self) -> None:  # noqa: B027
         """Load any model now (otherwise it loads on first use), e.g. to time searches without start-up."""
 
     def check_dim(self, dim: int | None) -> None:

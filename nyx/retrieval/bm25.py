@@ -6,8 +6,9 @@ Tokenisation is bm25s' default (lower-case, ``\\w\\w+`` tokens, no stemmer) with
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -108,7 +109,7 @@ class BM25Retriever(Retriever):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "BM25Retriever":
+    def load(cls, path: str | os.PathLike) -> BM25Retriever:
         import bm25s
 
         path = Path(path)

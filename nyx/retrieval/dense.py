@@ -16,8 +16,9 @@ import os
 import time
 from abc import abstractmethod
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,7 +89,7 @@ class DenseRetriever(Retriever):
 
     @classmethod
     @abstractmethod
-    def _from_saved_config(cls, config: dict[str, Any]) -> "DenseRetriever":
+    def _from_saved_config(cls, config: dict[str, Any]) -> DenseRetriever:
         """A new, empty retriever from the ``config`` saved by :meth:`save`."""
 
     @property
@@ -142,8 +143,13 @@ class DenseRetriever(Retriever):
         enc = self.encoder
         model_id, revision = self.model_identity(enc)
         info = dict(enc.info()) if callable(getattr(enc, "info", None)) else {}
-        ident: dict[str, Any] = {"retriever": self.name, "model_id": model_id, "revision": revision,
-                                 "dim": enc.dim, "encoder": info}
+        ident: dict[str, Any] = {
+            "retriever": self.name,
+            "model_id": model_id,
+            "revision": revision,
+            "dim": enc.dim,
+            "encoder": info,
+        }
         for k, folder in (("model", info.get("model_id", model_id)), ("adapter", info.get("adapter_path"))):
             if (w := folder_weights_id(folder)) is not None:
                 ident[f"{k}_weights"] = w
@@ -154,9 +160,15 @@ class DenseRetriever(Retriever):
                 ident.update(dtype=str(p.dtype), device=p.device.type)
         return ident
 
-    def index(self, corpus: Iterable[Record], *, rejects: RejectLog | None = None,
-              progress: "bool | Callable[[str], None]" = False, store: "EmbeddingStore | None" = None,
-              source: str = "corpus") -> int:
+    def index(
+        self,
+        corpus: Iterable[Record],
+        *,
+        rejects: RejectLog | None = None,
+        progress: bool | Callable[[str], None] = False,
+        store: EmbeddingStore | None = None,
+        source: str = "corpus",
+    ) -> int:
         """Encode ``corpus`` shard by shard into a new index. With a ``store``, embeddings this model already
         computed for the same records are read from it and only the others are encoded (and added to it, one
         segment per shard, named after ``source``); :attr:`last_encode` tells how many were reused and encoded.
@@ -186,17 +198,31 @@ class DenseRetriever(Retriever):
         self._index = index
         return len(index)
 
-    def embed_into(self, corpus: Iterable[Record], store: "EmbeddingStore", *, source: str,
-                   rejects: RejectLog | None = None, progress: "bool | Callable[[str], None]" = False) -> "EncodeStats":
+    def embed_into(
+        self,
+        corpus: Iterable[Record],
+        store: EmbeddingStore,
+        *,
+        source: str,
+        rejects: RejectLog | None = None,
+        progress: bool | Callable[[str], None] = False,
+    ) -> EncodeStats:
         """Make sure ``store`` holds this model's embeddings of ``corpus`` (encoding only what it lacks, one segment
         per ``shard_size`` records named after ``source``), without building an index. Returns the counts."""
         for _ in self._encode_corpus(corpus, rejects, store, source, False, progress, "embedding"):
             pass
         return self.last_encode
 
-    def _encode_corpus(self, corpus: Iterable[Record], rejects: RejectLog | None, store: "EmbeddingStore | None",
-                       source: str, read: bool, progress: "bool | Callable[[str], None]",
-                       verb: str) -> Iterator[tuple[list[Record], list[str], np.ndarray]]:
+    def _encode_corpus(
+        self,
+        corpus: Iterable[Record],
+        rejects: RejectLog | None,
+        store: EmbeddingStore | None,
+        source: str,
+        read: bool,
+        progress: bool | Callable[[str], None],
+        verb: str,
+    ) -> Iterator[tuple[list[Record], list[str], np.ndarray]]:
         """``(shard, ids, embeddings)`` per ``shard_size`` records: from the store where it has them (when given),
         encoded otherwise; counts accumulate in :attr:`last_encode` and are reported to ``progress``."""
         from nyx.index.store import EncodeStats, encode_counted, lookup_or_encode
@@ -219,7 +245,7 @@ class DenseRetriever(Retriever):
             yield shard, ids, emb
         reporter.close(stats)
 
-    def _input_stats_fn(self) -> "Callable[[], dict[str, int]] | None":
+    def _input_stats_fn(self) -> Callable[[], dict[str, int]] | None:
         """The encoder's cumulative input counters (``NyxEncoder.input_stats``), if it keeps any."""
         enc = self.encoder
         return (lambda: enc.input_stats) if hasattr(enc, "input_stats") else None
@@ -270,10 +296,7 @@ class DenseRetriever(Retriever):
         """Search with precomputed query embeddings (reused across Matryoshka dims by evaluations)."""
         self._require_index()
         result = self.embedding_index.search(query_emb, k=k, dim=dim)
-        return {
-            qid: {d: float(s) for d, s in zip(ids, scores)}
-            for qid, (ids, scores) in zip(query_ids, result)
-        }
+        return {qid: {d: float(s) for d, s in zip(ids, scores)} for qid, (ids, scores) in zip(query_ids, result)}
 
     def search(self, queries: Sequence[Record], k: int = 10, dim: int | None = None) -> Run:
         self._require_index()
@@ -291,7 +314,7 @@ class DenseRetriever(Retriever):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DenseRetriever":
+    def load(cls, path: str | os.PathLike) -> DenseRetriever:
         """Re-open a saved folder. The encoder is built lazily and checked against the index's model
         (id, revision) when first needed."""
         path = Path(path)
@@ -315,7 +338,7 @@ class _Progress:
     """A tqdm bar (``progress=True``), progress lines to a function at most every ``every`` seconds and at the end
     (``progress=context.log.info``), or nothing."""
 
-    def __init__(self, progress: "bool | Callable[[str], None]", desc: str, every: float = 30.0):
+    def __init__(self, progress: bool | Callable[[str], None], desc: str, every: float = 30.0):
         self.desc, self.every, self.done = desc, every, 0
         self.t0 = self.last = time.perf_counter()
         self.log = progress if callable(progress) else None
@@ -325,7 +348,7 @@ class _Progress:
 
             self.bar = tqdm(desc=desc, unit="doc")
 
-    def update(self, n: int, stats: "EncodeStats") -> None:
+    def update(self, n: int, stats: EncodeStats) -> None:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -334,13 +357,15 @@ class _Progress:
             self.last = now
             self.log(self._line(stats))
 
-    def _line(self, stats: "EncodeStats") -> str:
+    def _line(self, stats: EncodeStats) -> str:
         secs = time.perf_counter() - self.t0
         rate = stats.encoded / stats.seconds if stats.seconds else 0.0
-        return (f"{self.desc}: {self.done} records in {secs:.0f} s ({stats.encoded} encoded at {rate:.1f}/s, "
-                f"{stats.reused} from the store, {stats.rejected} rejected)")
+        return (
+            f"{self.desc}: {self.done} records in {secs:.0f} s ({stats.encoded} encoded at {rate:.1f}/s, "
+            f"{stats.reused} from the store, {stats.rejected} rejected)"
+        )
 
-    def close(self, stats: "EncodeStats") -> None:
+    def close(self, stats: EncodeStats) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.log is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,5 +73,5 @@ class MiniLMRetriever(DenseRetriever):
         return {"model_id": MINILM_MODEL_ID, "device": self.device}
 
     @classmethod
-    def _from_saved_config(cls, config: dict[str, Any]) -> "MiniLMRetriever":
+    def _from_saved_config(cls, config: dict[str, Any]) -> MiniLMRetriever:
         return cls(device=config.get("device", "cpu"))

@@ -25,8 +25,9 @@ has none.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +70,15 @@ class MmE5Encoder:
     """mmE5 (or any ``MllamaForConditionalGeneration`` embedder) in the :class:`~nyx.retrieval.dense.Encoder`
     interface."""
 
-    def __init__(self, model: str | os.PathLike = MME5_MODEL_ID, processor: str | os.PathLike | None = None,
-                 device: Any = None, dtype: str = "auto", max_length: int = 2048, revision: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = MME5_MODEL_ID,
+        processor: str | os.PathLike | None = None,
+        device: Any = None,
+        dtype: str = "auto",
+        max_length: int = 2048,
+        revision: str | None = None,
+    ):
         import torch
         from transformers import AutoProcessor, MllamaForConditionalGeneration
 
@@ -100,10 +108,16 @@ class MmE5Encoder:
         self._torch = torch
 
     def info(self) -> dict[str, Any]:
-        return {"model_id": self.model_id if self.requested != "tiny" else self.path, "revision": self.model_revision,
-                "processor": self.processor_name, "max_length": self.max_length, "pooling": "last",
-                "query_instruction": QUERY_INSTRUCTION, "image_query_instruction": IMAGE_QUERY_INSTRUCTION,
-                "image_doc_instruction": IMAGE_DOC_INSTRUCTION}
+        return {
+            "model_id": self.model_id if self.requested != "tiny" else self.path,
+            "revision": self.model_revision,
+            "processor": self.processor_name,
+            "max_length": self.max_length,
+            "pooling": "last",
+            "query_instruction": QUERY_INSTRUCTION,
+            "image_query_instruction": IMAGE_QUERY_INSTRUCTION,
+            "image_doc_instruction": IMAGE_DOC_INSTRUCTION,
+        }
 
     def _images(self, record: Record) -> list:
         from nyx.data.images import ImageConfig, load_image
@@ -114,8 +128,9 @@ class MmE5Encoder:
         from nyx.model.pooling import last_token_pool, normalize
 
         torch = self._torch
-        batch = self.processor(text=prompts, images=images, return_tensors="pt", padding=True,
-                               truncation=True, max_length=self.max_length)
+        batch = self.processor(
+            text=prompts, images=images, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+        )
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.module.dtype)
@@ -133,7 +148,7 @@ class MmE5Encoder:
         image_idx = [i for i, r in enumerate(records) if r.images]
         for idx, with_images in ((text_idx, False), (image_idx, True)):
             for start in range(0, len(idx), batch_size):
-                part = idx[start:start + batch_size]
+                part = idx[start : start + batch_size]
                 recs = [records[i] for i in part]
                 images = [self._images(r) for r in recs] if with_images else None
                 out[part] = self._forward([prompt(r) for r in recs], images)
@@ -152,9 +167,17 @@ class MmE5Retriever(DenseRetriever):
 
     name = "mme5"
 
-    def __init__(self, model: str | os.PathLike = MME5_MODEL_ID, processor: str | os.PathLike | None = None,
-                 config: DenseConfig | None = None, encoder: MmE5Encoder | None = None, device: str | None = None,
-                 dtype: str = "auto", max_length: int = 2048, revision: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = MME5_MODEL_ID,
+        processor: str | os.PathLike | None = None,
+        config: DenseConfig | None = None,
+        encoder: MmE5Encoder | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        max_length: int = 2048,
+        revision: str | None = None,
+    ):
         super().__init__(config or DenseConfig(batch_size=8), encoder)
         self.model = os.fspath(model)
         if self.model != "tiny" and os.path.isdir(self.model):
@@ -163,8 +186,14 @@ class MmE5Retriever(DenseRetriever):
         self.device, self.dtype, self.max_length, self.revision = device, dtype, int(max_length), revision
 
     def _build_encoder(self) -> MmE5Encoder:
-        return MmE5Encoder(self.model, processor=self.processor, device=self.device, dtype=self.dtype,
-                           max_length=self.max_length, revision=self.revision)
+        return MmE5Encoder(
+            self.model,
+            processor=self.processor,
+            device=self.device,
+            dtype=self.dtype,
+            max_length=self.max_length,
+            revision=self.revision,
+        )
 
     def model_identity(self, encoder) -> tuple[str, str | None]:
         """The model id and revision; a local folder's revision is its weights fingerprint (so an index never meets
@@ -177,14 +206,25 @@ class MmE5Retriever(DenseRetriever):
         return model_id, revision
 
     def encoder_config(self) -> dict[str, Any]:
-        return {"model": self.model, "processor": self.processor, "device": self.device, "dtype": self.dtype,
-                "max_length": self.max_length, "revision": self.revision}
+        return {
+            "model": self.model,
+            "processor": self.processor,
+            "device": self.device,
+            "dtype": self.dtype,
+            "max_length": self.max_length,
+            "revision": self.revision,
+        }
 
     @classmethod
-    def _from_saved_config(cls, config: dict[str, Any]) -> "MmE5Retriever":
-        return cls(model=config.get("model", MME5_MODEL_ID), processor=config.get("processor"),
-                   device=config.get("device"), dtype=config.get("dtype", "auto"),
-                   max_length=config.get("max_length", 2048), revision=config.get("revision"))
+    def _from_saved_config(cls, config: dict[str, Any]) -> MmE5Retriever:
+        return cls(
+            model=config.get("model", MME5_MODEL_ID),
+            processor=config.get("processor"),
+            device=config.get("device"),
+            dtype=config.get("dtype", "auto"),
+            max_length=config.get("max_length", 2048),
+            revision=config.get("revision"),
+        )
 
 
 __all__ = ["MME5_MODEL_ID", "MME5_PROCESSOR_ID", "MmE5Encoder", "MmE5Retriever", "document_prompt", "query_prompt"]

@@ -46,7 +46,10 @@ class NyxRetriever(DenseRetriever):
         from nyx.model.encoder import NyxEncoder
 
         return NyxEncoder.from_pretrained(
-            self.model, adapter_path=self.adapter_path, device=self.device, show_progress=False,
+            self.model,
+            adapter_path=self.adapter_path,
+            device=self.device,
+            show_progress=False,
             **self.encoder_overrides,
         )
 
@@ -72,11 +75,20 @@ class NyxRetriever(DenseRetriever):
         return [int(d) for d in dims] if dims else [enc.dim]
 
     def encoder_config(self) -> dict[str, Any]:
-        return {"model": self.model, "adapter_path": self.adapter_path, "device": self.device,
-                "mlflow_model_version": self._mlflow_model_version, "encoder_overrides": self.encoder_overrides}
+        return {
+            "model": self.model,
+            "adapter_path": self.adapter_path,
+            "device": self.device,
+            "mlflow_model_version": self._mlflow_model_version,
+            "encoder_overrides": self.encoder_overrides,
+        }
 
     @classmethod
-    def _from_saved_config(cls, config: dict[str, Any]) -> "NyxRetriever":
-        return cls(model=config.get("model", "tiny"), adapter_path=config.get("adapter_path"),
-                   device=config.get("device"), mlflow_model_version=config.get("mlflow_model_version"),
-                   encoder_overrides=config.get("encoder_overrides"))
+    def _from_saved_config(cls, config: dict[str, Any]) -> NyxRetriever:
+        return cls(
+            model=config.get("model", "tiny"),
+            adapter_path=config.get("adapter_path"),
+            device=config.get("device"),
+            mlflow_model_version=config.get("mlflow_model_version"),
+            encoder_overrides=config.get("encoder_overrides"),
+        )

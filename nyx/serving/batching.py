@@ -18,9 +18,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,13 @@ class BatchStats:
 
     def to_json(self) -> dict[str, Any]:
         mean = self.items / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "items": self.items, "largest_batch": self.largest_batch,
-                "mean_batch": round(mean, 3), "busy_seconds": round(self.busy_seconds, 3)}
+        return {
+            "batches": self.batches,
+            "items": self.items,
+            "largest_batch": self.largest_batch,
+            "mean_batch": round(mean, 3),
+            "busy_seconds": round(self.busy_seconds, 3),
+        }
 
 
 class MicroBatcher(Generic[T]):
@@ -55,8 +61,7 @@ class MicroBatcher(Generic[T]):
     with :class:`BatcherClosedError`).
     """
 
-    def __init__(self, process: ProcessFn, *, window_ms: float = 5.0, max_batch: int = 32,
-                 name: str = "nyx-batch"):
+    def __init__(self, process: ProcessFn, *, window_ms: float = 5.0, max_batch: int = 32, name: str = "nyx-batch"):
         if window_ms < 0:
             raise ValueError(f"window_ms must be >= 0, got {window_ms}")
         if max_batch < 1:
@@ -129,7 +134,7 @@ class MicroBatcher(Generic[T]):
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             live = [(item, fut) for item, fut in batch if not fut.done()]  # a caller that went away is skipped
             if not live:

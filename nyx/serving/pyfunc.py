@@ -41,8 +41,10 @@ from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, 
 
 ARTIFACT_KEY = "model_dir"
 #: a 2x2 PNG (blue with two white pixels) as a ``data:`` URL: the image of the input example and of the docs' request
-EXAMPLE_IMAGE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAF0lEQVR42mP4//+/XNQJBrmoE////"
-                 "wcAOhAIexRxLgAAAAAASUVORK5CYII=")
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAF0lEQVR42mP4//+/XNQJBrmoE////"
+    "wcAOhAIexRxLgAAAAAASUVORK5CYII="
+)
 
 
 class InvalidDimError(MlflowException, ValueError):
@@ -54,12 +56,14 @@ class InvalidDimError(MlflowException, ValueError):
 
 def retriever_signature() -> ModelSignature:
     """The pyfunc signature: the input columns, the ``dim`` param (default ``None``: full size) and the output."""
-    inputs = Schema([
-        ColSpec(AnyType(), "content"),
-        ColSpec(DataType.string, "kind", required=False),
-        ColSpec(DataType.string, "id", required=False),
-        ColSpec(AnyType(), "choices", required=False),
-    ])
+    inputs = Schema(
+        [
+            ColSpec(AnyType(), "content"),
+            ColSpec(DataType.string, "kind", required=False),
+            ColSpec(DataType.string, "id", required=False),
+            ColSpec(AnyType(), "choices", required=False),
+        ]
+    )
     outputs = Schema([ColSpec(DataType.string, "id"), ColSpec(Array(DataType.float), "embedding")])
     params = ParamSchema([ParamSpec("dim", DataType.long, None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
@@ -70,19 +74,28 @@ def retriever_input_example():
     JSONL part format (both with ids: a missing one would be saved as NaN, which is not JSON)."""
     import pandas as pd
 
-    return pd.DataFrame([
-        {"id": "query-1", "kind": "query",
-         "content": [{"type": "text", "text": "What colour is the sign at the harbour entrance?"}]},
-        {"id": "doc-1", "kind": "document",
-         "content": [{"type": "text", "text": "The harbour sign is painted blue."},
-                     {"type": "image", "image": EXAMPLE_IMAGE}]},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "id": "query-1",
+                "kind": "query",
+                "content": [{"type": "text", "text": "What colour is the sign at the harbour entrance?"}],
+            },
+            {
+                "id": "doc-1",
+                "kind": "document",
+                "content": [
+                    {"type": "text", "text": "The harbour sign is painted blue."},
+                    {"type": "image", "image": EXAMPLE_IMAGE},
+                ],
+            },
+        ]
+    )
 
 
 class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from nyx.model.encoder import NyxEncoder
-
         from nyx.utils.integrity import MANIFEST, verify_manifest
 
         root = Path(context.artifacts[ARTIFACT_KEY])
@@ -91,8 +104,9 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
         meta = json.loads((root / "nyx_model.json").read_text()) if (root / "nyx_model.json").exists() else {}
         base = root / "base" if (root / "base").is_dir() else root
         adapter = root / "adapter" if (root / "adapter").is_dir() else None
-        self.encoder = NyxEncoder.from_pretrained(str(base), adapter_path=str(adapter) if adapter else None,
-                                                  show_progress=False)
+        self.encoder = NyxEncoder.from_pretrained(
+            str(base), adapter_path=str(adapter) if adapter else None, show_progress=False
+        )
         self.meta = meta
 
     def allowed_dims(self) -> list[int]:
@@ -109,8 +123,10 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
             return None
         allowed, full = self.allowed_dims(), self.encoder.dim
         if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
-            raise InvalidDimError(f"param 'dim' must be an integer, got {dim!r} ({type(dim).__name__}); "
-                                  f"allowed: {allowed} (0 or none: the full size {full})")
+            raise InvalidDimError(
+                f"param 'dim' must be an integer, got {dim!r} ({type(dim).__name__}); "
+                f"allowed: {allowed} (0 or none: the full size {full})"
+            )
         dim = int(dim)
         if dim == 0 or dim == full:
             return None
@@ -130,8 +146,9 @@ class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(list(model_input))
         if "content" not in df.columns:
             raise ValueError("input needs a 'content' column with a list of parts [{'type': 'text', 'text': ...}, ...]")
-        kinds = ([k if _present(k) else "document" for k in df["kind"]] if "kind" in df.columns
-                 else ["document"] * len(df))
+        kinds = (
+            [k if _present(k) else "document" for k in df["kind"]] if "kind" in df.columns else ["document"] * len(df)
+        )
         bad = sorted({str(k) for k in kinds if k not in ("query", "document")})
         if bad:
             raise ValueError(f"'kind' must be 'query' or 'document', got {bad}")
@@ -205,8 +222,12 @@ def _parts(content: Any, rid: str) -> Any:
     return content
 
 
-def log_retriever_model(model_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
-                        tags: dict[str, str] | None = None):
+def log_retriever_model(
+    model_dir: str | Path,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    tags: dict[str, str] | None = None,
+):
     """Log a Nyx model folder (``base/`` + optional ``adapter/``, or a full HF folder) as a pyfunc model, with
     :func:`retriever_signature` (without it MLflow would drop ``params={"dim": ...}`` at predict time, and the
     registry UI would show no inputs) and :func:`retriever_input_example` (which MLflow serves once, as a check)."""
@@ -230,6 +251,18 @@ def log_retriever_model(model_dir: str | Path, name: str = "model", registered_m
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    pkgs = ["torch", "transformers", "tokenizers", "peft", "pillow", "numpy", "pandas", "mlflow", "safetensors",
-            "faiss-cpu", "pydantic", "tqdm"]
+    pkgs = [
+        "torch",
+        "transformers",
+        "tokenizers",
+        "peft",
+        "pillow",
+        "numpy",
+        "pandas",
+        "mlflow",
+        "safetensors",
+        "faiss-cpu",
+        "pydantic",
+        "tqdm",
+    ]
     return [f"{p}=={version(p).split('+')[0]}" for p in pkgs]

@@ -30,10 +30,11 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -117,8 +118,10 @@ def parse_source(source: str | os.PathLike) -> Source:
 
     folder = Path(raw)
     if not (folder / RETRIEVER_MANIFEST).is_file():
-        raise ServeError(f"{folder} is not a Nyx index folder (no {RETRIEVER_MANIFEST}); create one with "
-                         "`nyx index`, or give a registry URI models:/<name>@<alias>")
+        raise ServeError(
+            f"{folder} is not a Nyx index folder (no {RETRIEVER_MANIFEST}); create one with "
+            "`nyx index`, or give a registry URI models:/<name>@<alias>"
+        )
     return Source(raw=raw, folder=folder)
 
 
@@ -157,14 +160,18 @@ def load_documents(corpus: str | os.PathLike, retriever, folder: Path) -> tuple[
             docs[r.id] = r
     missing = wanted - docs.keys()
     if missing:
-        raise ServeError(f"the corpus {path} lacks {len(missing)} document(s) of the index {folder} "
-                         f"(e.g. {sorted(missing)[:3]}): it is not the corpus the index was built from")
+        raise ServeError(
+            f"the corpus {path} lacks {len(missing)} document(s) of the index {folder} "
+            f"(e.g. {sorted(missing)[:3]}): it is not the corpus the index was built from"
+        )
     expected = read_retriever_manifest(folder).corpus_hash
     if expected:
         got = corpus_hash(docs[i] for i in _index_doc_ids(retriever))
         if got != expected:
-            raise ServeError(f"the corpus {path} differs from the corpus the index {folder} was built from "
-                             f"(fingerprint {got[:12]} != {expected[:12]}): its documents would not match the hits")
+            raise ServeError(
+                f"the corpus {path} differs from the corpus the index {folder} was built from "
+                f"(fingerprint {got[:12]} != {expected[:12]}): its documents would not match the hits"
+            )
     return docs, path.parent
 
 
@@ -204,8 +211,9 @@ class LoadedModel:
         """The dimension a search at ``dim`` uses (``None`` for BM25); :class:`ApiError` naming ``dim`` otherwise."""
         if not self.dense:
             if dim is not None:
-                raise ApiError(422, "dim", f"the {self.retriever.name} retriever has no embedding dimension; "
-                                           "leave 'dim' out")
+                raise ApiError(
+                    422, "dim", f"the {self.retriever.name} retriever has no embedding dimension; leave 'dim' out"
+                )
             return None
         from nyx.index import IndexMismatchError
 
@@ -221,19 +229,33 @@ class LoadedModel:
     def info(self) -> dict[str, Any]:
         r = self.retriever
         out: dict[str, Any] = {
-            "source": self.source, "model_name": self.model_name, "model_version": self.model_version,
-            "alias": self.alias, "retriever": r.name, "index_dir": str(self.folder), "index_size": r.num_docs,
-            "dims": r.dims, "corpus_hash": self.corpus_hash,
-            "data_version": self.data_version, "documents": self.documents is not None,
-            "corpus_path": self.corpus_path, "documents_error": self.documents_error,
+            "source": self.source,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "alias": self.alias,
+            "retriever": r.name,
+            "index_dir": str(self.folder),
+            "index_size": r.num_docs,
+            "dims": r.dims,
+            "corpus_hash": self.corpus_hash,
+            "data_version": self.data_version,
+            "documents": self.documents is not None,
+            "corpus_path": self.corpus_path,
+            "documents_error": self.documents_error,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "load_seconds": round(self.load_seconds, 3),
         }
         if self.dense:
             m = r.embedding_index.manifest
-            out.update(model_id=m.model_id, model_revision=m.model_revision, index_dim=m.dim, full_dim=m.full_dim,
-                       index_type=m.index_type, index_model_version=m.mlflow_model_version,
-                       index_created_at=m.created_at)
+            out.update(
+                model_id=m.model_id,
+                model_revision=m.model_revision,
+                index_dim=m.dim,
+                full_dim=m.full_dim,
+                index_type=m.index_type,
+                index_model_version=m.mlflow_model_version,
+                index_created_at=m.created_at,
+            )
         else:
             out.update(model_id=r.name, index_dim=None, full_dim=None)
         return out
@@ -300,12 +322,18 @@ def _data_version(client, mv) -> dict[str, str] | None:
             tags = {**client.get_run(run_id).data.tags, **tags}
         except Exception:  # noqa: BLE001 - the run is optional metadata
             pass
-    found = {k[len(DATA_VERSION_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(DATA_VERSION_TAG_PREFIX)}
+    found = {k[len(DATA_VERSION_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(DATA_VERSION_TAG_PREFIX)}
     return found or None
 
 
-def load_registry_version(client, source: Source, version: str, corpus: str | os.PathLike | None = None,
-                          warm_up: bool = True, strict_documents: bool = True) -> LoadedModel:
+def load_registry_version(
+    client,
+    source: Source,
+    version: str,
+    corpus: str | os.PathLike | None = None,
+    warm_up: bool = True,
+    strict_documents: bool = True,
+) -> LoadedModel:
     """Open the corpus index of ``<name>/<version>`` (its :data:`INDEX_DIR_TAG`), checked against that version.
 
     Documents come from the version's :data:`CORPUS_PATH_TAG`, else from ``corpus``. A corpus that does not match the
@@ -320,18 +348,29 @@ def load_registry_version(client, source: Source, version: str, corpus: str | os
     tags = dict(mv.tags or {})
     index_dir = tags.get(INDEX_DIR_TAG)
     if not index_dir:
-        raise ServeError(f"{what} has no '{INDEX_DIR_TAG}' tag: no corpus index is recorded for it "
-                         f"(index its corpus with `nyx index` and tag the version with the folder)")
+        raise ServeError(
+            f"{what} has no '{INDEX_DIR_TAG}' tag: no corpus index is recorded for it "
+            f"(index its corpus with `nyx index` and tag the version with the folder)"
+        )
     folder = Path(index_dir)
     retriever = _open_folder(folder, f"{what} (tag {INDEX_DIR_TAG})")
     if hasattr(retriever, "embedding_index"):
         built_for = retriever.embedding_index.manifest.mlflow_model_version
         if built_for is not None and str(built_for) != str(version):
-            raise ServeError(f"{what}: its index folder {folder} was built for version {built_for} (index manifest "
-                             f"mlflow_model_version), not {version}; re-index the corpus with version {version} or "
-                             f"fix the '{INDEX_DIR_TAG}' tag")
-    model = LoadedModel(retriever=retriever, folder=folder, source=source.raw, model_name=source.name,
-                        model_version=str(version), alias=source.alias, data_version=_data_version(client, mv))
+            raise ServeError(
+                f"{what}: its index folder {folder} was built for version {built_for} (index manifest "
+                f"mlflow_model_version), not {version}; re-index the corpus with version {version} or "
+                f"fix the '{INDEX_DIR_TAG}' tag"
+            )
+    model = LoadedModel(
+        retriever=retriever,
+        folder=folder,
+        source=source.raw,
+        model_name=source.name,
+        model_version=str(version),
+        alias=source.alias,
+        data_version=_data_version(client, mv),
+    )
     tagged = tags.get(CORPUS_PATH_TAG)
     corpus_path = tagged or (os.fspath(corpus) if corpus is not None else None)
     if corpus_path:
@@ -367,31 +406,47 @@ class ApiError(Exception):
         return {"detail": str(self), "field": self.field}
 
 
-_EXAMPLE_CONTENT = [{"type": "text", "text": "Which town has the red bridge?"},
-                    {"type": "image", "image": "data:image/png;base64,iVBORw0KGgo..."}]
-_CONTENT_HELP = ("The query in the JSONL part format: a list of parts, each {\"type\": \"text\", \"text\": ...} or "
-                 "{\"type\": \"image\", \"image\": \"data:image/png;base64,...\"} (images as data: URLs only).")
+_EXAMPLE_CONTENT = [
+    {"type": "text", "text": "Which town has the red bridge?"},
+    {"type": "image", "image": "data:image/png;base64,iVBORw0KGgo..."},
+]
+_CONTENT_HELP = (
+    'The query in the JSONL part format: a list of parts, each {"type": "text", "text": ...} or '
+    '{"type": "image", "image": "data:image/png;base64,..."} (images as data: URLs only).'
+)
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"content": [{"type": "text", "text": "Which town has the red bridge?"}], "k": 5}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"content": [{"type": "text", "text": "Which town has the red bridge?"}], "k": 5}]
+        },
+    )
 
     content: list[Any] = Field(description=_CONTENT_HELP, examples=[_EXAMPLE_CONTENT])
     k: StrictInt = Field(10, ge=1, description="Number of hits (at most the server's --max-k).")
-    dim: StrictInt | None = Field(None, ge=1, description="Matryoshka dimension to search at (dense retrievers; "
-                                                          "1..the index dimension; default: the index dimension).")
+    dim: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Matryoshka dimension to search at (dense retrievers; "
+        "1..the index dimension; default: the index dimension).",
+    )
     return_documents: StrictBool = Field(False, description="Add each hit's corpus record (needs a corpus).")
-    choices: list[str] | str | None = Field(None, description="A multiple-choice query's options (framed as in "
-                                                              "evaluation).")
+    choices: list[str] | str | None = Field(
+        None, description="A multiple-choice query's options (framed as in evaluation)."
+    )
 
 
 class EmbedRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: list[Any] = Field(description=_CONTENT_HELP, examples=[_EXAMPLE_CONTENT])
-    dim: StrictInt | None = Field(None, ge=1, description="Matryoshka prefix (1..the index dimension; default: "
-                                                          "the index dimension); re-normalised.")
+    dim: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Matryoshka prefix (1..the index dimension; default: the index dimension); re-normalised.",
+    )
     kind: Literal["query", "document"] = Field("query", description="Embed as a query (default) or a document.")
     choices: list[str] | str | None = None
 
@@ -446,8 +501,11 @@ def check_image(ref: str, where: str, settings: ServeSettings) -> None:
     from nyx.data.images import ImageConfig, decode_data_url, verify_image
 
     if not is_data_url(ref):
-        raise ApiError(422, where, "query images must be data: URLs (data:image/png;base64,...); the server does "
-                                   "not open files or URLs")
+        raise ApiError(
+            422,
+            where,
+            "query images must be data: URLs (data:image/png;base64,...); the server does not open files or URLs",
+        )
     try:
         data = decode_data_url(ref)
     except RecordError as e:
@@ -455,8 +513,7 @@ def check_image(ref: str, where: str, settings: ServeSettings) -> None:
     if not data:
         raise ApiError(422, where, "empty image: the data URL holds no bytes")
     if len(data) > settings.max_image_bytes:
-        raise ApiError(413, where, f"image of {len(data)} bytes exceeds the limit of {settings.max_image_bytes} "
-                                   "bytes")
+        raise ApiError(413, where, f"image of {len(data)} bytes exceeds the limit of {settings.max_image_bytes} bytes")
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
@@ -465,8 +522,9 @@ def check_image(ref: str, where: str, settings: ServeSettings) -> None:
     except Exception:  # noqa: BLE001 - any unreadable header
         raise ApiError(422, where, "undecodable image: not a recognised image format") from None
     if w * h > settings.max_image_pixels:
-        raise ApiError(413, where, f"image of {w}x{h} = {w * h} pixels exceeds the limit of "
-                                   f"{settings.max_image_pixels} pixels")
+        raise ApiError(
+            413, where, f"image of {w}x{h} = {w * h} pixels exceeds the limit of {settings.max_image_pixels} pixels"
+        )
     try:
         verify_image(data, ImageConfig(max_decode_pixels=settings.max_image_pixels))
     except RecordError as e:
@@ -620,16 +678,23 @@ def _run_sparse(model: LoadedModel, jobs: list[Job]) -> list[Any]:
 class SearchService:
     """What the app serves: :attr:`current` (swapped atomically), the batcher, and the alias poller."""
 
-    def __init__(self, source: Source, settings: ServeSettings, corpus: str | os.PathLike | None = None,
-                 tracking_uri: str | None = None, warm_up: bool = True):
+    def __init__(
+        self,
+        source: Source,
+        settings: ServeSettings,
+        corpus: str | os.PathLike | None = None,
+        tracking_uri: str | None = None,
+        warm_up: bool = True,
+    ):
         self.source = source
         self.settings = settings
         self.corpus = corpus
         self.tracking_uri = tracking_uri
         self.warm_up = warm_up
         self.started_at = time.time()
-        self.batcher: MicroBatcher[Job] = MicroBatcher(process_jobs, window_ms=settings.batch_window_ms,
-                                                       max_batch=settings.max_batch, name="nyx-serve")
+        self.batcher: MicroBatcher[Job] = MicroBatcher(
+            process_jobs, window_ms=settings.batch_window_ms, max_batch=settings.max_batch, name="nyx-serve"
+        )
         self.swaps = 0
         self.last_poll: float | None = None
         self.last_error: dict[str, Any] | None = None
@@ -648,14 +713,20 @@ class SearchService:
             model = load_folder(self.source, self.corpus, warm_up=self.warm_up)
         else:
             model = self._load_version(resolve_version(self.client, self.source), strict_documents=True)
-        log.info("serving %s: %s retriever, %d documents, dims %s%s", self.source.raw, model.retriever.name,
-                 model.retriever.num_docs, model.retriever.dims,
-                 f", version {model.model_version}" if model.model_version else "")
+        log.info(
+            "serving %s: %s retriever, %d documents, dims %s%s",
+            self.source.raw,
+            model.retriever.name,
+            model.retriever.num_docs,
+            model.retriever.dims,
+            f", version {model.model_version}" if model.model_version else "",
+        )
         return model
 
     def _load_version(self, version: str, strict_documents: bool = False) -> LoadedModel:
-        return load_registry_version(self.client, self.source, version, self.corpus, warm_up=self.warm_up,
-                                     strict_documents=strict_documents)
+        return load_registry_version(
+            self.client, self.source, version, self.corpus, warm_up=self.warm_up, strict_documents=strict_documents
+        )
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -690,20 +761,31 @@ class SearchService:
         old = self.current
         if version == old.model_version:
             return False
-        log.info("%s moved from version %s to %s: loading it in the background", self.source.raw,
-                 old.model_version, version)
+        log.info(
+            "%s moved from version %s to %s: loading it in the background", self.source.raw, old.model_version, version
+        )
         try:
             new = await asyncio.to_thread(self._load_version, version)
         except Exception as e:  # noqa: BLE001 - anything: the old model keeps serving
-            log.error("could not load %s version %s, still serving version %s: %s", self.source.name, version,
-                      old.model_version, e)
+            log.error(
+                "could not load %s version %s, still serving version %s: %s",
+                self.source.name,
+                version,
+                old.model_version,
+                e,
+            )
             self.last_error = {"at": self.last_poll, "version": version, "error": str(e)}
             return False
         self.current = new  # one assignment: requests that already hold `old` finish on it
         self.swaps += 1
         self.last_error = None
-        log.info("now serving %s version %s (was %s; loaded in %.1f s)", self.source.name, version,
-                 old.model_version, new.load_seconds)
+        log.info(
+            "now serving %s version %s (was %s; loaded in %.1f s)",
+            self.source.name,
+            version,
+            old.model_version,
+            new.load_seconds,
+        )
         return True
 
     def health(self) -> dict[str, Any]:
@@ -712,12 +794,24 @@ class SearchService:
             "status": "ok",
             **self.current.info(),
             "uptime_s": round(time.time() - self.started_at, 3),
-            "batching": {"window_ms": self.batcher.window_ms, "max_batch": self.batcher.max_batch,
-                         **self.batcher.stats.to_json()},
-            "hot_swap": {"enabled": self.source.is_alias and s.poll_seconds > 0, "poll_seconds": s.poll_seconds,
-                         "swaps": self.swaps, "last_poll": self.last_poll, "last_error": self.last_error},
-            "limits": {"max_request_bytes": s.max_request_bytes, "max_image_bytes": s.max_image_bytes,
-                       "max_image_pixels": s.max_image_pixels, "max_k": s.max_k},
+            "batching": {
+                "window_ms": self.batcher.window_ms,
+                "max_batch": self.batcher.max_batch,
+                **self.batcher.stats.to_json(),
+            },
+            "hot_swap": {
+                "enabled": self.source.is_alias and s.poll_seconds > 0,
+                "poll_seconds": s.poll_seconds,
+                "swaps": self.swaps,
+                "last_poll": self.last_poll,
+                "last_error": self.last_error,
+            },
+            "limits": {
+                "max_request_bytes": s.max_request_bytes,
+                "max_image_bytes": s.max_image_bytes,
+                "max_image_pixels": s.max_image_pixels,
+                "max_k": s.max_k,
+            },
         }
 
 
@@ -743,9 +837,15 @@ class RequestGuard:
             auth = headers.get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-                return await _send_json(send, 401, {"detail": "missing or wrong API key: send the header "
-                                                              "'Authorization: Bearer <key>'", "field": None},
-                                        [(b"www-authenticate", b"Bearer")])
+                return await _send_json(
+                    send,
+                    401,
+                    {
+                        "detail": "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                        "field": None,
+                    },
+                    [(b"www-authenticate", b"Bearer")],
+                )
         too_big = {"detail": f"body: the request body exceeds the limit of {self.max_body} bytes", "field": "body"}
         declared = headers.get(b"content-length")
         if declared is not None:
@@ -783,9 +883,17 @@ async def _send_json(send, status: int, body: dict[str, Any], headers: list[tupl
     import json
 
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -808,9 +916,15 @@ def _loc_field(loc: Sequence[Any]) -> str:
 _UNSET = object()
 
 
-def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = None,
-               settings: ServeSettings | None = None, api_key: Any = _UNSET, tracking_uri: str | None = None,
-               warm_up: bool = True):
+def create_app(
+    source: str | os.PathLike,
+    *,
+    corpus: str | os.PathLike | None = None,
+    settings: ServeSettings | None = None,
+    api_key: Any = _UNSET,
+    tracking_uri: str | None = None,
+    warm_up: bool = True,
+):
     """The FastAPI app serving ``source`` (a retriever folder or ``models:/<name>@<alias>`` / ``/<version>``).
 
     The model is loaded here (a :class:`ServeError` says why it cannot be); the batcher and the alias poller run
@@ -826,8 +940,7 @@ def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = 
     settings = settings or ServeSettings()
     if api_key is _UNSET:
         api_key = os.environ.get(API_KEY_ENV) or None
-    service = SearchService(parse_source(source), settings, corpus=corpus, tracking_uri=tracking_uri,
-                            warm_up=warm_up)
+    service = SearchService(parse_source(source), settings, corpus=corpus, tracking_uri=tracking_uri, warm_up=warm_up)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -837,9 +950,13 @@ def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = 
         finally:
             await service.stop()
 
-    app = FastAPI(title="Nyx search API", version=nyx_version(), lifespan=lifespan,
-                  description="Top-k documents for a mixed-modal query (text and data: URL images), embeddings, "
-                              "and the served model's version. See docs/serving.md.")
+    app = FastAPI(
+        title="Nyx search API",
+        version=nyx_version(),
+        lifespan=lifespan,
+        description="Top-k documents for a mixed-modal query (text and data: URL images), embeddings, "
+        "and the served model's version. See docs/serving.md.",
+    )
     app.state.service = service
     app.add_middleware(RequestGuard, max_body=settings.max_request_bytes, api_key=api_key)
 
@@ -853,8 +970,9 @@ def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = 
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
         if first.get("type") == "json_invalid":
             where = first.get("loc", ("body", "?"))[-1]
-            err = ApiError(400, "body", f"malformed JSON ({first.get('ctx', {}).get('error', 'decode error')} "
-                                        f"at position {where})")
+            err = ApiError(
+                400, "body", f"malformed JSON ({first.get('ctx', {}).get('error', 'decode error')} at position {where})"
+            )
         else:
             fld = _loc_field(first.get("loc", ()))
             err = ApiError(422, fld, str(first.get("msg", "invalid value")))
@@ -878,8 +996,12 @@ def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = 
         except Exception as e:  # noqa: BLE001 - a bug or resource exhaustion: 500, the worker goes on
             raise ApiError(500, None, f"internal error: {type(e).__name__}: {e}") from None
 
-    @app.post("/search", response_model=SearchResponse, response_model_exclude_unset=True,
-              summary="Top-k documents for a mixed-modal query")
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        response_model_exclude_unset=True,
+        summary="Top-k documents for a mixed-modal query",
+    )
     async def search(req: SearchRequest):
         t0 = time.perf_counter()
         model = service.current  # this request finishes on this model even if a swap happens meanwhile
@@ -887,28 +1009,46 @@ def create_app(source: str | os.PathLike, *, corpus: str | os.PathLike | None = 
             raise ApiError(422, "k", f"k={req.k} exceeds the server's limit of {settings.max_k}")
         model.search_dim(req.dim)
         if req.return_documents and model.documents is None:
-            why = (f"the corpus could not be used ({model.documents_error})" if model.documents_error else
-                   f"start it with --corpus PATH, or tag the model version with '{CORPUS_PATH_TAG}'")
+            why = (
+                f"the corpus could not be used ({model.documents_error})"
+                if model.documents_error
+                else f"start it with --corpus PATH, or tag the model version with '{CORPUS_PATH_TAG}'"
+            )
             raise ApiError(400, "return_documents", f"this server has no corpus documents: {why}")
         record = await _query(req.content, req.choices)
         res: SearchResult = await _submit(Job(model, "search", record, k=req.k, dim=req.dim))
-        hits = [Hit(id=d, score=s, document=model.document(d)) if req.return_documents else Hit(id=d, score=s)
-                for d, s in res.hits]
-        return SearchResponse(hits=hits, model_version=model.model_version, retriever=model.retriever.name,
-                              dim=res.dim, latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        hits = [
+            Hit(id=d, score=s, document=model.document(d)) if req.return_documents else Hit(id=d, score=s)
+            for d, s in res.hits
+        ]
+        return SearchResponse(
+            hits=hits,
+            model_version=model.model_version,
+            retriever=model.retriever.name,
+            dim=res.dim,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        )
 
     @app.post("/embed", response_model=EmbedResponse, summary="The embedding of a query (or a document)")
     async def embed(req: EmbedRequest):
         t0 = time.perf_counter()
         model = service.current
         if not model.dense:
-            raise ApiError(400, None, f"the {model.retriever.name} retriever has no embeddings: /embed needs a "
-                                      "dense retriever (nyx or minilm)")
+            raise ApiError(
+                400,
+                None,
+                f"the {model.retriever.name} retriever has no embeddings: /embed needs a "
+                "dense retriever (nyx or minilm)",
+            )
         model.search_dim(req.dim)
         record = await _query(req.content, req.choices)
         res: EmbedResult = await _submit(Job(model, "embed", record, kind=req.kind, dim=req.dim))
-        return EmbedResponse(embedding=res.embedding.tolist(), dim=res.dim, model_version=model.model_version,
-                             latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        return EmbedResponse(
+            embedding=res.embedding.tolist(),
+            dim=res.dim,
+            model_version=model.model_version,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        )
 
     @app.get("/health", summary="Served model version, index size, dims, data version, uptime")
     async def health():

@@ -19,9 +19,10 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from nyx.data.images import ImageConfig, verify_image
 from nyx.data.records import Part, Record
@@ -123,7 +124,7 @@ class HFTokenCounter(TokenCounter):
         self.name = name or getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "HFTokenCounter":
+    def from_pretrained(cls, path: str | os.PathLike) -> HFTokenCounter:
         """Load the tokenizer of a model folder (hub layout) or a tokenizer folder; offline."""
         from transformers import AutoTokenizer
 

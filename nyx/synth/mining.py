@@ -17,9 +17,10 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from nyx.data.records import Record
 from nyx.retrieval.base import Retriever, chunked
@@ -75,7 +76,7 @@ def is_near_duplicate(candidate: Record, positive: Record, threshold: float) -> 
 def mine_hard_negatives(
     queries: Sequence[Record],
     corpus: Sequence[Record],
-    retriever: "Retriever | Miner",
+    retriever: Retriever | Miner,
     k: int | None = None,
     skip: int | None = None,
     n: int | None = None,
@@ -100,7 +101,9 @@ def mine_hard_negatives(
         miner = getattr(retriever, "name", type(retriever).__name__)
     base = cfg or MiningConfig()
     cfg = MiningConfig(
-        k=base.k if k is None else k, skip=base.skip if skip is None else skip, n=base.n if n is None else n,
+        k=base.k if k is None else k,
+        skip=base.skip if skip is None else skip,
+        n=base.n if n is None else n,
         dedup_threshold=base.dedup_threshold if dedup_threshold is None else dedup_threshold,
         batch_size=base.batch_size,
     )
@@ -135,16 +138,27 @@ def mine_hard_negatives(
                     continue
                 if len(negatives) < cfg.n:
                     negatives.append(did)
-            counts["queries_full" if len(negatives) == cfg.n else ("queries_short" if negatives else "queries_none")] += 1
+            counts[
+                "queries_full" if len(negatives) == cfg.n else ("queries_short" if negatives else "queries_none")
+            ] += 1
             records.append({"query_id": q.id, "positive_id": pid, "negative_ids": negatives, "miner": miner})
     stats: dict[str, Any] = {
         "queries": len(queries),
         "mined": len(records),
         "negatives": sum(len(r["negative_ids"]) for r in records),
-        **{key: counts.get(key, 0) for key in ("queries_full", "queries_short", "queries_none",
-                                               "positive_in_skipped_ranks", "dropped_positive",
-                                               "dropped_near_duplicate", "dropped_unknown_doc",
-                                               "skipped_unknown_positive")},
+        **{
+            key: counts.get(key, 0)
+            for key in (
+                "queries_full",
+                "queries_short",
+                "queries_none",
+                "positive_in_skipped_ranks",
+                "dropped_positive",
+                "dropped_near_duplicate",
+                "dropped_unknown_doc",
+                "skipped_unknown_positive",
+            )
+        },
         "config": {"k": cfg.k, "skip": cfg.skip, "n": cfg.n, "dedup_threshold": cfg.dedup_threshold},
         "miner": miner,
         **({"miner_identity": identity} if identity is not None else {}),
@@ -204,8 +218,9 @@ def _dense_identity(retriever: Retriever) -> dict[str, Any]:
     return ident
 
 
-def _registered_retriever(uri: str, tracking_uri: str | None, download_dir: str | os.PathLike | None,
-                          retriever_kwargs: dict[str, Any]) -> tuple[Retriever, dict[str, Any]]:
+def _registered_retriever(
+    uri: str, tracking_uri: str | None, download_dir: str | os.PathLike | None, retriever_kwargs: dict[str, Any]
+) -> tuple[Retriever, dict[str, Any]]:
     """The retriever of a registered model version: its corpus index folder (tag ``nyx.index_dir``), else its logged
     model downloaded into ``download_dir``."""
     import re
@@ -224,8 +239,12 @@ def _registered_retriever(uri: str, tracking_uri: str | None, download_dir: str 
     except Exception as e:  # noqa: BLE001 - MlflowException, connection errors: the miner cannot be resolved
         raise ValueError(f"cannot resolve the miner {uri}: {e}") from None
     tags = dict(mv.tags or {})
-    ident: dict[str, Any] = {"uri": uri, "registered_model": name, "version": str(version),
-                             "weights_sha256": tags.get("nyx.weights_sha256")}
+    ident: dict[str, Any] = {
+        "uri": uri,
+        "registered_model": name,
+        "version": str(version),
+        "weights_sha256": tags.get("nyx.weights_sha256"),
+    }
     index_dir = tags.get(INDEX_DIR_TAG)
     if index_dir and Path(index_dir).is_dir():
         ident["from"] = "index_dir"
@@ -235,19 +254,28 @@ def _registered_retriever(uri: str, tracking_uri: str | None, download_dir: str 
     dst = Path(download_dir) if download_dir else Path.cwd() / ".nyx-miner"
     dst = dst / f"{name}-v{version}"
     dst.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
-                                                     tracking_uri=tracking_uri))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
     model_dir = next((p for p in (local / "artifacts" / "model_dir", local / "model_dir") if p.is_dir()), local)
     base = model_dir / "base" if (model_dir / "base").is_dir() else model_dir
     adapter = model_dir / "adapter" if (model_dir / "adapter").is_dir() else None
     ident["from"] = "logged_model"
-    return NyxRetriever(model=base, adapter_path=adapter, mlflow_model_version=str(version),
-                        **retriever_kwargs), ident
+    return NyxRetriever(model=base, adapter_path=adapter, mlflow_model_version=str(version), **retriever_kwargs), ident
 
 
-def resolve_miner(spec: str, model: str | None = None, *, device: str | None = None, batch_size: int | None = None,
-                  tracking_uri: str | None = None, download_dir: str | os.PathLike | None = None,
-                  log: Callable[[str], None] | None = None) -> Miner:
+def resolve_miner(
+    spec: str,
+    model: str | None = None,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    tracking_uri: str | None = None,
+    download_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Miner:
     """The miner a profile's ``miner.retriever`` (``spec``) and ``miner.model`` name (see the module docstring).
 
     ``device`` and ``batch_size`` go to model-based miners; ``tracking_uri`` is the MLflow registry of
@@ -266,8 +294,9 @@ def resolve_miner(spec: str, model: str | None = None, *, device: str | None = N
         retriever: Retriever = create_retriever("bm25")
         ident = {"kind": "bm25", "config": retriever.config.model_dump(mode="json")}
     elif spec == "minilm":
-        retriever = create_retriever("minilm", **({"config": dense} if dense else {}),
-                                     **({"device": device} if device else {}))
+        retriever = create_retriever(
+            "minilm", **({"config": dense} if dense else {}), **({"device": device} if device else {})
+        )
         ident = {"kind": "minilm"}
     elif spec == "mme5":
         retriever = MmE5Retriever(model=model or MME5_MODEL_ID, **kw)
@@ -285,18 +314,26 @@ def resolve_miner(spec: str, model: str | None = None, *, device: str | None = N
             retriever = load_retriever(folder)
             if dense is not None and hasattr(retriever, "config") and isinstance(retriever.config, DenseConfig):
                 retriever.config = retriever.config.model_copy(update={"batch_size": batch_size})
-            ident = {"kind": "retriever_folder", "folder": str(folder), "retriever": manifest.retriever,
-                     "encoder": manifest.config.get("encoder")}
+            ident = {
+                "kind": "retriever_folder",
+                "folder": str(folder),
+                "retriever": manifest.retriever,
+                "encoder": manifest.config.get("encoder"),
+            }
         elif (mtype := _model_type(folder)) == "mllama":
             retriever, ident = MmE5Retriever(model=folder, **kw), {"kind": "mme5"}
         elif mtype in ("qwen2_5_vl", "qwen2_vl"):
             retriever, ident = NyxRetriever(model=folder, **kw), {"kind": "nyx"}
         else:
-            raise ValueError(f"miner folder {folder} is neither a saved retriever (no retriever.json) nor a "
-                             f"Llama-3.2-Vision / Qwen2.5-VL model folder (config.json model_type {mtype!r})")
+            raise ValueError(
+                f"miner folder {folder} is neither a saved retriever (no retriever.json) nor a "
+                f"Llama-3.2-Vision / Qwen2.5-VL model folder (config.json model_type {mtype!r})"
+            )
     else:
-        raise ValueError(f"unknown miner {spec!r}: expected one of {', '.join(BUILTIN_MINERS)}, a saved retriever "
-                         "or model folder, or a registered model URI models:/<name>@<alias>")
+        raise ValueError(
+            f"unknown miner {spec!r}: expected one of {', '.join(BUILTIN_MINERS)}, a saved retriever "
+            "or model folder, or a registered model URI models:/<name>@<alias>"
+        )
     ident.update(_dense_identity(retriever))
     miner = Miner(retriever=retriever, identity=ident)
     if log is not None:

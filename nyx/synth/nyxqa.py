@@ -26,9 +26,10 @@ import os
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from nyx.data.beir import write_beir
 from nyx.data.records import Record
@@ -159,8 +160,9 @@ def assign_splits(queries: Sequence[Record], cfg: NyxQAConfig) -> dict[str, str]
     out: dict[str, str] = {}
     for unit in units:
         need = Counter(q.extra["modality"] for q in unit)
-        split = next((s for s in ("test", "dev")
-                      if all(filled[s][g] + n <= target[g][s] for g, n in need.items())), "train")
+        split = next(
+            (s for s in ("test", "dev") if all(filled[s][g] + n <= target[g][s] for g, n in need.items())), "train"
+        )
         if split != "train":
             filled[split].update(need)
         for q in unit:
@@ -211,8 +213,9 @@ def build_nyxqa(
     generator.prepare(chunks)
 
     def options(qa: Record) -> list[str]:
-        return generator.distractors(qa.extra["question"], qa.extra["answer"], by_id[qa.extra["positive_id"]],
-                                     n=cfg.n_distractors)
+        return generator.distractors(
+            qa.extra["question"], qa.extra["answer"], by_id[qa.extra["positive_id"]], n=cfg.n_distractors
+        )
 
     all_distractors = parallel_map(options, kept, max(1, int(generator.concurrency)), "distractors (questions)")
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
@@ -162,16 +163,25 @@ class SamplePlan:
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary (for asset metadata): budget, population, group sizes, quotas, cutoff keys."""
         return {
-            "sample_size": self.sample_size, "seed": self.seed, "stratify": self.stratify,
-            "population": self.population, "group_sizes": dict(self.group_sizes),
+            "sample_size": self.sample_size,
+            "seed": self.seed,
+            "stratify": self.stratify,
+            "population": self.population,
+            "group_sizes": dict(self.group_sizes),
             "allocation": dict(self.allocation),
-            "cutoffs": None if self.cutoffs is None else {k: (None if v is None else f"{v[0]:016x}")
-                                                          for k, v in self.cutoffs.items()},
+            "cutoffs": None
+            if self.cutoffs is None
+            else {k: (None if v is None else f"{v[0]:016x}") for k, v in self.cutoffs.items()},
         }
 
 
-def plan_sample(population: Iterable[Record | tuple[str, str]], sample_size: int | None, seed: int = 0,
-                stratify: bool = True, proportions: Mapping[str, float] | None = None) -> SamplePlan:
+def plan_sample(
+    population: Iterable[Record | tuple[str, str]],
+    sample_size: int | None,
+    seed: int = 0,
+    stratify: bool = True,
+    proportions: Mapping[str, float] | None = None,
+) -> SamplePlan:
     """The :class:`SamplePlan` that takes ``sample_size`` chunks in total from ``population``.
 
     ``population``: every chunk the budget is spread over (records, or ``(id, group)`` pairs: only ids and groups
@@ -207,8 +217,13 @@ def plan_sample(population: Iterable[Record | tuple[str, str]], sample_size: int
     return SamplePlan(sample_size, seed, stratify, n, sizes, alloc, cutoffs)
 
 
-def stratified_sample(chunks: Sequence[Record], sample_size: int | None, seed: int = 0, stratify: bool = True,
-                      proportions: Mapping[str, float] | None = None) -> list[Record]:
+def stratified_sample(
+    chunks: Sequence[Record],
+    sample_size: int | None,
+    seed: int = 0,
+    stratify: bool = True,
+    proportions: Mapping[str, float] | None = None,
+) -> list[Record]:
     """A deterministic sample of ``sample_size`` of ``chunks`` (all when None or larger than the corpus).
 
     ``plan_sample(chunks, ...).select(chunks)``: with ``stratify``, the sample is split over the image-count groups

@@ -38,9 +38,10 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -126,8 +127,9 @@ def research_content(text: Any, image_paths: Any, image_root: str | os.PathLike 
     return parts
 
 
-def research_to_triple(obj: dict[str, Any], image_root: str | os.PathLike | None = None,
-                       record_id: str | None = None) -> dict[str, Any]:
+def research_to_triple(
+    obj: dict[str, Any], image_root: str | os.PathLike | None = None, record_id: str | None = None
+) -> dict[str, Any]:
     """Convert one research-format record into the Nyx triples JSON shape.
 
     ``neg_text``/``neg_image_path`` may be a single negative or parallel lists of negatives. A negative that
@@ -170,8 +172,12 @@ def research_to_triple(obj: dict[str, Any], image_root: str | os.PathLike | None
     return out
 
 
-def convert_research_file(path: str | os.PathLike, out_path: str | os.PathLike,
-                          image_root: str | os.PathLike | None = None, rejects: RejectLog | None = None) -> int:
+def convert_research_file(
+    path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    rejects: RejectLog | None = None,
+) -> int:
     """Convert a research-format JSONL file into a Nyx triples JSONL file; returns the number written.
 
     Image paths are resolved against ``image_root`` (default: the input file's folder) and written relative
@@ -206,8 +212,10 @@ def _iter_json_lines(path: Path, rejects: RejectLog) -> Iterator[tuple[str, Any]
             try:
                 yield where, json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                rejects.add(RecordError(f"malformed JSON line: {e}", location=where),
-                            raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
+                rejects.add(
+                    RecordError(f"malformed JSON line: {e}", location=where),
+                    raw=raw.decode("utf-8", errors="replace").rstrip("\n"),
+                )
 
 
 def _iter_research(path: Path, image_root: str | os.PathLike | None, rejects: RejectLog) -> Iterator[dict[str, Any]]:
@@ -229,8 +237,9 @@ def _iter_research(path: Path, image_root: str | os.PathLike | None, rejects: Re
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _triple_records(obj: Any, where: str, source: str, base_dir: str | os.PathLike | None,
-                    rejects: RejectLog) -> TrainingExample | None:
+def _triple_records(
+    obj: Any, where: str, source: str, base_dir: str | os.PathLike | None, rejects: RejectLog
+) -> TrainingExample | None:
     """One Nyx-triples object -> example (broken negatives logged and left out), or None when unusable."""
     if not isinstance(obj, dict):
         rejects.add(RecordError(f"expected a JSON object, got {type(obj).__name__}", location=where))
@@ -257,8 +266,9 @@ def _triple_records(obj: Any, where: str, source: str, base_dir: str | os.PathLi
         try:
             negatives.append(parse(raw, f"neg{i}"))
         except RecordError as e:
-            rejects.add(RecordError(f"broken negative {i} replaced: {e.reason}", record_id=base_id, location=where),
-                        raw=raw)
+            rejects.add(
+                RecordError(f"broken negative {i} replaced: {e.reason}", record_id=base_id, location=where), raw=raw
+            )
     return TrainingExample(query, positive, tuple(negatives), source)
 
 
@@ -273,8 +283,9 @@ def load_triples(path: str | os.PathLike, source: str, rejects: RejectLog) -> li
     return out
 
 
-def load_research(path: str | os.PathLike, source: str, rejects: RejectLog,
-                  image_root: str | os.PathLike | None = None) -> list[TrainingExample]:
+def load_research(
+    path: str | os.PathLike, source: str, rejects: RejectLog, image_root: str | os.PathLike | None = None
+) -> list[TrainingExample]:
     """Examples from a research-format JSONL file (converted on the fly)."""
     path = Path(path)
     out = []
@@ -285,8 +296,13 @@ def load_research(path: str | os.PathLike, source: str, rejects: RejectLog,
     return out
 
 
-def load_nyxqa(folder: str | os.PathLike, hard_negatives: str | os.PathLike | None, source: str,
-               rejects: RejectLog, split: str | None = None) -> list[TrainingExample]:
+def load_nyxqa(
+    folder: str | os.PathLike,
+    hard_negatives: str | os.PathLike | None,
+    source: str,
+    rejects: RejectLog,
+    split: str | None = None,
+) -> list[TrainingExample]:
     """Examples from a NyxQA BEIR folder and its mined hard negatives.
 
     With a hard-negatives line, its ``positive_id`` is the positive (it must exist in the corpus);
@@ -329,17 +345,24 @@ def load_nyxqa(folder: str | os.PathLike, hard_negatives: str | os.PathLike | No
             neg_ids = []
         for i, nid in enumerate(neg_ids):
             if not isinstance(nid, str) or nid not in ds.corpus:
-                rejects.add(RecordError(f"broken negative {i} replaced: {nid!r} not in the corpus",
-                                        record_id=qid, location=where))
+                rejects.add(
+                    RecordError(
+                        f"broken negative {i} replaced: {nid!r} not in the corpus", record_id=qid, location=where
+                    )
+                )
             elif nid in exclude:
-                rejects.add(RecordError(f"broken negative {i} replaced: {nid!r} is relevant to the query",
-                                        record_id=qid, location=where))
+                rejects.add(
+                    RecordError(
+                        f"broken negative {i} replaced: {nid!r} is relevant to the query", record_id=qid, location=where
+                    )
+                )
             else:
                 negatives.append(ds.corpus[nid])
         out.append(TrainingExample(query, ds.corpus[pos_id], tuple(negatives), source, exclude))
     for qid in mined.keys() - ds.queries.keys():
-        rejects.add(RecordError("hard-negatives line names an unknown query", record_id=qid,
-                                location=mined[qid]["_where"]))
+        rejects.add(
+            RecordError("hard-negatives line names an unknown query", record_id=qid, location=mined[qid]["_where"])
+        )
     return out
 
 
@@ -357,8 +380,9 @@ def load_source(cfg: SourceConfig, rejects: RejectLog) -> list[TrainingExample]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def fill_negatives(examples: Sequence[TrainingExample], n_negatives: int, rng: random.Random,
-                   rejects: RejectLog) -> list[TrainingExample]:
+def fill_negatives(
+    examples: Sequence[TrainingExample], n_negatives: int, rng: random.Random, rejects: RejectLog
+) -> list[TrainingExample]:
     """Give every example exactly ``n_negatives`` negatives (see the module docstring).
 
     The pool is every distinct negative of ``examples`` (one source). Own negatives that duplicate the
@@ -380,7 +404,7 @@ def fill_negatives(examples: Sequence[TrainingExample], n_negatives: int, rng: r
         banned_keys = {content_key(ex.positive)}
 
         def usable(r: Record) -> bool:
-            return r.id not in banned_ids and content_key(r) not in banned_keys
+            return r.id not in banned_ids and content_key(r) not in banned_keys  # noqa: B023
 
         own = []
         for neg in ex.negatives:
@@ -388,24 +412,34 @@ def fill_negatives(examples: Sequence[TrainingExample], n_negatives: int, rng: r
                 own.append(neg)
                 banned_keys.add(content_key(neg))
             elif content_key(neg) == content_key(ex.positive) or neg.id in banned_ids:
-                rejects.add(RecordError(f"negative {neg.id!r} equals the positive or a relevant document: replaced",
-                                        record_id=ex.query.id))
+                rejects.add(
+                    RecordError(
+                        f"negative {neg.id!r} equals the positive or a relevant document: replaced",
+                        record_id=ex.query.id,
+                    )
+                )
         chosen = rng.sample(own, n_negatives) if len(own) > n_negatives else own
         if len(chosen) < n_negatives:
             need = n_negatives - len(chosen)
             picked_keys = {content_key(r) for r in chosen}
             candidates = [r for r in pool if usable(r) and content_key(r) not in picked_keys]
             if len(candidates) < need:
-                rejects.add(RecordError(f"only {len(chosen) + len(candidates)} usable negatives for "
-                                        f"{n_negatives} required (source {ex.source!r})", record_id=ex.query.id))
+                rejects.add(
+                    RecordError(
+                        f"only {len(chosen) + len(candidates)} usable negatives for "
+                        f"{n_negatives} required (source {ex.source!r})",
+                        record_id=ex.query.id,
+                    )
+                )
                 continue
             chosen = chosen + rng.sample(candidates, need)
         out.append(TrainingExample(ex.query, ex.positive, tuple(chosen), ex.source, ex.exclude))
     return out
 
 
-def apply_cap_and_weight(examples: Sequence[TrainingExample], cap: int | None, weight: float,
-                         rng: random.Random) -> list[TrainingExample]:
+def apply_cap_and_weight(
+    examples: Sequence[TrainingExample], cap: int | None, weight: float, rng: random.Random
+) -> list[TrainingExample]:
     """At most ``cap`` examples (seeded subsample, order kept), then ``weight`` x as many (copies + remainder)."""
     items = list(examples)
     if cap is not None and len(items) > cap:
@@ -431,8 +465,7 @@ class TrainingSet:
         return len(self.examples)
 
 
-def build_training_set(sources: Iterable[SourceConfig], n_negatives: int, seed: int,
-                       rejects: RejectLog) -> TrainingSet:
+def build_training_set(sources: Iterable[SourceConfig], n_negatives: int, seed: int, rejects: RejectLog) -> TrainingSet:
     """Load, fill negatives, cap and weight every source; concatenate in configuration order (seeded)."""
     examples: list[TrainingExample] = []
     counts: dict[str, dict[str, int]] = {}
@@ -446,7 +479,9 @@ def build_training_set(sources: Iterable[SourceConfig], n_negatives: int, seed: 
         counts[cfg.name] = {"loaded": len(loaded), "usable": len(filled), "mixed": len(mixed)}
         examples.extend(mixed)
     if not examples:
-        raise ValueError(f"no usable training examples in {list(counts)} ({rejects.count} rejected: {rejects.reasons()})")
+        raise ValueError(
+            f"no usable training examples in {list(counts)} ({rejects.count} rejected: {rejects.reasons()})"
+        )
     return TrainingSet(examples, counts)
 
 

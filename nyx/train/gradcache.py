@@ -21,8 +21,10 @@ gradients over ranks.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,7 +40,7 @@ LossFn = Callable[[Tensor, Tensor, Tensor | None], MatryoshkaLossOutput]
 class Backprop:
     """Plain autograd. ``sync(is_last)`` wraps the forward *and* backward of one chunk (DDP ``no_sync``)."""
 
-    def sync(self, is_last: bool) -> ContextManager:
+    def sync(self, is_last: bool) -> AbstractContextManager:
         return contextlib.nullcontext()
 
     def backward(self, tensor: Tensor, is_last: bool) -> None:

@@ -23,17 +23,14 @@ DDP and DeepSpeed *average* gradients, the backward pass must use ``loss * world
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: The paper's Matryoshka prefixes and weights (Qwen2.5-VL-3B, hidden size 2048).
-PAPER_MRL_DIMS: tuple[int, ...] = (2048, 1024, 512, 256)
-PAPER_MRL_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 0.2, 0.2)
 DEFAULT_TEMPERATURE = 0.02
 
 
@@ -72,7 +69,9 @@ def validate_mrl(dims: Sequence[int], weights: Sequence[float], hidden_size: int
     if not dims:
         raise ValueError("mrl dims must list at least one embedding size")
     if len(weights) != len(dims):
-        raise ValueError(f"mrl weights ({len(weights)}: {list(weights)}) must match mrl dims ({len(dims)}: {list(dims)})")
+        raise ValueError(
+            f"mrl weights ({len(weights)}: {list(weights)}) must match mrl dims ({len(dims)}: {list(dims)})"
+        )
     if len(set(dims)) != len(dims):
         raise ValueError(f"mrl dims must be distinct, got {list(dims)}")
     for d in dims:
@@ -94,8 +93,13 @@ def _prefix(x: Tensor, dim: int) -> Tensor:
     return mrl_truncate(x, dim)
 
 
-def info_nce(q: Tensor, p: Tensor, negatives: Tensor | None = None, temperature: float = DEFAULT_TEMPERATURE,
-             false_negatives: Tensor | None = None) -> Tensor:
+def info_nce(
+    q: Tensor,
+    p: Tensor,
+    negatives: Tensor | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    false_negatives: Tensor | None = None,
+) -> Tensor:
     """Mean InfoNCE of ``q[i]`` against all of ``p`` (target ``p[i]``) plus its own ``negatives[i]``.
 
     Args:
@@ -202,10 +206,17 @@ class MatryoshkaInfoNCE(nn.Module):
         self.temperature = temperature
         self.gather = gather
 
-    def forward(self, q: Tensor, p: Tensor, negatives: Tensor | None = None,
-                false_negatives: Tensor | None = None) -> MatryoshkaLossOutput:
+    def forward(
+        self, q: Tensor, p: Tensor, negatives: Tensor | None = None, false_negatives: Tensor | None = None
+    ) -> MatryoshkaLossOutput:
         return matryoshka_info_nce(
-            q, p, negatives, dims=self.dims, weights=self.weights, temperature=self.temperature, gather=self.gather,
+            q,
+            p,
+            negatives,
+            dims=self.dims,
+            weights=self.weights,
+            temperature=self.temperature,
+            gather=self.gather,
             false_negatives=false_negatives,
         )
 

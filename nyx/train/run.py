@@ -23,25 +23,41 @@ from nyx.train.trainer import TrainConfig, train
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nyx.train.run", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TrainConfig JSON file")
-    parser.add_argument("--resume_from_checkpoint", "--resume-from-checkpoint", default=None,
-                        help="'latest' or a checkpoint folder (overrides the config)")
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        "--resume-from-checkpoint",
+        default=None,
+        help="'latest' or a checkpoint folder (overrides the config)",
+    )
     parser.add_argument("--output_dir", "--output-dir", default=None, help="overrides the config's output_dir")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
     args = parser.parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     config = TrainConfig.from_json(args.config)
-    updates = {k: v for k, v in (("resume_from_checkpoint", args.resume_from_checkpoint),
-                                 ("output_dir", args.output_dir)) if v is not None}
+    updates = {
+        k: v
+        for k, v in (("resume_from_checkpoint", args.resume_from_checkpoint), ("output_dir", args.output_dir))
+        if v is not None
+    }
     if updates:
         config = config.model_copy(update=updates)
     result = train(config)
     if os.environ.get("RANK", "0") == "0":
-        print(json.dumps({"final_dir": str(result.final_dir), "global_step": result.global_step,
-                          "last": result.history[-1] if result.history else None}))
+        print(
+            json.dumps(
+                {
+                    "final_dir": str(result.final_dir),
+                    "global_step": result.global_step,
+                    "last": result.history[-1] if result.history else None,
+                }
+            )
+        )
     return 0
 
 

@@ -49,9 +49,10 @@ import os
 import re
 import shutil
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from nyx.data.records import Record, is_data_url, record_from_json
 from nyx.data.rejects import RecordError, RejectLog
@@ -80,22 +81,22 @@ NEGATIVE_DROPS = ("broken negative dropped", "negative equals the positive")
 # ----------------------------------------------------------------------------------------------------------
 
 
-def resolve_path(paths: "DataPaths", ref: str | os.PathLike) -> Path:
+def resolve_path(paths: DataPaths, ref: str | os.PathLike) -> Path:
     """A profile path: absolute as it is, relative to the data root otherwise."""
     p = Path(ref).expanduser()
     return p if p.is_absolute() else paths.root / p
 
 
-def converted_dir(paths: "DataPaths", name: str) -> Path:
+def converted_dir(paths: DataPaths, name: str) -> Path:
     return paths.training_sources / name
 
 
-def converted_file(paths: "DataPaths", name: str) -> Path:
+def converted_file(paths: DataPaths, name: str) -> Path:
     """The Nyx triples Stage 1 trains on for source ``name``."""
     return converted_dir(paths, name) / TRIPLES_FILE
 
 
-def rejects_file(paths: "DataPaths", name: str) -> Path:
+def rejects_file(paths: DataPaths, name: str) -> Path:
     return paths.rejects / "training_sources" / f"{name}.jsonl"
 
 
@@ -145,8 +146,10 @@ def iter_rows(path: Path, rejects: RejectLog, cap: int | None = None) -> Iterato
             try:
                 yield where, json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                rejects.add(RecordError(f"malformed JSON line: {e}", location=where),
-                            raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
+                rejects.add(
+                    RecordError(f"malformed JSON line: {e}", location=where),
+                    raw=raw.decode("utf-8", errors="replace").rstrip("\n"),
+                )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -164,13 +167,14 @@ def normalize_text(text: str | None) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def evaluation_queries(paths: "DataPaths", folders: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
+def evaluation_queries(paths: DataPaths, folders: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
     """``{normalised query text: "<set>:<query id>"}`` of NyxQA dev and test and of every BEIR folder in
     ``folders`` (a folder without ``queries.jsonl`` is an error: a named evaluation set must be checkable)."""
     from nyx.data.records import iter_jsonl
 
-    sets: list[tuple[str, Path, bool]] = [(f"nyxqa/{s}", paths.nyxqa / s / "queries.jsonl", False)
-                                          for s in ("dev", "test")]
+    sets: list[tuple[str, Path, bool]] = [
+        (f"nyxqa/{s}", paths.nyxqa / s / "queries.jsonl", False) for s in ("dev", "test")
+    ]
     sets += [(str(f), resolve_path(paths, f) / "queries.jsonl", True) for f in folders]
     out: dict[str, str] = {}
     for label, qfile, required in sets:
@@ -223,8 +227,9 @@ def research_row(row: Any, where: str, source: str, image_root: Path, fixed: dic
     has_image = any(str(p).strip() for p in _as_list(row.get("qry_image_path")))
     if isinstance(qry, str) and not has_image and RESEARCH_IMAGE_TOKEN.search(qry):
         row = {**row, "qry": _SPACE.sub(" ", RESEARCH_IMAGE_TOKEN.sub(" ", qry)).strip(), "qry_image_path": None}
-        fixed["stray image token removed from a text-only query"] = \
+        fixed["stray image token removed from a text-only query"] = (
             fixed.get("stray image token removed from a text-only query", 0) + 1
+        )
     triple = research_to_triple({**row, "id": rid}, image_root, record_id=rid)
     triple["id"] = f"{source}:{rid}"
     return triple
@@ -277,8 +282,11 @@ def gold_row(fmt: str, row: Any, where: str, source: str) -> dict[str, Any]:
     query = _query(source, rid, row.get("question"))
     try:
         if fmt == "musique":
-            paras = [(p.get("title"), p.get("paragraph_text"), bool(p.get("is_supporting")))
-                     for p in row.get("paragraphs") or [] if isinstance(p, dict)]
+            paras = [
+                (p.get("title"), p.get("paragraph_text"), bool(p.get("is_supporting")))
+                for p in row.get("paragraphs") or []
+                if isinstance(p, dict)
+            ]
         else:
             context = _pairs(row.get("context"), ("title", "sentences"))
             supporting = {str(t) for t, _ in _pairs(row.get("supporting_facts"), ("title", "sent_id"))}
@@ -302,8 +310,13 @@ def gold_row(fmt: str, row: Any, where: str, source: str) -> dict[str, Any]:
             negatives.append(doc)
     if positive is None:
         raise RecordError("no supporting paragraph (unanswerable)", record_id=rid, location=where)
-    return {"id": f"{source}:{rid}", "query": query, "positive": positive, "negatives": negatives,
-            "dropped_negatives": dropped}
+    return {
+        "id": f"{source}:{rid}",
+        "query": query,
+        "positive": positive,
+        "negatives": negatives,
+        "dropped_negatives": dropped,
+    }
 
 
 def _passage(source: str, doc: Any) -> dict[str, Any]:
@@ -332,20 +345,26 @@ def retrieved_row(row: Any, where: str, source: str) -> dict[str, Any]:
     if docs is None:
         docs = row.get("retrieval_result")
     if not isinstance(docs, list) or not docs:
-        raise RecordError("no retrieved passages (retrieved_docs / output.retrieval_result)", record_id=rid,
-                          location=where)
+        raise RecordError(
+            "no retrieved passages (retrieved_docs / output.retrieval_result)", record_id=rid, location=where
+        )
     try:
         positive = _passage(source, docs[0])
     except ValueError as e:
         raise RecordError(f"positive: {e}", record_id=rid, location=where) from None
     negatives, dropped = [], []
-    for rank, doc in enumerate(docs[RETRIEVED_NEGATIVES_FROM_RANK - 1:], start=RETRIEVED_NEGATIVES_FROM_RANK):
+    for rank, doc in enumerate(docs[RETRIEVED_NEGATIVES_FROM_RANK - 1 :], start=RETRIEVED_NEGATIVES_FROM_RANK):
         try:
             negatives.append(_passage(source, doc))
         except ValueError as e:
             dropped.append(f"passage at rank {rank}: {e}")
-    return {"id": f"{source}:{rid}", "query": query, "positive": positive, "negatives": negatives,
-            "dropped_negatives": dropped}
+    return {
+        "id": f"{source}:{rid}",
+        "query": query,
+        "positive": positive,
+        "negatives": negatives,
+        "dropped_negatives": dropped,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -384,10 +403,11 @@ def _file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def settings_key(src: "TrainingSource") -> str:
+def settings_key(src: TrainingSource) -> str:
     """What decides the converted content besides the file: format, recipe, image root, cap, code version."""
-    blob = json.dumps({"code": CODE_VERSION, **src.model_dump(include={"format", "recipe", "image_root", "cap"})},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"code": CODE_VERSION, **src.model_dump(include={"format", "recipe", "image_root", "cap"})}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -433,8 +453,7 @@ class _ImageStore:
 
 
 def _doc_key(rec: dict[str, Any]) -> tuple:
-    return tuple((p["type"], normalize_text(p["text"]) if p["type"] == "text" else p["image"])
-                 for p in rec["content"])
+    return tuple((p["type"], normalize_text(p["text"]) if p["type"] == "text" else p["image"]) for p in rec["content"])
 
 
 def _finish_triple(triple: dict[str, Any], images: _ImageStore, rejects: RejectLog, where: str) -> dict[str, Any]:
@@ -462,20 +481,21 @@ def _finish_triple(triple: dict[str, Any], images: _ImageStore, rejects: RejectL
             continue
         key = _doc_key(neg)
         if key == _doc_key(positive):
-            rejects.add(RecordError(f"negative equals the positive: negative {i} dropped", record_id=rid,
-                                    location=where))
+            rejects.add(
+                RecordError(f"negative equals the positive: negative {i} dropped", record_id=rid, location=where)
+            )
         elif key not in seen:
             negatives.append(neg)
         seen.add(key)
     return {"id": rid, "query": query, "positive": positive, "negatives": negatives}
 
 
-def convert_rows(src: "TrainingSource", path: Path, image_root: Path, out_tmp: Path,
-                 rejects: RejectLog) -> SourceStats:
+def convert_rows(src: TrainingSource, path: Path, image_root: Path, out_tmp: Path, rejects: RejectLog) -> SourceStats:
     """Convert the rows of ``path`` into ``out_tmp/triples.jsonl`` (+ ``images/``); returns the counts (the
     md5s and key are filled by :func:`convert_source`)."""
-    stats = SourceStats(name=src.name, format=src.format, recipe=src.recipe, source_path=str(path), source_md5="",
-                        settings_key="")
+    stats = SourceStats(
+        name=src.name, format=src.format, recipe=src.recipe, source_path=str(path), source_md5="", settings_key=""
+    )
     images = _ImageStore(out_tmp)
     before = rejects.count
     with open(out_tmp / TRIPLES_FILE, "w", encoding="utf-8") as f:
@@ -509,7 +529,7 @@ def convert_rows(src: "TrainingSource", path: Path, image_root: Path, out_tmp: P
     return stats
 
 
-def convert_source(src: "TrainingSource", paths: "DataPaths", force: bool = False) -> SourceStats:
+def convert_source(src: TrainingSource, paths: DataPaths, force: bool = False) -> SourceStats:
     """Convert one declared source into ``training_sources/<name>/`` unless its file and settings are those of the
     last conversion (``converted=False`` then, counts from the manifest). Rejects go to
     ``rejects/training_sources/<name>.jsonl``."""
@@ -567,8 +587,9 @@ def _usable(rec: Record) -> bool:
     return any((p.type == "text" and (p.text or "").strip()) or p.type == "image" for p in rec.content)
 
 
-def check_source(src: "TrainingSource", paths: "DataPaths", eval_queries: dict[str, str],
-                 verify: Callable[[str], Any] | None = None) -> SourceCheck:
+def check_source(
+    src: TrainingSource, paths: DataPaths, eval_queries: dict[str, str], verify: Callable[[str], Any] | None = None
+) -> SourceCheck:
     """Every rule of the ``training_sources`` blocking check on the converted file of ``src``: row count within
     ``expected_rows`` (at least one row when none is given), a usable query and positive in every triple, every image
     resolving (``verify``: :func:`nyx.data.images.verify_image`), no negative equal to its positive, and no query
@@ -628,14 +649,16 @@ def check_source(src: "TrainingSource", paths: "DataPaths", eval_queries: dict[s
             if "query" in recs:
                 hit = eval_queries.get(normalize_text(recs["query"].text))
                 if hit:
-                    result.fail("evaluation query in training source",
-                                f"{rid} = {hit} ({recs['query'].text[:80]!r})")
+                    result.fail("evaluation query in training source", f"{rid} = {hit} ({recs['query'].text[:80]!r})")
     lo, hi = src.expected_rows or (1, None)
     if result.rows < lo or (hi is not None and result.rows > hi):
-        result.failures = {f"row count {result.rows} outside expected {lo}..{hi if hi is not None else 'any'}":
-                           [f"{result.rows} triples"], **result.failures}
+        result.failures = {
+            f"row count {result.rows} outside expected {lo}..{hi if hi is not None else 'any'}": [
+                f"{result.rows} triples"
+            ],
+            **result.failures,
+        }
     return result
-
 
 
 __all__ = [

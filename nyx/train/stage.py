@@ -22,9 +22,10 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,15 +90,16 @@ class StageState(BaseModel):
         return float(value) if isinstance(value, (int, float)) else None
 
     @classmethod
-    def load(cls, out_dir: Path) -> "StageState | None":
+    def load(cls, out_dir: Path) -> StageState | None:
         path = Path(out_dir) / STATE_FILE
         if not path.exists():
             return None
         try:
             return cls.model_validate_json(path.read_text())
         except ValueError as e:
-            raise ValueError(f"{path} is not a Nyx stage state ({e}); delete the folder to train this stage "
-                             "again") from None
+            raise ValueError(
+                f"{path} is not a Nyx stage state ({e}); delete the folder to train this stage again"
+            ) from None
 
     def save(self, out_dir: Path) -> None:
         from nyx.utils.io import write_json
@@ -117,8 +119,10 @@ def finished_stage(paths: DataPaths, stage: str) -> StageState:
     """The state of a finished stage; :class:`StageNotFinished` otherwise."""
     state = load_stage(paths, stage)
     if state is None or not state.finished or not state.final_dir:
-        raise StageNotFinished(f"{stage} has not finished training (state: {state.status if state else 'none'} "
-                               f"in {stage_dir(paths, stage)}); materialise it first")
+        raise StageNotFinished(
+            f"{stage} has not finished training (state: {state.status if state else 'none'} "
+            f"in {stage_dir(paths, stage)}); materialise it first"
+        )
     return state
 
 
@@ -156,14 +160,22 @@ def _stage1_sources(paths: DataPaths, profile) -> tuple[list[dict[str, Any]], di
     ``dvc.md5.source.<name>``, so an edited source file (converted again) trains Stage 1 again."""
     from nyx.train.sources import converted_file
 
-    sources = [{"name": "nyxqa", "kind": "nyxqa", "path": str(paths.nyxqa / "train"),
-                "hard_negatives": str(paths.hard_negatives / "train.jsonl"), "cap": profile.stage1.nyxqa_cap}]
+    sources = [
+        {
+            "name": "nyxqa",
+            "kind": "nyxqa",
+            "path": str(paths.nyxqa / "train"),
+            "hard_negatives": str(paths.hard_negatives / "train.jsonl"),
+            "cap": profile.stage1.nyxqa_cap,
+        }
+    ]
     inputs = {"nyxqa": paths.nyxqa / "train", "hard_negatives": paths.hard_negatives / "train.jsonl"}
     for src in profile.stage1.extra_sources:
         triples = converted_file(paths, src.name)
         if not triples.is_file():
-            raise FileNotFoundError(f"training source {src.name!r} is not converted ({triples} missing): "
-                                    "materialise training_sources first")
+            raise FileNotFoundError(
+                f"training source {src.name!r} is not converted ({triples} missing): materialise training_sources first"
+            )
         sources.append({"name": src.name, "kind": "triples", "path": str(triples), "weight": src.weight})
         inputs[f"source.{src.name}"] = triples
     return sources, inputs
@@ -241,8 +253,14 @@ class StagePlan:
         return self.out_dir / TRAIN_CONFIG_FILE
 
 
-def plan_stage(stage: str, spec: StageInputs, *, force: bool = False, run_exists: Callable[[str], bool],
-               md5: Callable[[Path], str] | None = None) -> StagePlan:
+def plan_stage(
+    stage: str,
+    spec: StageInputs,
+    *,
+    force: bool = False,
+    run_exists: Callable[[str], bool],
+    md5: Callable[[Path], str] | None = None,
+) -> StagePlan:
     """Decide what to do; ``run_exists(run_id)`` tells whether the state's MLflow run still exists."""
     if md5 is None:
         from nyx.versioning.dvc import dvc_md5 as md5
@@ -268,12 +286,26 @@ def plan_stage(stage: str, spec: StageInputs, *, force: bool = False, run_exists
         action = "resume"
     else:
         action = "fresh"
-    return StagePlan(stage=stage, action=action, out_dir=out, spec=spec, fingerprint=fp, input_md5s=input_md5s,
-                     code_version=code_version, state=state, note=note)
+    return StagePlan(
+        stage=stage,
+        action=action,
+        out_dir=out,
+        spec=spec,
+        fingerprint=fp,
+        input_md5s=input_md5s,
+        code_version=code_version,
+        state=state,
+        note=note,
+    )
 
 
-def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[[dict[str, str]], str],
-                tags: dict[str, str] | None = None) -> StageState:
+def start_stage(
+    plan: StagePlan,
+    *,
+    registered_model: str,
+    create_run: Callable[[dict[str, str]], str],
+    tags: dict[str, str] | None = None,
+) -> StageState:
     """A fresh start: clear the folder, open an MLflow run (``create_run(tags) -> run_id``), write the state and
     the train config. On resume the state is kept and only the config is rewritten (resuming from ``latest``)."""
     from nyx.utils.io import write_json
@@ -291,14 +323,25 @@ def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[
         plan.out_dir.mkdir(parents=True)
         cfg = plan.spec.config
         run_tags = {
-            "nyx.stage": plan.stage, "nyx.code_version": plan.code_version, "nyx.base_model": plan.spec.base_model,
-            "nyx.fingerprint": plan.fingerprint, "nyx.start_model": plan.spec.start_model,
-            **{f"dvc.md5.{k}": v for k, v in plan.input_md5s.items()}, **(tags or {}),
+            "nyx.stage": plan.stage,
+            "nyx.code_version": plan.code_version,
+            "nyx.base_model": plan.spec.base_model,
+            "nyx.fingerprint": plan.fingerprint,
+            "nyx.start_model": plan.spec.start_model,
+            **{f"dvc.md5.{k}": v for k, v in plan.input_md5s.items()},
+            **(tags or {}),
         }
         run_id = create_run(run_tags)
-        state = StageState(stage=plan.stage, status="running", fingerprint=plan.fingerprint, mlflow_run_id=run_id,
-                           registered_model=registered_model, base_model=plan.spec.base_model,
-                           start_model=plan.spec.start_model, init_adapter=cfg.init_adapter)
+        state = StageState(
+            stage=plan.stage,
+            status="running",
+            fingerprint=plan.fingerprint,
+            mlflow_run_id=run_id,
+            registered_model=registered_model,
+            base_model=plan.spec.base_model,
+            start_model=plan.spec.start_model,
+            init_adapter=cfg.init_adapter,
+        )
         state.save(plan.out_dir)
         config = cfg.model_copy(update={"resume_from_checkpoint": None})
     write_json(json.loads(config.model_dump_json()), plan.config_path)
@@ -310,10 +353,14 @@ def start_stage(plan: StagePlan, *, registered_model: str, create_run: Callable[
 # ----------------------------------------------------------------------------------------------------------
 
 
-def evaluate_dev(model: str, dev_folder: Path, label: str = "trained model",
-                 info: Callable[[str], None] = log.info,
-                 encoder_overrides: dict[str, Any] | None = None,
-                 store: "EmbeddingStore | None" = None) -> list[dict[str, Any]]:
+def evaluate_dev(
+    model: str,
+    dev_folder: Path,
+    label: str = "trained model",
+    info: Callable[[str], None] = log.info,
+    encoder_overrides: dict[str, Any] | None = None,
+    store: EmbeddingStore | None = None,
+) -> list[dict[str, Any]]:
     """Retrieval metrics of ``model`` (a folder, an adapter folder, a profile name) on the dev split at every
     Matryoshka dimension. With a ``store``, corpus embeddings the model already has are reused and new ones kept
     (:mod:`nyx.index.store`): the same model never encodes the same corpus twice."""
@@ -327,8 +374,10 @@ def evaluate_dev(model: str, dev_folder: Path, label: str = "trained model",
     if store is not None:
         info(f"{SELECTION_SPLIT} corpus, {label}: {retriever.last_encode.to_dict()}")
     rows = matryoshka_sweep(retriever, list(ds.queries.values()), ds.qrels)
-    info(f"{SELECTION_SPLIT} retrieval, {label}: " + "; ".join(
-        f"dim {r['dim']}: R@10={r.get('recall@10', 0):.3f} nDCG@10={r.get('ndcg@10', 0):.3f}" for r in rows))
+    info(
+        f"{SELECTION_SPLIT} retrieval, {label}: "
+        + "; ".join(f"dim {r['dim']}: R@10={r.get('recall@10', 0):.3f} nDCG@10={r.get('ndcg@10', 0):.3f}" for r in rows)
+    )
     return rows
 
 
@@ -336,14 +385,20 @@ def _metric_name(prefix: str, key: str, dim: Any) -> str:
     return f"{prefix}_{key.replace('@', '_at_')}_dim{dim}"
 
 
-def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client,
-                 tags: dict[str, str] | None = None, info: Callable[[str], None] = log.info,
-                 store: "EmbeddingStore | None" = None) -> StageState:
+def finish_stage(
+    plan: StagePlan,
+    state: StageState,
+    *,
+    dev_folder: Path,
+    client,
+    tags: dict[str, str] | None = None,
+    info: Callable[[str], None] = log.info,
+    store: EmbeddingStore | None = None,
+) -> StageState:
     """After training: dev metrics (trained and start model) in the MLflow run, the model registered with its dev
     metrics on the version, and the finished state saved. ``client`` is an ``MlflowClient`` whose tracking URI is
     also the active one (``mlflow.set_tracking_uri``)."""
     import mlflow
-
     from nyx.registry import record_metrics
     from nyx.serving.pyfunc import log_retriever_model
     from nyx.utils.io import read_json
@@ -352,27 +407,53 @@ def finish_stage(plan: StagePlan, state: StageState, *, dev_folder: Path, client
     final_dir = Path(summary["final_dir"])
     weights = verify_manifest(final_dir)  # IntegrityError names the file: nothing is evaluated or registered
     # the trained model carries its pixel budget in its folder; the start model gets the one it trained with
-    budget = {k: v for k, v in (("max_pixels", plan.spec.config.max_pixels),
-                                ("min_pixels", plan.spec.config.min_pixels)) if v is not None}
+    budget = {
+        k: v
+        for k, v in (("max_pixels", plan.spec.config.max_pixels), ("min_pixels", plan.spec.config.min_pixels))
+        if v is not None
+    }
     dev = evaluate_dev(str(final_dir), dev_folder, "trained model", info, store=store)
     dev_start = evaluate_dev(state.start_model, dev_folder, "start model", info, encoder_overrides=budget, store=store)
     name = state.registered_model
     with mlflow.start_run(run_id=state.mlflow_run_id):
         for prefix, rows in ((SELECTION_SPLIT, dev), (f"{SELECTION_SPLIT}_start", dev_start)):
             for row in rows:
-                mlflow.log_metrics({_metric_name(prefix, k, row["dim"]): float(v) for k, v in row.items()
-                                    if k not in ("dim", "n_queries") and isinstance(v, (int, float))})
-        model_info = log_retriever_model(final_dir, name="model", registered_model_name=name,
-                                         tags={"nyx.stage": plan.stage, "nyx.base_model": state.base_model})
+                mlflow.log_metrics(
+                    {
+                        _metric_name(prefix, k, row["dim"]): float(v)
+                        for k, v in row.items()
+                        if k not in ("dim", "n_queries") and isinstance(v, (int, float))
+                    }
+                )
+        model_info = log_retriever_model(
+            final_dir,
+            name="model",
+            registered_model_name=name,
+            tags={"nyx.stage": plan.stage, "nyx.base_model": state.base_model},
+        )
     version = str(model_info.registered_model_version)
-    for k, v in {"nyx.stage": plan.stage, "nyx.base_model": state.base_model, "nyx.mlflow_run_id": state.mlflow_run_id,
-                 "nyx.fingerprint": plan.fingerprint, WEIGHTS_TAG: weights, **(tags or {})}.items():
+    for k, v in {
+        "nyx.stage": plan.stage,
+        "nyx.base_model": state.base_model,
+        "nyx.mlflow_run_id": state.mlflow_run_id,
+        "nyx.fingerprint": plan.fingerprint,
+        WEIGHTS_TAG: weights,
+        **(tags or {}),
+    }.items():
         client.set_model_version_tag(name, version, k, v)
     if dev:
         record_metrics(client, name, version, _full_dim_metrics(dev[0]), split=SELECTION_SPLIT)
-    state = state.model_copy(update={
-        "status": "finished", "final_dir": str(final_dir), "is_adapter": (final_dir / "adapter_config.json").is_file(),
-        "model_version": version, "summary": summary, "dev": dev, "dev_start": dev_start})
+    state = state.model_copy(
+        update={
+            "status": "finished",
+            "final_dir": str(final_dir),
+            "is_adapter": (final_dir / "adapter_config.json").is_file(),
+            "model_version": version,
+            "summary": summary,
+            "dev": dev,
+            "dev_start": dev_start,
+        }
+    )
     state.save(plan.out_dir)
     return state
 
@@ -428,5 +509,11 @@ def loss_trend(points: list[tuple[int, float, float]]) -> dict[str, Any]:
         n = max(1, len(points) // 5)
         first, last = [p[1] for p in points[:n]], [p[1] for p in points[-n:]]
         how = f"mean of the first vs last {n} logged value(s)"
-    return {"comparable": True, "finite": finite, "first": sum(first) / len(first), "last": sum(last) / len(last),
-            "how": how, "logged": len(points)}
+    return {
+        "comparable": True,
+        "finite": finite,
+        "first": sum(first) / len(first),
+        "last": sum(last) / len(last),
+        "how": how,
+        "logged": len(points),
+    }

@@ -33,25 +33,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    logging.basicConfig(level=logging.INFO if process_rank() == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if process_rank() == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     config = TrainConfig.from_json(args.config)
     reporter = TrainingReporter()
     try:
         reporter.log_params(json.loads(config.model_dump_json()))
         start = resume_step(config)
-        reporter.info(f"training {config.model} -> {config.output_dir}"
-                      + (f" (resuming at step {start})" if start is not None else ""))
+        reporter.info(
+            f"training {config.model} -> {config.output_dir}"
+            + (f" (resuming at step {start})" if start is not None else "")
+        )
         result = train(config, on_log=reporter.on_log)
         if process_rank() == 0:
             losses = [h["loss"] for h in result.history if "loss" in h]
             reporter.log_params({"run": result.run_info})  # what the run got: world size, global batch, ZeRO
             if result.counts:  # per training source: loaded / usable / mixed
                 reporter.log_params({"source": result.counts})
-            summary = {"final_dir": str(result.final_dir), "global_step": result.global_step,
-                       "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                       "rejected": result.rejected, "counts": result.counts, "resumed_from_step": start,
-                       **result.run_info}
+            summary = {
+                "final_dir": str(result.final_dir),
+                "global_step": result.global_step,
+                "first_loss": losses[0] if losses else None,
+                "last_loss": losses[-1] if losses else None,
+                "rejected": result.rejected,
+                "counts": result.counts,
+                "resumed_from_step": start,
+                **result.run_info,
+            }
             write_json(summary, os.path.join(config.output_dir, "train_result.json"))
             reporter.finish({k: v for k, v in summary.items() if k != "counts"})
         else:

@@ -31,9 +31,10 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -97,8 +98,10 @@ class TrainConfig(BaseModel):
     per_device_batch_size: int = Field(20, ge=1)
     n_negatives: int = Field(1, ge=0, description="hard negatives per query")
     mask_false_negatives: bool = Field(
-        True, description="leave an in-batch positive out of a query's softmax when it is the same document as "
-                          "the query's positive or another document relevant to it")
+        True,
+        description="leave an in-batch positive out of a query's softmax when it is the same document as "
+        "the query's positive or another document relevant to it",
+    )
     temperature: float = Field(DEFAULT_TEMPERATURE, gt=0)
     mrl_dims: list[int] | None = Field(None, description="None: the model profile's (paper: 2048/1024/512/256)")
     mrl_weights: list[float] | None = None
@@ -112,14 +115,15 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(10, ge=1)
     bf16: bool | Literal["auto"] = Field("auto", description="auto: on when a bf16-capable GPU is present")
     max_length: int | None = Field(None, ge=16, description="override of the profile's max input tokens")
-    max_pixels: int | None = Field(None, gt=0, description="image pixel budget (the pipeline's images.max_pixels); "
-                                                            "None: the model profile's")
+    max_pixels: int | None = Field(
+        None, gt=0, description="image pixel budget (the pipeline's images.max_pixels); None: the model profile's"
+    )
     min_pixels: int | None = Field(None, gt=0, description="lower bound of the same resize")
     save_merged: bool = Field(False, description="LoRA: also save the merged model under merged/")
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint folder")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.init_adapter and not self.lora.enabled:
             raise ValueError("init_adapter continues a LoRA adapter: lora.enabled must be true")
         if self.mrl_weights is not None and self.mrl_dims is None:
@@ -127,7 +131,7 @@ class TrainConfig(BaseModel):
         return self
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
         return cls.model_validate(read_json(path))
 
 
@@ -174,8 +178,13 @@ def _free_port() -> int:
 def _ensure_process_env() -> None:
     """DeepSpeed in a single plain process (no launcher): give it a one-process group to join."""
     if "LOCAL_RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT") or str(_free_port()))
+        os.environ.update(
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=os.environ.get("MASTER_PORT") or str(_free_port()),
+        )
 
 
 def _resolve_bf16(setting: bool | str) -> bool:
@@ -241,8 +250,9 @@ class ContrastiveTrainer:
         examples: training examples to use instead of ``config.data`` (tests, notebooks).
     """
 
-    def __init__(self, config: TrainConfig, on_log: OnLog | None = None,
-                 examples: Sequence[TrainingExample] | None = None):
+    def __init__(
+        self, config: TrainConfig, on_log: OnLog | None = None, examples: Sequence[TrainingExample] | None = None
+    ):
         self.config = config
         self.on_log = on_log
         self._examples = list(examples) if examples is not None else None
@@ -264,9 +274,11 @@ class ContrastiveTrainer:
             _disable_deepspeed_shm_op()
             _ensure_process_env()
             os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-            plugin = DeepSpeedPlugin(hf_ds_config=str(resolve_deepspeed_config(cfg.deepspeed)),
-                                     gradient_clipping=cfg.max_grad_norm,
-                                     gradient_accumulation_steps=1)
+            plugin = DeepSpeedPlugin(
+                hf_ds_config=str(resolve_deepspeed_config(cfg.deepspeed)),
+                gradient_clipping=cfg.max_grad_norm,
+                gradient_accumulation_steps=1,
+            )
         on_cpu = not torch.cuda.is_available()
         accelerator = Accelerator(
             mixed_precision="bf16" if _resolve_bf16(cfg.bf16) else "no",
@@ -305,18 +317,26 @@ class ContrastiveTrainer:
                 backbone = PeftModel.from_pretrained(backbone, cfg.init_adapter, is_trainable=True)
             else:
                 lc = cfg.lora
-                backbone = get_peft_model(backbone, LoraConfig(
-                    r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.use_dora,
-                    target_modules=lc.target_modules, bias="none",
-                ))
+                backbone = get_peft_model(
+                    backbone,
+                    LoraConfig(
+                        r=lc.rank,
+                        lora_alpha=lc.alpha,
+                        lora_dropout=lc.dropout,
+                        use_dora=lc.use_dora,
+                        target_modules=lc.target_modules,
+                        bias="none",
+                    ),
+                )
             encoder.module.backbone = backbone
         encoder.module.train()
         return encoder
 
     def _training_examples(self) -> tuple[list[TrainingExample], dict[str, dict[str, int]]]:
         if self._examples is not None:
-            return self._examples, {"given": {"loaded": len(self._examples), "usable": len(self._examples),
-                                              "mixed": len(self._examples)}}
+            return self._examples, {
+                "given": {"loaded": len(self._examples), "usable": len(self._examples), "mixed": len(self._examples)}
+            }
         if not self.config.data:
             raise ValueError("TrainConfig.data lists no training source")
         ts = build_training_set(self.config.data, self.config.n_negatives, self.config.seed, self.rejects)
@@ -337,13 +357,17 @@ class ContrastiveTrainer:
         examples, counts = self._training_examples()
         for ex in examples:
             if len(ex.negatives) != cfg.n_negatives:
-                raise ValueError(f"example {ex.query.id!r} has {len(ex.negatives)} negatives, "
-                                 f"{cfg.n_negatives} configured (use build_training_set / fill_negatives)")
+                raise ValueError(
+                    f"example {ex.query.id!r} has {len(ex.negatives)} negatives, "
+                    f"{cfg.n_negatives} configured (use build_training_set / fill_negatives)"
+                )
         global_bs = cfg.per_device_batch_size * world
         steps_per_epoch = len(examples) // global_bs
         if steps_per_epoch == 0:
-            raise ValueError(f"{len(examples)} examples cannot fill one global batch of {global_bs} "
-                             f"({cfg.per_device_batch_size} per device x {world} processes)")
+            raise ValueError(
+                f"{len(examples)} examples cannot fill one global batch of {global_bs} "
+                f"({cfg.per_device_batch_size} per device x {world} processes)"
+            )
         total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
@@ -352,8 +376,11 @@ class ContrastiveTrainer:
         self.encoder = encoder
         profile = encoder.profile
         dims = cfg.mrl_dims if cfg.mrl_dims is not None else list(profile.mrl_dims)
-        weights = cfg.mrl_weights if cfg.mrl_weights is not None else (
-            list(profile.mrl_weights) if cfg.mrl_dims is None else [1.0] * len(dims))
+        weights = (
+            cfg.mrl_weights
+            if cfg.mrl_weights is not None
+            else (list(profile.mrl_weights) if cfg.mrl_dims is None else [1.0] * len(dims))
+        )
         loss_fn = MatryoshkaInfoNCE(dims, weights, cfg.temperature, hidden_size=encoder.hidden_size)
 
         trainable = [p for p in encoder.module.parameters() if p.requires_grad]
@@ -367,8 +394,10 @@ class ContrastiveTrainer:
         backprop = AcceleratorBackprop(acc, model)
         self.run_info = self._run_info(acc, global_bs, sum(p.numel() for p in trainable))
         if cfg.deepspeed and not is_deepspeed:
-            raise RuntimeError(f"a DeepSpeed config was given ({cfg.deepspeed}) but accelerate runs "
-                               f"{acc.distributed_type.value}: refusing to train without DeepSpeed")
+            raise RuntimeError(
+                f"a DeepSpeed config was given ({cfg.deepspeed}) but accelerate runs "
+                f"{acc.distributed_type.value}: refusing to train without DeepSpeed"
+            )
 
         start_step = 0
         resume = self._resolve_resume()
@@ -384,9 +413,17 @@ class ContrastiveTrainer:
         if rank0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             n_train = sum(p.numel() for p in trainable)
-            log.info("training %d examples, %d steps (%d/epoch), global batch %d on %d process(es), "
-                     "%d trainable parameters, mrl dims %s", len(examples), total_steps, steps_per_epoch,
-                     global_bs, world, n_train, dims)
+            log.info(
+                "training %d examples, %d steps (%d/epoch), global batch %d on %d process(es), "
+                "%d trainable parameters, mrl dims %s",
+                len(examples),
+                total_steps,
+                steps_per_epoch,
+                global_bs,
+                world,
+                n_train,
+                dims,
+            )
 
         step = start_step
         window: list[dict[str, float]] = []
@@ -405,13 +442,23 @@ class ContrastiveTrainer:
                     step_loss = functools.partial(loss_fn, false_negatives=mask)
             if cfg.grad_cache:
                 size = cfg.grad_cache_chunk_size
-                out = cached_step(encode,
-                                  [encoder.collate(c, is_query=True) for c in chunked(queries, size)],
-                                  [encoder.collate(c, is_query=False) for c in chunked(docs, size)],
-                                  len(queries), step_loss, backprop)
+                out = cached_step(
+                    encode,
+                    [encoder.collate(c, is_query=True) for c in chunked(queries, size)],
+                    [encoder.collate(c, is_query=False) for c in chunked(docs, size)],
+                    len(queries),
+                    step_loss,
+                    backprop,
+                )
             else:
-                out = plain_step(encode, encoder.collate(queries, is_query=True),
-                                 encoder.collate(docs, is_query=False), len(queries), step_loss, backprop)
+                out = plain_step(
+                    encode,
+                    encoder.collate(queries, is_query=True),
+                    encoder.collate(docs, is_query=False),
+                    len(queries),
+                    step_loss,
+                    backprop,
+                )
             lr = float(scheduler.get_last_lr()[0])
             if is_deepspeed:  # the engine clipped and stepped inside the last backward
                 grad_norm = acc.deepspeed_engine_wrapped.get_global_grad_norm()
@@ -423,8 +470,11 @@ class ContrastiveTrainer:
             step += 1
 
             metrics = out.loss.as_metrics()
-            metrics.update(lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                           masked_false_negatives=float(n_masked))
+            metrics.update(
+                lr=lr,
+                grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                masked_false_negatives=float(n_masked),
+            )
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {step}")
             self.history.append({"step": step, **metrics})
@@ -432,9 +482,13 @@ class ContrastiveTrainer:
             if step % cfg.logging_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - t_window
                 logged = {k: sum(m[k] for m in window) / len(window) for k in window[0] if k.startswith("loss")}
-                logged.update(lr=lr, grad_norm=metrics["grad_norm"], epoch=step / steps_per_epoch,
-                              masked_false_negatives=sum(m["masked_false_negatives"] for m in window),
-                              samples_per_sec=len(window) * global_bs / max(elapsed, 1e-9))
+                logged.update(
+                    lr=lr,
+                    grad_norm=metrics["grad_norm"],
+                    epoch=step / steps_per_epoch,
+                    masked_false_negatives=sum(m["masked_false_negatives"] for m in window),
+                    samples_per_sec=len(window) * global_bs / max(elapsed, 1e-9),
+                )
                 if rank0:
                     self._log(step, logged)
                 window, t_window = [], time.perf_counter()
@@ -454,12 +508,18 @@ class ContrastiveTrainer:
         :mod:`nyx.train.tracked` and saved in ``final/train_summary.json``."""
         cfg = self.config
         plugin = getattr(acc.state, "deepspeed_plugin", None)
-        return {"world_size": acc.num_processes, "per_device_batch_size": cfg.per_device_batch_size,
-                "global_batch_size": global_bs, "distributed_type": acc.distributed_type.value,
-                "zero_stage": int(plugin.zero_stage) if plugin is not None else None,
-                "lora_rank": cfg.lora.rank if cfg.lora.enabled else None,
-                "init_adapter": cfg.init_adapter, "grad_cache": cfg.grad_cache,
-                "trainable_params": int(n_trainable), "device": str(acc.device)}
+        return {
+            "world_size": acc.num_processes,
+            "per_device_batch_size": cfg.per_device_batch_size,
+            "global_batch_size": global_bs,
+            "distributed_type": acc.distributed_type.value,
+            "zero_stage": int(plugin.zero_stage) if plugin is not None else None,
+            "lora_rank": cfg.lora.rank if cfg.lora.enabled else None,
+            "init_adapter": cfg.init_adapter,
+            "grad_cache": cfg.grad_cache,
+            "trainable_params": int(n_trainable),
+            "device": str(acc.device),
+        }
 
     # -- logging, checkpoints, final save -------------------------------------------------------------------
 
@@ -540,9 +600,17 @@ class ContrastiveTrainer:
             tmp = self.output_dir / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             self._save_model(tmp)
-            write_json({"global_step": step, "counts": counts, "rejected": len(self.rejects),
-                        "run": getattr(self, "run_info", {}), "config": self.config.model_dump(mode="json"),
-                        "last": self.history[-1] if self.history else None}, tmp / "train_summary.json")
+            write_json(
+                {
+                    "global_step": step,
+                    "counts": counts,
+                    "rejected": len(self.rejects),
+                    "run": getattr(self, "run_info", {}),
+                    "config": self.config.model_dump(mode="json"),
+                    "last": self.history[-1] if self.history else None,
+                },
+                tmp / "train_summary.json",
+            )
             write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -565,7 +633,8 @@ class ContrastiveTrainer:
         write_manifest(folder)
 
 
-def train(config: TrainConfig, on_log: OnLog | None = None,
-          examples: Sequence[TrainingExample] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, on_log: OnLog | None = None, examples: Sequence[TrainingExample] | None = None
+) -> TrainResult:
     """Run one training job (see :class:`ContrastiveTrainer`)."""
     return ContrastiveTrainer(config, on_log=on_log, examples=examples).train()

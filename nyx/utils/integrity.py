@@ -48,8 +48,9 @@ def write_manifest(folder: str | os.PathLike) -> str:
     from nyx.utils.io import write_json
 
     folder = Path(folder)
-    entries = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-               for p in _files(folder)}
+    entries = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(folder)
+    }
     digest = _digest(entries)
     write_json({"files": entries, "digest": digest}, folder / MANIFEST)
     return digest
@@ -76,14 +77,17 @@ def verify_manifest(folder: str | os.PathLike, expected_digest: str | None = Non
         if size != want["size"]:
             raise IntegrityError(f"{p} has {size} bytes, {want['size']} were written (truncated or replaced)", p)
         if _sha256(p) != want["sha256"]:
-            raise IntegrityError(f"{p} does not match the SHA-256 recorded when it was written (altered or "
-                                 "corrupted)", p)
+            raise IntegrityError(
+                f"{p} does not match the SHA-256 recorded when it was written (altered or corrupted)", p
+            )
     digest = _digest(entries)
     if digest != manifest.get("digest"):
         raise IntegrityError(f"{path} was edited: its digest does not match its entries", path)
     if expected_digest is not None and digest != expected_digest:
-        raise IntegrityError(f"{folder} holds other weights than expected (manifest {digest[:12]}, expected "
-                             f"{expected_digest[:12]})", path)
+        raise IntegrityError(
+            f"{folder} holds other weights than expected (manifest {digest[:12]}, expected {expected_digest[:12]})",
+            path,
+        )
     return digest
 
 

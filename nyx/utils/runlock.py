@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOCK_NAME = ".pipeline.lock"
 OWNER_NAME = ".pipeline.owner.json"
@@ -47,10 +47,16 @@ def pipeline_lock(folder: str | os.PathLike, what: str = "make run") -> Iterator
         lock.acquire(timeout=0)
     except Timeout:
         owner = _owner(folder)
-        who = f"pid {owner['pid']} ({owner.get('what', 'a run')}, started {owner.get('started', '?')})" \
-            if owner.get("pid") else "another process"
-        raise PipelineBusy(f"{who} is already running the pipeline on {folder.parent}: wait for it to finish, or "
-                           f"stop it (kill {owner.get('pid', '<pid>')}) and run again", owner) from None
+        who = (
+            f"pid {owner['pid']} ({owner.get('what', 'a run')}, started {owner.get('started', '?')})"
+            if owner.get("pid")
+            else "another process"
+        )
+        raise PipelineBusy(
+            f"{who} is already running the pipeline on {folder.parent}: wait for it to finish, or "
+            f"stop it (kill {owner.get('pid', '<pid>')}) and run again",
+            owner,
+        ) from None
     me = {"pid": os.getpid(), "what": what, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
     try:
         (folder / OWNER_NAME).write_text(json.dumps(me))

@@ -64,7 +64,9 @@ class Dvc:
         env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_NO_UPDATE_CHECK="1")
         proc = subprocess.run(self._exe() + list(args), cwd=self.repo_dir, env=env, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise DvcError(f"dvc {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+            raise DvcError(
+                f"dvc {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     def ensure_init(self) -> None:
@@ -142,7 +144,7 @@ class Dvc:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         return removed
 
-    def ensure_ignored(self, paths: "list[str | os.PathLike]") -> list[str]:
+    def ensure_ignored(self, paths: list[str | os.PathLike]) -> list[str]:
         """Make sure the repository's ``.dvcignore`` lists each of ``paths`` (folders, relative to the repository
         root) as an anchored pattern (``/data/rejects/``), so that ``dvc add``/``status``/``checkout`` leave them
         alone. Appends only what is missing (under a ``# nyx:`` comment); returns the patterns it added."""
@@ -167,8 +169,14 @@ class Dvc:
             os.replace(tmp, file)
         return missing
 
-    def snapshot(self, target: str = "data", *, label: str | None = None, keep: "tuple[str, ...]" = (),
-                 ignore: "list[str | os.PathLike]" = ()) -> dict:
+    def snapshot(
+        self,
+        target: str = "data",
+        *,
+        label: str | None = None,
+        keep: tuple[str, ...] = (),
+        ignore: list[str | os.PathLike] = (),
+    ) -> dict:
         """Version ``target`` and make sure the remote holds all of it: list ``ignore`` in ``.dvcignore``, remove
         what a killed push left, ``add``, ``push`` (which sends whatever the remote lacks, also from an earlier
         interrupted push), then check with ``status -c``. Raises :class:`DvcError` naming what the remote still lacks.
@@ -186,10 +194,17 @@ class Dvc:
         self.push(target)
         missing = self.cloud_status(target)
         if missing:
-            raise DvcError(f"after `dvc push` the remote still lacks {len(missing)} output(s) of {target}.dvc: "
-                           f"{sorted(missing)[:10]}")
-        return {"md5": md5, "removed_temps": [str(p) for p in removed], "remote_clean": True,
-                "ignore_added": added, "snapshots": self.snapshots(target)}
+            raise DvcError(
+                f"after `dvc push` the remote still lacks {len(missing)} output(s) of {target}.dvc: "
+                f"{sorted(missing)[:10]}"
+            )
+        return {
+            "md5": md5,
+            "removed_temps": [str(p) for p in removed],
+            "remote_clean": True,
+            "ignore_added": added,
+            "snapshots": self.snapshots(target),
+        }
 
     def snapshots(self, target: str = "data") -> dict[str, str]:
         """``meta.nyx_snapshots`` of ``<target>.dvc``: snapshot asset -> the md5 it recorded (empty if none)."""

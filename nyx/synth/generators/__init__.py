@@ -18,16 +18,24 @@ def make_generator(cfg: GeneratorConfig | dict | None = None) -> Generator:
         cfg = GeneratorConfig()
     elif isinstance(cfg, dict):
         cfg = GeneratorConfig.model_validate(cfg)
-    common = {"max_qa_per_chunk": cfg.max_qa_per_chunk, "max_answer_words": cfg.max_answer_words,
-              "multi_image_questions": cfg.multi_image_questions}
+    common = {
+        "max_qa_per_chunk": cfg.max_qa_per_chunk,
+        "max_answer_words": cfg.max_answer_words,
+        "multi_image_questions": cfg.multi_image_questions,
+    }
     if cfg.kind == "cloze":
-        return ClozeGenerator(seed=cfg.seed, image_question_prob=cfg.cloze.image_question_prob,
-                              min_sentence_words=cfg.cloze.min_sentence_words, **common)
+        return ClozeGenerator(
+            seed=cfg.seed,
+            image_question_prob=cfg.cloze.image_question_prob,
+            min_sentence_words=cfg.cloze.min_sentence_words,
+            **common,
+        )
     if cfg.kind == "openai":
         from nyx.synth.generators.openai import OpenAIGenerator
 
-        return OpenAIGenerator(cfg.openai, image_cfg=cfg.image, seed=cfg.seed, prompt_version=cfg.prompt_version,
-                               **common)
+        return OpenAIGenerator(
+            cfg.openai, image_cfg=cfg.image, seed=cfg.seed, prompt_version=cfg.prompt_version, **common
+        )
     if cfg.kind == "local":
         from nyx.synth.generators.local import LocalGenerator
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from nyx.data.records import Record
 from nyx.synth.text import n_words
@@ -46,8 +47,13 @@ class QAPair:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"question": self.question, "answer": self.answer, "image_refs": list(self.image_refs),
-                "kind": self.kind, "meta": dict(self.meta)}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "image_refs": list(self.image_refs),
+            "kind": self.kind,
+            "meta": dict(self.meta),
+        }
 
 
 class GeneratorStats:
@@ -108,20 +114,25 @@ class Generator(ABC):
         """Up to ``n`` plausible wrong answers (fewer when none can be found; never the answer itself)."""
 
     @abstractmethod
-    def answer(self, question: str | Record, context_records: Sequence[Record],
-               choices: Sequence[str] | None = None) -> str:
+    def answer(
+        self, question: str | Record, context_records: Sequence[Record], choices: Sequence[str] | None = None
+    ) -> str:
         """Answer ``question`` from ``context_records`` (RAG reading); with ``choices``, return one of them
         when possible. ``question`` may be a query record (its images then go to the reader too)."""
 
     # -- shared plumbing ---------------------------------------------------------------------------------------
 
-    def prepare(self, corpus: Sequence[Record]) -> None:
+    def prepare(self, corpus: Sequence[Record]) -> None:  # noqa: B027
         """Look at the whole corpus once before :meth:`distractors` (default: nothing to do)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings (for asset metadata). Never holds secrets."""
-        return {"kind": self.kind, "max_qa_per_chunk": self.max_qa_per_chunk,
-                "max_answer_words": self.max_answer_words, "multi_image_questions": self.multi_image_questions}
+        return {
+            "kind": self.kind,
+            "max_qa_per_chunk": self.max_qa_per_chunk,
+            "max_answer_words": self.max_answer_words,
+            "multi_image_questions": self.multi_image_questions,
+        }
 
     def qa_for_chunk(self, chunk: Record) -> list[QAPair]:
         """All passes for one chunk: generate, multi-image extras, refine, final guard."""
@@ -155,10 +166,10 @@ class Generator(ABC):
         self.stats.inc("pairs_kept", len(out))
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Release clients, caches and models."""
 
-    def __enter__(self) -> "Generator":
+    def __enter__(self) -> Generator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from nyx.data.records import Part, Record
 from nyx.synth.generators.base import Generator, QAPair
@@ -169,26 +170,46 @@ class ChatGenerator(Generator):
         if items is None:
             self.stats.inc(f"unparseable.{request.purpose}")
             return []
-        return [QAPair(question=it["question"], answer=it["answer"], image_refs=it["images"],
-                       meta={"prompt": request.prompt_id}) for it in items]
+        return [
+            QAPair(
+                question=it["question"],
+                answer=it["answer"],
+                image_refs=it["images"],
+                meta={"prompt": request.prompt_id},
+            )
+            for it in items
+        ]
 
     # -- the passes ----------------------------------------------------------------------------------------------
 
     def generate_qa(self, chunk: Record) -> list[QAPair]:
-        values = {"max_pairs": self.max_qa_per_chunk, "max_answer_words": self.max_answer_words,
-                  "n_images": chunk.n_images}
+        values = {
+            "max_pairs": self.max_qa_per_chunk,
+            "max_answer_words": self.max_answer_words,
+            "n_images": chunk.n_images,
+        }
         return self._pairs(self._request("qa", "qa_generation", values, record_parts(chunk)))
 
     def generate_multi_image_qa(self, chunk: Record) -> list[QAPair]:
-        values = {"max_pairs": self.multi_image_questions, "max_answer_words": self.max_answer_words,
-                  "n_images": chunk.n_images}
+        values = {
+            "max_pairs": self.multi_image_questions,
+            "max_answer_words": self.max_answer_words,
+            "n_images": chunk.n_images,
+        }
         return self._pairs(self._request("multi_image_qa", "multi_image_qa", values, record_parts(chunk)))
 
     def refine(self, chunk: Record, pairs: list[QAPair]) -> list[QAPair]:
-        listing = json.dumps([{"id": i, "question": p.question, "answer": p.answer, "images": p.image_refs}
-                              for i, p in enumerate(pairs)], ensure_ascii=False, indent=1)
-        request = self._request("refine", "qa_refine",
-                                {"pairs": listing, "max_answer_words": self.max_answer_words}, record_parts(chunk))
+        listing = json.dumps(
+            [
+                {"id": i, "question": p.question, "answer": p.answer, "images": p.image_refs}
+                for i, p in enumerate(pairs)
+            ],
+            ensure_ascii=False,
+            indent=1,
+        )
+        request = self._request(
+            "refine", "qa_refine", {"pairs": listing, "max_answer_words": self.max_answer_words}, record_parts(chunk)
+        )
         obj = self._json(request)
         items = parse_qa_items(obj) if obj is not None else None
         if items is None:
@@ -202,14 +223,22 @@ class ChatGenerator(Generator):
                 self.stats.inc("refine_unknown_id")
                 continue
             src = pairs[i]  # question and images stay those of the first pass
-            out.append(QAPair(question=src.question, answer=it["answer"], image_refs=src.image_refs,
-                              kind=src.kind, meta={**src.meta, "refine_prompt": request.prompt_id}))
+            out.append(
+                QAPair(
+                    question=src.question,
+                    answer=it["answer"],
+                    image_refs=src.image_refs,
+                    kind=src.kind,
+                    meta={**src.meta, "refine_prompt": request.prompt_id},
+                )
+            )
         self.stats.inc("refine_deleted", len(pairs) - len(out))
         return out
 
     def distractors(self, question: str, answer: str, chunk: Record, n: int = 3) -> list[str]:
-        request = self._request("distractors", "distractors",
-                                {"question": question, "answer": answer, "n": n}, record_parts(chunk))
+        request = self._request(
+            "distractors", "distractors", {"question": question, "answer": answer, "n": n}, record_parts(chunk)
+        )
         obj = self._json(request)
         items = obj.get("distractors") if isinstance(obj, dict) else obj
         if not isinstance(items, list):
@@ -227,14 +256,16 @@ class ChatGenerator(Generator):
             out.append(d.strip())
         return out[:n]
 
-    def answer(self, question: str | Record, context_records: Sequence[Record],
-               choices: Sequence[str] | None = None) -> str:
+    def answer(
+        self, question: str | Record, context_records: Sequence[Record], choices: Sequence[str] | None = None
+    ) -> str:
         q_text = question.text if isinstance(question, Record) else question
         q_images = question.images if isinstance(question, Record) else []
         block = ""
         if choices:
             block = "\nChoose one of these options and reply with its text exactly:\n" + "\n".join(
-                f"- {c}" for c in choices)
+                f"- {c}" for c in choices
+            )
         tail: list[Part] = []
         if q_images:
             tail += [Part.of_text("Images given with the question:"), *(Part.of_image(i) for i in q_images)]
@@ -242,8 +273,12 @@ class ChatGenerator(Generator):
         for k, doc in enumerate(context_records, start=1):
             tail.append(Part.of_text(f"[Document {k}]"))
             tail.extend(record_parts(doc))
-        request = self._request("reader", "reader", {"question": q_text, "choices_block": block,
-                                                     "max_answer_words": self.max_answer_words}, tail)
+        request = self._request(
+            "reader",
+            "reader",
+            {"question": q_text, "choices_block": block, "max_answer_words": self.max_answer_words},
+            tail,
+        )
         reply = self.complete(request)
         if reply is None:
             return ""

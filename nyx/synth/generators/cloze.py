@@ -14,7 +14,8 @@ images. Everything is deterministic given the seed and the chunk id (not the pro
 
 Distractors are spans of the same type (number / name / colour) taken from OTHER chunks of the corpus
 (:meth:`ClozeGenerator.prepare` indexes them), preferring the answer's word count; numbers prefer the same
-shape (a year for a year, a percentage for a percentage, the same number of digits), then nearby values. The reader (:meth:`ClozeGenerator.answer`) finds the masked sentence in the given documents
+shape (a year for a year, a percentage for a percentage, the same number of digits), then nearby values. The reader
+(:meth:`ClozeGenerator.answer`) finds the masked sentence in the given documents
 and reads the span back, so with the right document it answers correctly and with a wrong one it usually
 does not: a cheap, honest offline reader for the feedback and evaluation stages.
 """
@@ -24,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from nyx.data.records import Record
 from nyx.synth.generators.base import Generator, QAPair
@@ -66,8 +68,9 @@ def span_type(span: str) -> str:
     if s.lower() in COLOURS:
         return "colour"
     words = s.split()
-    if words and all(w[0].isupper() or w in ("of", "de", "da", "del", "van", "von", "der", "la", "le", "y")
-                     for w in words):
+    if words and all(
+        w[0].isupper() or w in ("of", "de", "da", "del", "van", "von", "der", "la", "le", "y") for w in words
+    ):
         return "name"
     return "other"
 
@@ -131,9 +134,13 @@ class ClozeGenerator(Generator):
         self._pool: dict[str, list[tuple[str, str, frozenset[str]]]] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "seed": self.seed, "image_question_prob": self.image_question_prob,
-                "min_sentence_words": self.min_sentence_words,
-                "note": "cloze stand-in for a VLM question generator"}
+        return {
+            **super().describe(),
+            "seed": self.seed,
+            "image_question_prob": self.image_question_prob,
+            "min_sentence_words": self.min_sentence_words,
+            "note": "cloze stand-in for a VLM question generator",
+        }
 
     # -- candidates ------------------------------------------------------------------------------------------------
 
@@ -151,7 +158,7 @@ class ClozeGenerator(Generator):
         for part, sent in self._sentences(chunk):
             if n_words(sent) < self.min_sentence_words:
                 continue
-            spans = [s for s in find_spans(sent) if n_words(sent) - n_words(sent[s[0]:s[1]]) >= 4]
+            spans = [s for s in find_spans(sent) if n_words(sent) - n_words(sent[s[0] : s[1]]) >= 4]
             if not spans:
                 continue
             best = min(PRIORITY[t] for _, _, t in spans)
@@ -196,9 +203,16 @@ class ClozeGenerator(Generator):
             return []
         rng = _rng(self.seed, chunk.id, "multi")
         picks = rng.sample(pool, min(self.multi_image_questions, len(pool)))
-        return [QAPair(question=c.question(PREFIX_IMAGES), answer=c.answer,
-                       image_refs=self._nearest_images(chunk, c.part, 2), kind="multi_image",
-                       meta={"span_type": c.type}) for c in picks]
+        return [
+            QAPair(
+                question=c.question(PREFIX_IMAGES),
+                answer=c.answer,
+                image_refs=self._nearest_images(chunk, c.part, 2),
+                kind="multi_image",
+                meta={"span_type": c.type},
+            )
+            for c in picks
+        ]
 
     def refine(self, chunk: Record, pairs: list[QAPair]) -> list[QAPair]:
         """Rule-based second pass: delete questions that point to an unseen context; answers are short already."""
@@ -220,8 +234,10 @@ class ClozeGenerator(Generator):
                         continue
                     entry = by_type.setdefault(t, {}).setdefault(norm, (surface, set()))
                     entry[1].add(chunk.id)
-        self._pool = {t: [(norm, surface, frozenset(ids)) for norm, (surface, ids) in sorted(d.items())]
-                      for t, d in by_type.items()}
+        self._pool = {
+            t: [(norm, surface, frozenset(ids)) for norm, (surface, ids) in sorted(d.items())]
+            for t, d in by_type.items()
+        }
 
     def distractors(self, question: str, answer: str, chunk: Record, n: int = 3) -> list[str]:
         if self._pool is None:
@@ -251,14 +267,16 @@ class ClozeGenerator(Generator):
         take([c for c in same if n_words(c) == width])
         take(same)
         if len(chosen) < n:  # any other type, as a last resort
-            take([s for tt, items in sorted(self._pool.items()) if tt != t for _, s, ids in items
-                  if chunk.id not in ids])
+            take(
+                [s for tt, items in sorted(self._pool.items()) if tt != t for _, s, ids in items if chunk.id not in ids]
+            )
         return chosen[:n]
 
     # -- reading -------------------------------------------------------------------------------------------------------
 
-    def answer(self, question: str | Record, context_records: Sequence[Record],
-               choices: Sequence[str] | None = None) -> str:
+    def answer(
+        self, question: str | Record, context_records: Sequence[Record], choices: Sequence[str] | None = None
+    ) -> str:
         """Read the masked span back from the first document that contains the cloze sentence.
 
         With ``choices``: the choice equal to the span read; otherwise the first choice that occurs in the

@@ -25,8 +25,9 @@ class LocalGenerator(ChatGenerator):
     kind = "local"
     concurrency = 1
 
-    def __init__(self, settings: LocalSettings, image_cfg: ImageConfig | None = None, prompt_version: str = "v1",
-                 **kwargs: Any):
+    def __init__(
+        self, settings: LocalSettings, image_cfg: ImageConfig | None = None, prompt_version: str = "v1", **kwargs: Any
+    ):
         super().__init__(prompt_version=prompt_version, **kwargs)
         self.settings = settings
         self.image_cfg = image_cfg or DEFAULT_IMAGE_CONFIG
@@ -39,8 +40,13 @@ class LocalGenerator(ChatGenerator):
         return self.settings.model_path or "tiny"
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": self.model_ref, "max_new_tokens": self.settings.max_new_tokens,
-                "device": self.settings.device, "dtype": self.settings.dtype}
+        return {
+            **super().describe(),
+            "model": self.model_ref,
+            "max_new_tokens": self.settings.max_new_tokens,
+            "device": self.settings.device,
+            "dtype": self.settings.dtype,
+        }
 
     def _load(self) -> None:
         if self._model is None:
@@ -73,7 +79,7 @@ class LocalGenerator(ChatGenerator):
             inputs = self.build_inputs(request).to(self._model.device)
             with torch.inference_mode():
                 out = self._model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False)
-        new_tokens = out[0, inputs["input_ids"].shape[1]:]
+        new_tokens = out[0, inputs["input_ids"].shape[1] :]
         return self._processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
 
     def close(self) -> None:

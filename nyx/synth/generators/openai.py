@@ -35,8 +35,11 @@ from nyx.synth.generators.config import OpenAISettings
 
 log = logging.getLogger(__name__)
 
-_FATAL_STATUS = {401: "unauthorised (check the API key)", 403: "forbidden (check the API key)",
-                 404: "not found (check base_url and model)"}
+_FATAL_STATUS = {
+    401: "unauthorised (check the API key)",
+    403: "forbidden (check the API key)",
+    404: "not found (check base_url and model)",
+}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -60,8 +63,14 @@ class OpenAIGenerator(ChatGenerator):
 
     kind = "openai"
 
-    def __init__(self, settings: OpenAISettings, image_cfg: ImageConfig | None = None, seed: int = 0,
-                 prompt_version: str = "v1", **kwargs: Any):
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        image_cfg: ImageConfig | None = None,
+        seed: int = 0,
+        prompt_version: str = "v1",
+        **kwargs: Any,
+    ):
         super().__init__(prompt_version=prompt_version, **kwargs)
         self.settings = settings
         self.image_cfg = image_cfg or DEFAULT_IMAGE_CONFIG
@@ -71,14 +80,15 @@ class OpenAIGenerator(ChatGenerator):
         if settings.api_key_env:
             key = os.environ.get(settings.api_key_env)
             if not key:
-                raise ValueError(f"environment variable {settings.api_key_env} is empty or not set; it must hold "
-                                 f"the API key for {settings.base_url} (or set api_key_env to None)")
+                raise ValueError(
+                    f"environment variable {settings.api_key_env} is empty or not set; it must hold "
+                    f"the API key for {settings.base_url} (or set api_key_env to None)"
+                )
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=settings.concurrency,
-                                max_keepalive_connections=settings.concurrency),
+            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
         )
         self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._rng = random.Random(seed)
@@ -88,9 +98,16 @@ class OpenAIGenerator(ChatGenerator):
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
-        return {**super().describe(), "base_url": s.base_url, "model": s.model, "api_key_env": s.api_key_env,
-                "concurrency": s.concurrency, "temperature": s.temperature, "max_tokens": s.max_tokens,
-                "cache_dir": s.cache_dir}
+        return {
+            **super().describe(),
+            "base_url": s.base_url,
+            "model": s.model,
+            "api_key_env": s.api_key_env,
+            "concurrency": s.concurrency,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "cache_dir": s.cache_dir,
+        }
 
     # -- request building ----------------------------------------------------------------------------------------
 
@@ -103,11 +120,19 @@ class OpenAIGenerator(ChatGenerator):
 
     def key_for(self, request: ChatRequest) -> str:
         """The cache key of a request: model, prompt id, parameters, image budget and input content."""
-        parts = [{"text": p.text} if p.type == "text" else {"image": image_fingerprint(p.image or "")}
-                 for p in request.parts]
+        parts = [
+            {"text": p.text} if p.type == "text" else {"image": image_fingerprint(p.image or "")} for p in request.parts
+        ]
         ic = self.image_cfg
-        return cache_key({"model": self.settings.model, "prompt": request.prompt_id, "params": self._params(request),
-                          "image_budget": [ic.min_pixels, ic.max_pixels, ic.factor, ic.resize], "parts": parts})
+        return cache_key(
+            {
+                "model": self.settings.model,
+                "prompt": request.prompt_id,
+                "params": self._params(request),
+                "image_budget": [ic.min_pixels, ic.max_pixels, ic.factor, ic.resize],
+                "parts": parts,
+            }
+        )
 
     def body_for(self, request: ChatRequest) -> dict[str, Any]:
         """The JSON body sent to ``/chat/completions``."""
@@ -121,8 +146,11 @@ class OpenAIGenerator(ChatGenerator):
             else:
                 url = image_to_data_url(load_image(p.image or "", self.image_cfg))
                 content.append({"type": "image_url", "image_url": {"url": url}})
-        return {"model": self.settings.model, "messages": [{"role": "user", "content": content}],
-                **self._params(request)}
+        return {
+            "model": self.settings.model,
+            "messages": [{"role": "user", "content": content}],
+            **self._params(request),
+        }
 
     # -- calling ---------------------------------------------------------------------------------------------------
 
@@ -175,8 +203,10 @@ class OpenAIGenerator(ChatGenerator):
                     return self._content(resp, purpose)
                 detail = self._scrub(resp.text[:200].replace("\n", " "))
                 if status in _FATAL_STATUS:
-                    raise GeneratorUnavailable(f"{self.url} answered HTTP {status}: {_FATAL_STATUS[status]}; "
-                                               f"model {s.model!r}; server said: {detail}")
+                    raise GeneratorUnavailable(
+                        f"{self.url} answered HTTP {status}: {_FATAL_STATUS[status]}; "
+                        f"model {s.model!r}; server said: {detail}"
+                    )
                 if status != 429 and status < 500:
                     log.warning("%s request refused with HTTP %d (not retried): %s", purpose, status, detail)
                     self.stats.inc("request_failed")

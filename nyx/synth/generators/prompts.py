@@ -36,7 +36,7 @@ class Prompt:
         return Template(self.text).substitute({k: str(v) for k, v in values.items()})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_prompt(name: str, version: str = "v1") -> Prompt:
     """Read ``prompts/<name>.<version>.txt`` shipped with the package."""
     fname = f"{name}.{version}.txt"
