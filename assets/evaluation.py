@@ -48,6 +48,7 @@ def eval_report(
     logged to MLflow. The split's metrics are recorded on the Stage-1/Stage-2 model versions for reporting (the
     promotion gate decides on dev)."""
     import mlflow as mlflow_lib
+
     from nyx.data.beir import load_beir
     from nyx.eval.report import evaluate_retrievers, write_report
     from nyx.index import IndexMismatchError

@@ -81,6 +81,7 @@ def _verify_weights(client, name: str, state) -> None:
     """The challenger's weights, as registered (the model version's artifact), match the manifest digest recorded
     on the version when it was registered: nothing altered since is promoted."""
     import mlflow
+
     from nyx.serving.pyfunc import ARTIFACT_KEY
     from nyx.train.stage import WEIGHTS_TAG
     from nyx.utils.integrity import IntegrityError, verify_manifest

@@ -298,9 +298,8 @@ def _loss_check(
 
 
 def _loads_check(settings: NyxSettings, mlflow: MlflowResource, stage: str) -> dg.AssetCheckResult:
-    import numpy as np
-
     import mlflow as mlflow_lib
+    import numpy as np
 
     state = finished_stage(settings, stage)
     mlflow.client()

@@ -46,9 +46,8 @@ class TrainingReporter:
     def log_params(self, params: dict[str, Any]) -> None:
         if not self._mlflow_run:
             return
-        from mlflow.entities import Param
-
         from mlflow import MlflowClient
+        from mlflow.entities import Param
 
         client = MlflowClient()
         existing = client.get_run(self._mlflow_run).data.params
@@ -70,9 +69,8 @@ class TrainingReporter:
         if self._mlflow_run and clean:
             import time
 
-            from mlflow.entities import Metric
-
             from mlflow import MlflowClient
+            from mlflow.entities import Metric
 
             ts = int(time.time() * 1000)
             MlflowClient().log_batch(self._mlflow_run, metrics=[Metric(k, v, ts, step) for k, v in clean.items()])

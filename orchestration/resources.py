@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from nyx.paths import REPO_ROOT, DataPaths
 from nyx.profiles import PipelineProfile
@@ -77,21 +77,32 @@ class MlflowResource(dg.ConfigurableResource):
         description="the Dagster UI, for the dagster.run_url tag of MLflow runs",
     )
 
+    _experiment_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Once per run: the store's folders, and the experiment created or looked up."""
+        self._prepare()
+
     def _prepare(self) -> str:
+        """Point the MLflow client library at this store (every call: other resources in the same process may have
+        pointed it elsewhere) and return the experiment id (looked up once per resource instance)."""
         import mlflow
 
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        exp = mlflow.get_experiment_by_name(self.experiment)
-        if exp is None:
-            exp_id = mlflow.create_experiment(self.experiment, artifact_location=Path(self.artifact_root).as_uri())
-        else:
-            exp_id = exp.experiment_id
-        return exp_id
+        if self._experiment_id is None:
+            if self.tracking_uri.startswith("sqlite:///"):
+                Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            exp = mlflow.get_experiment_by_name(self.experiment)
+            if exp is None:
+                self._experiment_id = mlflow.create_experiment(
+                    self.experiment, artifact_location=Path(self.artifact_root).as_uri()
+                )
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
 
     def experiment_id(self) -> str:
         return self._prepare()

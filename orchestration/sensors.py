@@ -80,4 +80,14 @@ def champion_alias_sensor(context: dg.SensorEvaluationContext, settings: NyxSett
     return dg.SensorResult(asset_events=[change])
 
 
-SENSORS = [new_shard_sensor, champion_alias_sensor]
+#: Evaluates the assets' automation conditions (``eager()`` on chunks, QA, NyxQA, hard negatives, feedback): declared
+#: here rather than left to Dagster's implicit default, so its name, target and default status are in the code.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=30,
+    description="Materialises assets whose automation condition is true (upstream changed); stopped by default.",
+)
+
+SENSORS = [new_shard_sensor, champion_alias_sensor, automation_sensor]

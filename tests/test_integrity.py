@@ -125,6 +125,7 @@ def test_a_finished_stage_with_zeroed_weights_is_trained_again_never_skipped(tra
 
 def test_the_registered_model_refuses_to_load_altered_weights(trained, tmp_path):
     import mlflow
+
     from nyx.serving.pyfunc import log_retriever_model
 
     _, result = trained

@@ -183,6 +183,7 @@ def test_eval_report_metadata_is_json_with_plots_that_render(tmp_path):
 @pytest.fixture
 def mlflow_resource(tmp_path, monkeypatch):
     import mlflow
+
     from orchestration.resources import MlflowResource
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -88,9 +88,9 @@ def test_stage2_continued_the_stage1_adapter(rehearsal):
 
 
 def test_registered_stage2_embeds_differently_from_stage1_and_the_base(rehearsal):
+    import mlflow
     import pandas as pd
 
-    import mlflow
     from nyx.model.encoder import NyxEncoder
 
     root = rehearsal["root"]

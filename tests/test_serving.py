@@ -21,6 +21,7 @@ SAMPLE = [  # what assets/training.py's _loads_check sends: content as a list of
 def logged(tiny_dir, tmp_path_factory):
     """The tiny model logged with ``log_retriever_model`` into a temporary sqlite store and loaded back."""
     import mlflow
+
     from nyx.serving.pyfunc import log_retriever_model
 
     root = tmp_path_factory.mktemp("mlflow")
@@ -156,9 +157,8 @@ def test_registered_version_shows_its_inputs_and_an_input_example_it_serves(logg
     saved input example): the columns are there ("Inputs (4)", not 0), and the example is a request the model serves."""
     from pathlib import Path
 
-    import yaml
-
     import mlflow
+    import yaml
 
     version = mlflow.register_model(f"models:/{logged.metadata.model_id}", "nyx-retriever-ui").version
     folder = mlflow.artifacts.download_artifacts(f"models:/nyx-retriever-ui/{version}")

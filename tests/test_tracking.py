@@ -9,10 +9,9 @@ import pytest
 
 @pytest.fixture()
 def run_id(tmp_path, monkeypatch):
-    from mlflow.entities import Metric
-
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -46,6 +45,7 @@ def test_resumed_reporter_skips_steps_already_logged_and_records_how_the_replay_
 
 def test_fresh_reporter_logs_every_step_and_sets_no_replay_tags(run_id, monkeypatch):
     from mlflow import MlflowClient
+
     from nyx.tracking import TrainingReporter
 
     client, rid = run_id

@@ -186,6 +186,7 @@ def test_miner_identity_names_model_and_weights(tmp_path, tiny_miner, images):
 
 def test_registered_version_resolves_to_its_index_folder(tmp_path, images):
     from mlflow import MlflowClient
+
     from nyx.registry import INDEX_DIR_TAG
     from nyx.retrieval.mme5 import MmE5Retriever
 

@@ -399,6 +399,7 @@ def finish_stage(
     metrics on the version, and the finished state saved. ``client`` is an ``MlflowClient`` whose tracking URI is
     also the active one (``mlflow.set_tracking_uri``)."""
     import mlflow
+
     from nyx.registry import record_metrics
     from nyx.serving.pyfunc import log_retriever_model
     from nyx.utils.io import read_json
