@@ -20,6 +20,7 @@ from assets.common import (
     table_metadata,
 )
 from assets.feedback import make_reader
+from nyx.tracking import metric_key
 from nyx.train.stage import load_stage
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
 
@@ -121,7 +122,7 @@ def eval_report(
         for name, row in summary.items():
             mlflow_lib.log_metrics(
                 {
-                    f"{name}.{k.replace('@', '_at_')}": float(v)
+                    f"{name}.{metric_key(k)}": float(v)
                     for k, v in row.items()
                     if isinstance(v, (int, float)) and v is not None
                 }
@@ -132,7 +133,7 @@ def eval_report(
             for name, row in set_report.summary().items():
                 mlflow_lib.log_metrics(
                     {
-                        f"{set_name}.{name}.{k.replace('@', '_at_')}": float(v)
+                        f"{set_name}.{name}.{metric_key(k)}": float(v)
                         for k, v in row.items()
                         if isinstance(v, (int, float)) and v is not None
                     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nyx.tracking import metric_key, metric_name
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_TAG = "nyx.previous_champion"
@@ -72,7 +74,7 @@ def version_metrics(c, name: str, version: str, split: str) -> dict[str, float]:
     for k, v in tags.items():
         if k.startswith(prefix):
             try:
-                out[k[len(prefix) :].replace("_at_", "@")] = float(v)
+                out[metric_name(k[len(prefix) :])] = float(v)
             except ValueError:
                 pass
     return out
@@ -93,7 +95,7 @@ def record_metrics(c, name: str, version: str, metrics: dict[str, float], *, spl
     prefix = _tag_prefix(split)
     for k, v in metrics.items():
         # MLflow tag names cannot hold '@': "ndcg@10" on dev is stored as "eval.dev.ndcg_at_10"
-        c.set_model_version_tag(name, version, f"{prefix}{k.replace('@', '_at_')}", f"{float(v):.6f}")
+        c.set_model_version_tag(name, version, f"{prefix}{metric_key(k)}", f"{float(v):.6f}")
 
 
 def gate(c, name: str, challenger: str, margins: dict[str, float], split: str = SELECTION_SPLIT) -> GateDecision:

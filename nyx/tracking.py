@@ -13,6 +13,18 @@ import math
 import os
 from typing import Any
 
+
+def metric_key(name: str) -> str:
+    """A metric name as MLflow stores it (metric and tag names cannot hold '@'): ``ndcg@10`` -> ``ndcg_at_10``. The
+    one place the project spells this."""
+    return name.replace("@", "_at_")
+
+
+def metric_name(key: str) -> str:
+    """The inverse of :func:`metric_key`: ``ndcg_at_10`` -> ``ndcg@10``."""
+    return key.replace("_at_", "@")
+
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +72,7 @@ class TrainingReporter:
         if not self.enabled:
             return
         clean = {
-            k.replace("@", "_at_"): float(v)
+            metric_key(k): float(v)
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and math.isfinite(float(v))
         }

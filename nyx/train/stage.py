@@ -382,7 +382,9 @@ def evaluate_dev(
 
 
 def _metric_name(prefix: str, key: str, dim: Any) -> str:
-    return f"{prefix}_{key.replace('@', '_at_')}_dim{dim}"
+    from nyx.tracking import metric_key
+
+    return f"{prefix}_{metric_key(key)}_dim{dim}"
 
 
 def finish_stage(
