@@ -352,3 +352,23 @@ def test_quant_search_benchmark_quick(tmp_path):
     assert report["matmul_peak_gflops"]["1"] > 0 and report["backends"]
     for r in report["backends"]:
         assert r["same_ranking_queries"] <= r["batch"] and 0 < r["auto_peak_share"]
+
+
+def test_a_loaded_quantised_index_keeps_its_vectors_on_disk_and_searches_the_same(tmp_path):
+    """int8/binary: the stored float vectors are memory-mapped on load, not read into memory; results unchanged."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((600, 64)).astype(np.float32)
+    for quantize in ("int8", "binary"):
+        idx = EmbeddingIndex.create(model_id="m", dim=64, config=IndexConfig(quantize=quantize))
+        idx.add([f"d{i}" for i in range(len(x))], x)
+        idx.build([64])
+        before = idx.search(x[:5], k=10, dim=64)
+        idx.save(tmp_path / quantize)
+        loaded = EmbeddingIndex.load(tmp_path / quantize)
+        assert isinstance(loaded.stored_vectors.base, np.memmap) or isinstance(loaded.stored_vectors, np.memmap)
+        after = loaded.search(x[:5], k=10, dim=64)
+        assert after.ids == before.ids
+    flat = EmbeddingIndex.create(model_id="m", dim=64)
+    flat.add([f"d{i}" for i in range(len(x))], x)
+    flat.save(tmp_path / "flat")
+    assert not isinstance(EmbeddingIndex.load(tmp_path / "flat").stored_vectors, np.memmap)

@@ -706,7 +706,10 @@ class EmbeddingIndex:
         path = Path(path)
         manifest = cls.read_manifest(path)
         manifest.check_model(model_id, model_revision, dim)
-        vectors = np.load(path / VECTORS_NAME)
+        # a quantised index searches its codes: the stored vectors stay on disk, memory-mapped, and are paged in
+        # only where they are read (int8 without rescoring: never; see docs/scaling.md for the measured memory)
+        quantized = getattr(manifest.config, "quantize", "none") != "none"
+        vectors = np.load(path / VECTORS_NAME, mmap_mode="r" if quantized else None)
         self = cls(manifest, vectors)
         for f in sorted(path.glob("faiss-*-*.index")):
             kind, _, d_str = f.stem.removeprefix("faiss-").rpartition("-")
