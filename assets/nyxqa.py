@@ -245,7 +245,7 @@ def _chunk_frame(files, counter, budget: int):
     group_name="data",
     kinds={"python", "jsonl"},
     partitions_def=SHARDS,
-    deps=[corpus_chunks],
+    deps=["corpus_chunks"],
     code_version="qa-v1",
     automation_condition=SHARD_AUTOMATION,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -369,7 +369,7 @@ def synthetic_qa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
 @dg.asset(
     group_name="data",
     kinds={"python", "jsonl"},
-    deps=[synthetic_qa, corpus_chunks],
+    deps=["synthetic_qa", "corpus_chunks"],
     code_version="nyxqa-v1",
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -476,7 +476,7 @@ def nyxqa_valid(settings: NyxSettings) -> dg.AssetCheckResult:
 @dg.asset(
     group_name="data",
     kinds={"python", "faiss", "jsonl"},
-    deps=[nyxqa],
+    deps=["nyxqa"],
     code_version="negatives-v2",
     automation_condition=dg.AutomationCondition.eager(),
 )

@@ -60,7 +60,7 @@ def snapshot(
 @dg.asset(
     group_name="versioning",
     kinds={"dvc"},
-    deps=[dg.AssetKey(k) for k in DATA_ASSETS],
+    deps=list(DATA_ASSETS),
     pool="dvc",
     code_version="snapshot-v2",
 )
