@@ -86,15 +86,10 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
     model's processor. Returns ``(encoder, info)``."""
     from transformers import AutoConfig
 
+    from nyx.model.architecture import PAPER_TOKEN_IDS, SPECIAL_TOKEN_ID_KEYS, paper_architecture_config
     from nyx.model.encoder import EncoderConfig, NyxEncoder
-    from nyx.model.profiles import (
-        PAPER_TOKEN_IDS,
-        SPECIAL_TOKEN_ID_KEYS,
-        ensure_tiny_model,
-        load_profile_processor,
-        paper_architecture_config,
-        resolve_profile,
-    )
+    from nyx.model.profiles import load_profile_processor, resolve_profile
+    from nyx.model.tiny import ensure_tiny_model
 
     tiny_dir = ensure_tiny_model()
     tiny_config = AutoConfig.from_pretrained(tiny_dir)

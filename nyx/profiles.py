@@ -498,7 +498,7 @@ PROFILES: dict[str, PipelineProfile] = {
 #: the processes (2 CPU processes instead of 8 GPUs, same launcher) and the offline generator and reader (their
 #: HTTP path has its own tests). Every switch (LoRA r 8 / alpha 64 / dropout 0.1 on the language model, ZeRO-2,
 #: gradient cache, cross-device negatives, Stage 2 ``continue`` on the adapter, selection on dev) stays as the paper
-#: sets it; ``tests/test_profiles.py`` lists these paths and checks that nothing else differs.
+#: sets it; ``tests/nyx/test_profiles.py`` lists these paths and checks that nothing else differs.
 _REHEARSAL_TRAIN = {
     "model": "tiny",
     "learning_rate": 5e-4,

@@ -11,7 +11,7 @@
                                                 ``qry``/``retrieved_docs`` and one FlashRAG-style row)
 
 Each file has good rows and a few rows that each conversion rule must catch; :data:`EXPECTED` says how many rows
-each has, how many are usable and why the others are rejected (``tests/test_training_sources.py``). The content is
+each has, how many are usable and why the others are rejected (``tests/nyx/train/test_training_sources.py``). The content is
 invented (the fictional lake towns of Varnholm), so no NyxQA question can occur in it by chance. Same call, same
 bytes.
 """

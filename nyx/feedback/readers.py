@@ -132,7 +132,7 @@ class OptionReaderConfig:
     question's words.
 
     Measured on 28 hand-written 4-option questions with their gold document (16 where only the right option
-    occurs in the document, 12 where every option does; see tests/test_feedback.py): embedding only 25/28,
+    occurs in the document, 12 where every option does; see tests/nyx/feedback/test_feedback.py): embedding only 25/28,
     lexical only 22/28 (it fails when every option occurs), the sum 25/28 for any lexical weight in 0.25-2.
     Clause units matter most (embedding over whole sentences only: 18/28, 3/12 on the hard half). The sum
     is the default because it was never worse than the better single term (with whole-sentence units the

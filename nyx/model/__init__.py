@@ -1,4 +1,4 @@
-"""The model layer: profiles (tiny, paper), the Qwen2.5-VL processor, pooling and the encoder.
+"""The model layer: profiles (tiny, paper), the Qwen2.5-VL processor, pooling, the collator and the encoder.
 
 Heavy modules (torch, transformers) load on first use of an attribute, so ``import nyx.model`` stays cheap.
 """
@@ -13,16 +13,17 @@ _EXPORTS = {
     "load_processor": "nyx.model.processor",
     "ModelProfile": "nyx.model.profiles",
     "resolve_profile": "nyx.model.profiles",
-    "ensure_tiny_model": "nyx.model.profiles",
+    "ensure_tiny_model": "nyx.model.tiny",
     "load_backbone": "nyx.model.profiles",
     "load_profile_processor": "nyx.model.profiles",
     "last_token_pool": "nyx.model.pooling",
     "normalize": "nyx.model.pooling",
     "mrl_truncate": "nyx.model.pooling",
     "NyxEncoder": "nyx.model.encoder",
-    "EncoderConfig": "nyx.model.encoder",
-    "QueryTemplate": "nyx.model.encoder",
-    "EmbeddingModel": "nyx.model.encoder",
+    "EncoderConfig": "nyx.model.config",
+    "QueryTemplate": "nyx.model.templates",
+    "EmbeddingModel": "nyx.model.modeling",
+    "NyxCollator": "nyx.model.collator",
     "read_shards": "nyx.model.encoder",
 }
 

@@ -29,7 +29,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from nyx.model.profiles import _file_lock, _tiny_training_texts, _training_texts_hash, default_cache_dir
+from nyx.model.profiles import default_cache_dir
+from nyx.model.tiny import _file_lock, _training_texts_hash, tiny_training_texts
 from nyx.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def build_tiny_mllama(out_dir: str | os.PathLike, texts: Iterable[str] | None = 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tiny_llama_tokenizer(_tiny_training_texts() if texts is None else texts)
+    tokenizer = train_tiny_llama_tokenizer(tiny_training_texts() if texts is None else texts)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAMA_SPECIAL_TOKENS}
     config = MllamaConfig(
         text_config=dict(

@@ -169,7 +169,7 @@ def load_token_counter(spec: str | os.PathLike | Callable[[str], int] | TokenCou
     if isinstance(spec, TokenCounter):
         return spec
     if spec is None:
-        from nyx.model.profiles import ensure_tiny_model
+        from nyx.model.tiny import ensure_tiny_model
 
         return HFTokenCounter.from_pretrained(ensure_tiny_model())
     if isinstance(spec, (str, Path)):

@@ -546,18 +546,10 @@ class ContrastiveTrainer:
         return path
 
     def _save_model(self, folder: Path) -> None:
-        """Adapter (LoRA) or full weights, the processor and the profile, in HF layout (rank 0 only)."""
-        from nyx.model.profiles import PROFILE_FILENAME
-
-        folder.mkdir(parents=True, exist_ok=True)
+        """Adapter (LoRA) or full weights, the processor and nyx_profile.json, in HF layout (rank 0 only)."""
         module = self.accelerator.unwrap_model(self.model)
-        module.backbone.save_pretrained(folder)
-        self.encoder.processor.save_pretrained(folder)
-        profile = self.encoder.profile
-        data = profile.model_dump(exclude={"name_or_path", "build"})
-        for key in ("max_length", "max_pixels", "min_pixels"):  # what the model was trained with travels with it
-            data[key] = getattr(self.encoder.config, key)
-        (folder / PROFILE_FILENAME).write_text(json.dumps(data, indent=2) + "\n")
+        # nyx_profile.json: the profile with the input settings trained with (nyx.model.config)
+        self.encoder.save_pretrained(folder, backbone=module.backbone)
 
     def save_checkpoint(self, step: int) -> Path:
         """Write ``checkpoints/step-N`` (all ranks take part); prune to ``save_total_limit``."""
@@ -622,14 +614,10 @@ class ContrastiveTrainer:
     def _save_merged(self, folder: Path) -> None:
         import copy
 
-        from nyx.model.profiles import PROFILE_FILENAME
-
         peft_model = self.accelerator.unwrap_model(self.model).backbone
         merged = copy.deepcopy(peft_model).merge_and_unload()
         shutil.rmtree(folder, ignore_errors=True)
-        merged.save_pretrained(folder)
-        self.encoder.processor.save_pretrained(folder)
-        shutil.copy2(self.output_dir / "final" / PROFILE_FILENAME, folder / PROFILE_FILENAME)
+        self.encoder.save_pretrained(folder, backbone=merged)  # the processor and config final/ has
         write_manifest(folder)
 
 
