@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 RECORD_FAILURES = (RecordError, OSError, ValueError)
 
 #: Documents encoded in this process, per ``(model id, revision)``: what an audit of "each model encodes the corpus
-#: once" reads (``tests/e2e/test_end_to_end.py`` compares it before and after a whole-graph run). Queries are not counted.
+#: once" reads (``tests/e2e/test_end_to_end.py`` compares it before and after a whole-graph run). Queries are not
+#: counted.
 DOCUMENTS_ENCODED: Counter[tuple[str, str | None]] = Counter()
 
 
