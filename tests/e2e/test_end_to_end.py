@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dagster_servers import dagster_server
 from tests.graph_runs import graph_env, run_whole_graph
 from tests.paths import REPO
 
@@ -533,13 +534,8 @@ def _browser():
 @pytest.fixture
 def dagster_ui(pipeline, tmp_path):
     """``dagster dev`` (webserver + daemon, which runs backfills) over the pipeline's instance and stores."""
-    import httpx
-
     _require_browser()
     root = pipeline["root"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {
         **os.environ,
         **_env(root),
@@ -547,50 +543,13 @@ def dagster_ui(pipeline, tmp_path):
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "HF_HUB_OFFLINE": "1",
     }
-    log = open(tmp_path / "dagster-dev.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("dagster")),
-            "dev",
-            "-m",
-            "orchestration.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while True:  # the webserver answers, and the code location is loaded
-                assert proc.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
-                try:
-                    r = client.post("/graphql", json={"query": ASSET_KEYS})
-                    if r.status_code == 200 and (r.json().get("data") or {}).get("assetNodes"):
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "dagster dev did not serve the code location within 120 s"
-                time.sleep(1)
-            yield base, client
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        log.close()
+
+    def code_location_loaded(client) -> bool:
+        r = client.post("/graphql", json={"query": ASSET_KEYS})
+        return r.status_code == 200 and bool((r.json().get("data") or {}).get("assetNodes"))
+
+    with dagster_server(["dagster", "dev"], env, tmp_path / "dagster-dev.log", ready=code_location_loaded) as server:
+        yield server
 
 
 @pytest.mark.timeout(600)

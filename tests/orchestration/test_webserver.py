@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.paths import REPO
+from tests.dagster_servers import dagster_server
 
 pytestmark = pytest.mark.slow  # a webserver and a run in subprocesses
 
@@ -72,12 +67,6 @@ query Run($runId: ID!) {
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gql(client: httpx.Client, query: str, variables: dict | None = None) -> dict:
     resp = client.post("/graphql", json={"query": query, "variables": variables or {}})
     resp.raise_for_status()
@@ -105,49 +94,14 @@ def webserver(tmp_path, sample_raw):
         HF_HUB_OFFLINE="1",
     )
     env.pop("NYX_SCHEDULES", None)
-    port = _free_port()
-    log = open(tmp_path / "webserver.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("dagster-webserver")),
-            "-m",
-            "orchestration.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the finally below stops the server and its code server
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-                try:
-                    if client.get("/server_info").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "webserver did not answer within 90 s"
-                time.sleep(0.5)
-            yield client, tmp_path
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        log.close()
+    with dagster_server(
+        ["dagster-webserver"],
+        env,
+        tmp_path / "webserver.log",
+        timeout=90,
+        ready=lambda c: c.get("/server_info").status_code == 200,
+    ) as (_, client):
+        yield client, tmp_path
 
 
 @pytest.mark.timeout(240)
