@@ -98,7 +98,7 @@ def test_image_that_does_not_fit_even_at_the_floor_is_dropped_counted_and_logged
     # room beside the EOS frame for one page at the floor, not two
     enc = _with(encoder, max_length=1 + 2 * (floor + 2) - 1)
     r = Record("two-pages", [Part.of_image(images["page"]), Part.of_image(images["page"])])
-    with caplog.at_level(logging.WARNING, logger="nyx.model.encoder"):
+    with caplog.at_level(logging.WARNING, logger="nyx.model.collator"):
         p = enc.prepare(r, is_query=False)
     assert p.n_images == 1 and p.dropped_images == 1 and p.shrunk_images == 1 and p.truncated
     # the page kept takes the room the dropped one leaves
