@@ -125,10 +125,10 @@ def write_tiny_corpus(texts: Iterable[str], path: str | os.PathLike = TINY_CORPU
     return Path(path)
 
 
-def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE):
-    """A byte-level BPE tokenizer carrying Qwen's special tokens, wrapped as a transformers tokenizer."""
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str]):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` with ``special_tokens`` first in its vocabulary:
+    what both tiny builders (Qwen here, Llama in :mod:`nyx.model.tiny_mllama`) wrap."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -136,13 +136,20 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=list(QWEN_SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE):
+    """A byte-level BPE tokenizer carrying Qwen's special tokens, wrapped as a transformers tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_byte_level_bpe(texts, vocab_size, QWEN_SPECIAL_TOKENS),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nyx.model.profiles import default_cache_dir
-from nyx.model.tiny import _file_lock, _training_texts_hash, tiny_training_texts
+from nyx.model.tiny import _file_lock, _training_texts_hash, tiny_training_texts, train_byte_level_bpe
 from nyx.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -103,22 +103,10 @@ def tiny_mllama_spec_hash() -> str:
 
 def train_tiny_llama_tokenizer(texts: Iterable[str], vocab_size: int = TINY_MLLAMA_VOCAB_SIZE):
     """A byte-level BPE tokenizer with Llama 3's special tokens, wrapped as a transformers tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=list(LLAMA_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_byte_level_bpe(texts, vocab_size, LLAMA_SPECIAL_TOKENS),
         bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>",
         pad_token="<|finetune_right_pad_id|>",
