@@ -28,7 +28,7 @@ def profile_for(settings: NyxSettings, config: ProfileConfig | None = None):
 
 def backbone_path(profile) -> str:
     """Local folder (or hub id) of the backbone named by the profile; builds the tiny model when needed."""
-    from nyx.model.profiles import resolve_profile
+    from nyx.model.backbone import resolve_profile
 
     return str(resolve_profile(profile.model).materialize())
 

@@ -137,7 +137,7 @@ def bench_encoding(
     """
     import torch
 
-    from nyx.model.profiles import ensure_tiny_model
+    from nyx.model.tiny import ensure_tiny_model
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -436,7 +436,7 @@ class ResearchCodeEncoder:
     """
 
     def __init__(self, encoder: Any):
-        from nyx.model.profiles import load_backbone, load_profile_processor
+        from nyx.model.backbone import load_backbone, load_profile_processor
 
         self.nyx = encoder
         # Qwen2_5_VLModel (the LM head is never needed), on the encoder's device in the profile's dtype

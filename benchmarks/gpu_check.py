@@ -2,7 +2,7 @@
 
 Nothing is downloaded. The backbone is the Qwen2.5-VL-3B-Instruct *architecture* (3.75B parameters, the
 values of the hub ``config.json`` written below) with RANDOM weights, created directly on the device in
-bf16; the processor and tokenizer are the tiny model's (:func:`nyx.model.profiles.ensure_tiny_model`), which
+bf16; the processor and tokenizer are the tiny model's (:func:`nyx.model.backbone.ensure_tiny_model`), which
 carry Qwen's special tokens. The config's special-token ids are set to that tokenizer's ids and the
 vocabulary keeps its 151,936 rows, so compute and memory are the real model's while the text is meaningless.
 
@@ -87,8 +87,8 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
     from transformers import AutoConfig
 
     from nyx.model.architecture import PAPER_TOKEN_IDS, SPECIAL_TOKEN_ID_KEYS, paper_architecture_config
+    from nyx.model.backbone import load_profile_processor, resolve_profile
     from nyx.model.encoder import EncoderConfig, NyxEncoder
-    from nyx.model.profiles import load_profile_processor, resolve_profile
     from nyx.model.tiny import ensure_tiny_model
 
     tiny_dir = ensure_tiny_model()
@@ -701,7 +701,7 @@ def run_check(s: CheckSettings, workdir: Path) -> dict[str, Any]:
     """All phases in order under the budget; every phase gets an entry, whatever happens."""
     import torch
 
-    from nyx.model.profiles import resolve_dtype
+    from nyx.model.backbone import resolve_dtype
 
     budget = Budget(s.budget_s)
     report: dict[str, Any] = {

@@ -63,7 +63,7 @@ def build_corpus(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Record
 
         return args.beir / CORPUS_FILE, read_jsonl(args.beir / QUERIES_FILE), f"BEIR folder {args.beir}"
     from benchmarks.encode_search import sample_chunks
-    from nyx.model.profiles import ensure_tiny_model
+    from nyx.model.tiny import ensure_tiny_model
 
     chunks = sample_chunks(args.n_docs, ensure_tiny_model(), tmp / "sample")
     corpus = tmp / "corpus.jsonl"

@@ -169,7 +169,7 @@ _INGEST_WRITES = {"corpus.jsonl", "rejects.jsonl", "images"}  # what an `nyx ing
 def _ingest_image_config(max_pixels: int | None):
     """The pixel budget: the profile's ``images`` (NYX_PROFILE, NYX_PROFILE_OVERRIDES), ``--max-pixels`` over it."""
     from nyx.data.images import ImageConfig
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
 
     try:
         overrides = json.loads(os.environ.get("NYX_PROFILE_OVERRIDES") or "{}")

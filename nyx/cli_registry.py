@@ -25,7 +25,7 @@ NameOpt = typer.Option(None, "--name", help="registered model name (default: the
 def _name(name: str | None) -> str:
     if name:
         return name
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
 
     overrides = json.loads(os.environ.get("NYX_PROFILE_OVERRIDES") or "{}")
     return load_profile(os.environ.get("NYX_PROFILE", "sample"), overrides).promotion.registered_model

@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 if TYPE_CHECKING:
-    from nyx.profiles import LaunchSettings
+    from nyx.settings import LaunchSettings
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -36,7 +36,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def resolved(self, launch: LaunchSettings | None = None) -> LaunchSettings:
         """The profile's launch settings with this resource's overrides applied."""
-        from nyx.profiles import LaunchSettings
+        from nyx.settings import LaunchSettings
 
         base = launch or LaunchSettings()
         return LaunchSettings(

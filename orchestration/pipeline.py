@@ -25,7 +25,7 @@ def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
     from nyx.data.obelics import list_shards
     from nyx.data.sample import generate_sample
     from nyx.data.sample_sources import ensure_sample_sources
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
 
     name = profile_name or os.environ.get("NYX_PROFILE", "sample")
     profile = load_profile(name)

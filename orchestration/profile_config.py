@@ -1,4 +1,4 @@
-"""Profile overrides as a typed Dagster config schema, generated from :class:`nyx.profiles.PipelineProfile`.
+"""Profile overrides as a typed Dagster config schema, generated from :class:`nyx.settings.PipelineProfile`.
 
 The launchpad checks a run's config against the schema before the run starts: an override naming a setting that
 does not exist (``chunking: {max_tokns: 120}``), a value of the wrong type (``max_tokens: "many"``) or a choice

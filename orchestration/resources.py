@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from nyx.paths import REPO_ROOT, DataPaths
-from nyx.profiles import PipelineProfile
+from nyx.settings import PipelineProfile
 from nyx.versioning.dvc import Dvc, dvc_md5
 from orchestration.profile_config import given, overrides_model
 
@@ -54,7 +54,7 @@ class NyxSettings(dg.ConfigurableResource):
         return DataPaths.at(self.data_dir)
 
     def load_profile(self, run_overrides: dict[str, Any] | None = None):
-        from nyx.profiles import load_profile
+        from nyx.settings import load_profile
 
         return (
             load_profile(self.profile, environment_overrides())

@@ -43,7 +43,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """The tiny offline Qwen2.5-VL, built into a temporary cache (once per test module)."""
-    from nyx.model.profiles import ensure_tiny_model
+    from nyx.model.tiny import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
 

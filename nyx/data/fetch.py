@@ -81,7 +81,7 @@ _MAX_DETAIL = 300
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """How images are downloaded (the profile's ``fetch`` settings, :class:`nyx.profiles.FetchSettings`)."""
+    """How images are downloaded (the profile's ``fetch`` settings, :class:`nyx.settings.FetchSettings`)."""
 
     concurrency: int = 16  #: downloads in flight at once
     per_host_rate: float = 4.0  #: requests per second to one host name (0: no limit)

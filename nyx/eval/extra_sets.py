@@ -1,6 +1,6 @@
 """Extra evaluation sets: public benchmarks converted by ``nyx convert``, evaluated beside NyxQA.
 
-A set is named in the profile (``eval.extra_sets``, :class:`nyx.profiles.ExtraEvalSet`): a BEIR folder, the split
+A set is named in the profile (``eval.extra_sets``, :class:`nyx.settings.ExtraEvalSet`): a BEIR folder, the split
 of its judgements and, for sets that ship no corpus (Bamboogle), a corpus to retrieve from. :func:`evaluate_extra_set`
 builds every retriever afresh on the set's corpus (dense ones through the embedding store, so a rerun encodes
 nothing twice) and returns the same :class:`~nyx.eval.report.EvalReport` NyxQA gets: retrieval at every Matryoshka

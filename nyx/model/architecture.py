@@ -2,7 +2,7 @@
 
 Constants of ``Qwen/Qwen2.5-VL-3B-Instruct``'s ``config.json`` and :func:`paper_architecture_config`; only
 ``benchmarks/gpu_check.py`` builds a model from them (the paper *profile*, which loads the real checkpoint, is
-:func:`nyx.model.profiles.paper_profile`).
+:func:`nyx.model.backbone.paper_profile`).
 """
 
 from __future__ import annotations

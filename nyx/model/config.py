@@ -2,9 +2,9 @@
 
 A model folder (the tiny build, a trained ``final/``, ``merged/`` or checkpoint ``model/``, anything
 :meth:`NyxEncoder.save_pretrained <nyx.model.encoder.NyxEncoder.save_pretrained>` writes) holds one config file,
-``nyx_profile.json`` (:data:`~nyx.model.profiles.PROFILE_FILENAME`), written only by :func:`save_model_config`:
+``nyx_profile.json`` (:data:`~nyx.model.backbone.PROFILE_FILENAME`), written only by :func:`save_model_config`:
 
-* the :class:`~nyx.model.profiles.ModelProfile` fields (without ``name_or_path`` and ``build``), where
+* the :class:`~nyx.model.backbone.ModelProfile` fields (without ``name_or_path`` and ``build``), where
   ``max_length``, ``min_pixels`` and ``max_pixels`` are the encoder's: the input settings the model was trained
   (or saved) with;
 * ``"encoder"``: the other :class:`EncoderConfig` fields that change what a record becomes, and so its embedding
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nyx.data.records import Record
-from nyx.model.profiles import ENCODER_SECTION, PROFILE_FILENAME, ModelProfile
+from nyx.model.backbone import ENCODER_SECTION, PROFILE_FILENAME, ModelProfile
 from nyx.model.templates import QueryTemplate
 from nyx.utils.io import read_json, write_json
 
@@ -116,7 +116,7 @@ def saved_encoder_settings(folder: str | os.PathLike) -> dict[str, Any]:
 
     The ``"encoder"`` section's fields, and for an *adapter* folder (``adapter_config.json``) also ``max_length``,
     ``max_pixels`` and ``min_pixels`` (a full model folder's are its profile's, read by
-    :func:`~nyx.model.profiles.resolve_profile`)."""
+    :func:`~nyx.model.backbone.resolve_profile`)."""
     folder = Path(folder)
     path = folder / PROFILE_FILENAME
     if not path.is_file():

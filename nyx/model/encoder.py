@@ -41,12 +41,7 @@ from tqdm.auto import tqdm
 
 from nyx.data.records import Record
 from nyx.data.rejects import RecordError, RejectLog
-from nyx.model.collator import IMAGE_PLACEHOLDER, INPUT_STAT_KEYS, NyxCollator, PreparedInput
-from nyx.model.config import EncoderConfig, save_model_config, saved_encoder_settings
-from nyx.model.modeling import EmbeddingModel
-from nyx.model.pooling import mrl_truncate
-from nyx.model.processor import NyxQwenProcessor
-from nyx.model.profiles import (
+from nyx.model.backbone import (
     ModelProfile,
     load_backbone,
     load_profile_processor,
@@ -54,6 +49,11 @@ from nyx.model.profiles import (
     resolve_dtype,
     resolve_profile,
 )
+from nyx.model.collator import IMAGE_PLACEHOLDER, INPUT_STAT_KEYS, NyxCollator, PreparedInput
+from nyx.model.config import EncoderConfig, save_model_config, saved_encoder_settings
+from nyx.model.modeling import EmbeddingModel
+from nyx.model.pooling import mrl_truncate
+from nyx.model.processor import NyxQwenProcessor
 from nyx.model.templates import PAPER_INSTRUCTION, QueryTemplate
 from nyx.model.vision_speedups import _GroupedVisionAttention as _GroupedVisionAttention
 from nyx.model.vision_speedups import _MatmulPatchEmbed as _MatmulPatchEmbed

@@ -3,8 +3,8 @@ MB), with a byte-level BPE tokenizer trained offline, for tests, rehearsals and 
 
 It is built deterministically (fixed seeds, fixed text) by :func:`ensure_tiny_model`, saved with
 ``save_pretrained`` in the Hugging Face layout and then loaded through the very same ``from_pretrained`` path as the
-paper model (:func:`~nyx.model.profiles.load_backbone`, :func:`~nyx.model.processor.load_processor`); its profile
-is :func:`~nyx.model.profiles.tiny_profile`.
+paper model (:func:`~nyx.model.backbone.load_backbone`, :func:`~nyx.model.processor.load_processor`); its profile
+is :func:`~nyx.model.backbone.tiny_profile`.
 
 The tokenizer's training text (:func:`tiny_training_texts`) is a frozen copy of the bundled sample's text
 (``nyx.data.sample.sample_texts(seed=0)``) shipped beside this module as ``tiny_corpus.jsonl.gz``, so the model layer
@@ -28,9 +28,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nyx.model.backbone import TINY_DIRNAME, default_cache_dir, tiny_profile
 from nyx.model.config import save_model_config
 from nyx.model.processor import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NyxQwenProcessor
-from nyx.model.profiles import TINY_DIRNAME, default_cache_dir, tiny_profile
 from nyx.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def _training_texts_hash() -> str:
 def _stamp() -> dict[str, str]:
     """What a cached tiny model must match to be reused: recipe version, spec and training text."""
     return {
-        "builder": "nyx.model.profiles.build_tiny_model",  # its old home: kept, so built caches stay current
+        "builder": "nyx.model.backbone.build_tiny_model",  # its old home: kept, so built caches stay current
         "version": TINY_BUILD_VERSION,
         "spec": tiny_spec_hash(),
         "texts": _training_texts_hash(),

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from nyx.model.profiles import default_cache_dir
+from nyx.model.backbone import default_cache_dir
 from nyx.model.tiny import _file_lock, _training_texts_hash, tiny_training_texts, train_byte_level_bpe
 from nyx.utils.io import atomic_dir
 

@@ -82,7 +82,7 @@ class MmE5Encoder:
         import torch
         from transformers import AutoProcessor, MllamaForConditionalGeneration
 
-        from nyx.model.profiles import resolve_device, resolve_dtype
+        from nyx.model.backbone import resolve_device, resolve_dtype
 
         self.requested = os.fspath(model)
         if self.requested == "tiny":

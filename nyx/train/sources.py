@@ -1,6 +1,6 @@
 """External Stage-1 training sets: read in the format their publisher ships, converted once into Nyx triples.
 
-Each :class:`~nyx.profiles.TrainingSource` of ``stage1.extra_sources`` becomes
+Each :class:`~nyx.settings.TrainingSource` of ``stage1.extra_sources`` becomes
 ``<data>/training_sources/<name>/``::
 
     triples.jsonl   one Nyx triple per usable row ({"id", "query", "positive", "negatives"}; nyx.train.data)
@@ -61,7 +61,7 @@ from nyx.utils.io import atomic_dir, read_json, write_json
 
 if TYPE_CHECKING:
     from nyx.paths import DataPaths
-    from nyx.profiles import TrainingSource
+    from nyx.settings import TrainingSource
 
 #: Bumped when a conversion rule changes: every source is converted again
 CODE_VERSION = "training-sources-v1"

@@ -149,7 +149,7 @@ WORDS = (
 def bpe_dir(tmp_path_factory):
     """A small byte-level BPE tokenizer folder (the tiny backbone's recipe), so counts are real subword counts:
     the count of a joined text is not the sum of its pieces' counts."""
-    from nyx.model.profiles import train_tiny_tokenizer
+    from nyx.model.tiny import train_tiny_tokenizer
 
     d = tmp_path_factory.mktemp("tok")
     train_tiny_tokenizer(

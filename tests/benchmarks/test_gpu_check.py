@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nyx.model.profiles import PAPER_N_PARAMS, paper_architecture_config
+from nyx.model.architecture import PAPER_N_PARAMS, paper_architecture_config
 from tests.paths import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
@@ -51,7 +51,7 @@ def test_paper_config_builds_the_3b_architecture_with_the_tiny_tokenizer_ids(gpu
     import torch
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
-    from nyx.model.profiles import ensure_tiny_model
+    from nyx.model.tiny import ensure_tiny_model
 
     tiny = AutoConfig.from_pretrained(ensure_tiny_model())
     cfg = paper_architecture_config(tiny)

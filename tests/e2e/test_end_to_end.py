@@ -395,7 +395,7 @@ def test_every_materialisation_has_json_metadata_and_plots_that_render(pipeline)
     curve, are PNGs inlined in Markdown; training records the launcher it really ran with."""
     import dagster as dg
 
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
     from tests.assets.test_metadata_json import MAX_INLINE, assert_json_metadata, inline_pngs, md_text
 
     instance = pipeline["instance"]

@@ -19,7 +19,7 @@ def _torchrun_args(cmd: list[str]):
 
 def test_launcher_starts_the_processes_the_profile_means():
     """paper: 8 processes under torchrun (20 per GPU x 8 = 160 in-batch candidates); rehearsal: 2; sample: 1."""
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
     from orchestration.launcher import TrainingLauncher
 
     paper = _torchrun_args(TrainingLauncher().command("nyx.train.tracked", [], load_profile("paper").launch))

@@ -50,7 +50,7 @@ class LocalGenerator(ChatGenerator):
 
     def _load(self) -> None:
         if self._model is None:
-            from nyx.model.profiles import load_backbone, load_profile_processor
+            from nyx.model.backbone import load_backbone, load_profile_processor
 
             self._processor = load_profile_processor(self.model_ref)
             self._model = load_backbone(self.model_ref, device=self.settings.device, dtype=self.settings.dtype)

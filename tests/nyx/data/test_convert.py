@@ -334,7 +334,7 @@ def test_limit_unknown_format_and_foreign_output_folder(tmp_path):
 def test_profile_extra_sets_validate():
     from pydantic import ValidationError
 
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
 
     assert load_profile("sample").eval.extra_sets == []
     p = load_profile("sample", {"eval": {"extra_sets": [{"name": "mmqa", "path": "benchmarks/mmqa", "split": "dev"}]}})
@@ -356,7 +356,7 @@ def test_extra_set_evaluated_with_fresh_retrievers_and_the_embedding_store(tmp_p
     from nyx.eval.extra_sets import evaluate_extra_set
     from nyx.feedback.readers import Reader
     from nyx.index.store import EmbeddingStore
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
     from nyx.retrieval import create_retriever
 
     class ElsterReader(Reader):  # answers "Elster" when its window mentions the river, else nothing

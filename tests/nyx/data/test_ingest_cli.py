@@ -256,7 +256,7 @@ def test_pages_without_a_text_layer_are_image_only(ingested):
 
 
 def test_page_images_are_files_under_the_folder_within_the_pixel_budget(ingested):
-    from nyx.profiles import ImageSettings
+    from nyx.settings import ImageSettings
 
     out, budget = ingested["out"], ImageSettings().max_pixels
     assert ingested["summary"]["max_pixels"] == budget

@@ -250,7 +250,7 @@ def test_embedding_matches_qwen_reference_forward_with_3d_image_positions(encode
 def test_lora_adapter_folder_loads_and_changes_embeddings(encoder64, docs, tiny_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from nyx.model.profiles import load_backbone
+    from nyx.model.backbone import load_backbone
 
     encoder = encoder64
     lora = get_peft_model(

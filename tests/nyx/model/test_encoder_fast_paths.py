@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from nyx.data.records import Part, Record
+from nyx.model.backbone import load_backbone
 from nyx.model.encoder import (
     NyxEncoder,
     PreparedInput,
@@ -27,7 +28,6 @@ from nyx.model.encoder import (
     _MatmulPatchEmbed,
 )
 from nyx.model.processor import NyxQwenProcessor
-from nyx.model.profiles import load_backbone
 from tests.tolerances import EPS32, EPS64, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 

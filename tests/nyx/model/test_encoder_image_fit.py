@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from nyx.data.records import Part, Record
+from nyx.model.backbone import PROFILE_FILENAME, profile_from_folder
 from nyx.model.encoder import NyxEncoder
-from nyx.model.profiles import PROFILE_FILENAME, profile_from_folder
 
 LONG_TEXT = "The harbour master's ledger lists every ship, its cargo and the day it sailed from the old port. " * 40
 

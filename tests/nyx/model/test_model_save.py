@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from nyx.data.records import Part, Record
+from nyx.model.backbone import PROFILE_FILENAME, resolve_profile
 from nyx.model.config import SAVED_ENCODER_FIELDS, saved_encoder_settings
 from nyx.model.encoder import EncoderConfig, NyxEncoder, QueryTemplate
-from nyx.model.profiles import PROFILE_FILENAME, resolve_profile
 
 #: Every field saved with a model, each away from its default.
 CHANGED = dict(

@@ -309,7 +309,7 @@ def test_synthesize_qa_samples_one_shard_with_the_plan_of_the_whole_corpus(corpu
 def test_profiles_budget_qa_in_total():
     from pydantic import ValidationError
 
-    from nyx.profiles import load_profile
+    from nyx.settings import load_profile
 
     assert load_profile("paper").qa.sample_size == 10_000
     assert load_profile("sample").qa.sample_size is None

@@ -263,9 +263,9 @@ def test_data_version_holds_the_miner_identity_even_for_the_same_negatives(tmp_p
 
 
 def test_paper_mines_with_mme5_and_the_rehearsal_with_the_tiny_mllama():
-    from nyx.profiles import PROFILES
     from nyx.retrieval import retriever_class
     from nyx.retrieval.mme5 import MME5_MODEL_ID, MmE5Retriever
+    from nyx.settings import PROFILES
 
     paper, rehearsal = PROFILES["paper"].miner, PROFILES["rehearsal"].miner
     assert paper.retriever == "mme5" and paper.model == MME5_MODEL_ID == "intfloat/mmE5-mllama-11b-instruct"

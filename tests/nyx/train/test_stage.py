@@ -11,7 +11,7 @@ import torch
 
 from nyx.data.records import Part, Record
 from nyx.paths import DataPaths
-from nyx.profiles import load_profile
+from nyx.settings import load_profile
 from nyx.train.stage import (
     StageInputs,
     StageNotFinished,

@@ -225,7 +225,7 @@ def test_resume_from_latest_checkpoint_continues_at_the_right_step_with_the_same
 
 def test_final_adapter_loads_with_nyx_encoder_and_embeds_like_the_trained_model(lora_runs, image):
     from nyx.model.encoder import NyxEncoder
-    from nyx.model.profiles import ensure_tiny_model
+    from nyx.model.tiny import ensure_tiny_model
 
     full, resumed, _, _, examples = lora_runs
     assert (full.final_dir / "adapter_config.json").is_file()

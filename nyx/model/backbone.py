@@ -11,13 +11,10 @@ Two named profiles exist:
 :func:`resolve_profile` also accepts a local model folder (its ``nyx_profile.json``, see :mod:`nyx.model.config`)
 or a hub id.
 
-The tiny builder's names (:mod:`nyx.model.tiny`) and the paper architecture's (:mod:`nyx.model.architecture`) are
-still importable from here, on first use.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -259,50 +256,3 @@ def load_profile_processor(profile_or_path: ModelProfile | str | os.PathLike) ->
     return load_processor(
         profile.materialize(), min_pixels=profile.min_pixels, max_pixels=profile.max_pixels, revision=profile.revision
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Names that moved (importable from here as before)
-# ----------------------------------------------------------------------------------------------------------
-
-_MOVED = {
-    **dict.fromkeys(
-        (
-            "QWEN_CHAT_TEMPLATE",
-            "QWEN_SPECIAL_TOKENS",
-            "STAMP_FILENAME",
-            "TINY_BUILD_VERSION",
-            "TINY_MAX_LENGTH",
-            "TINY_SEED",
-            "TINY_TEXT",
-            "TINY_VISION",
-            "TINY_VOCAB_SIZE",
-            "build_tiny_model",
-            "ensure_tiny_model",
-            "tiny_spec_hash",
-            "train_tiny_tokenizer",
-            "_file_lock",
-            "_is_current",
-            "_stamp",
-            "_training_texts_hash",
-        ),
-        "nyx.model.tiny",
-    ),
-    **dict.fromkeys(
-        (
-            "PAPER_N_PARAMS",
-            "PAPER_TEXT",
-            "PAPER_TOKEN_IDS",
-            "PAPER_VISION",
-            "SPECIAL_TOKEN_ID_KEYS",
-            "paper_architecture_config",
-        ),
-        "nyx.model.architecture",
-    ),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nyx.profiles import PROFILES, REHEARSAL_SCALE, load_profile
+from nyx.settings import PROFILES, REHEARSAL_SCALE, load_profile
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

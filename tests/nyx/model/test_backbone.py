@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from nyx.model import profiles as P
+from nyx.model import backbone, tiny
 from nyx.model.processor import NyxQwenProcessor, load_processor
 from nyx.utils.io import file_sha256
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return P.ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
+    return tiny.ensure_tiny_model(tmp_path_factory.mktemp("nyx-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _weights_hash(folder) -> str:
 
 
 def test_tiny_build_is_deterministic_same_weights_and_tokenizer(tiny_dir, tmp_path):
-    again = P.ensure_tiny_model(tmp_path)
+    again = tiny.ensure_tiny_model(tmp_path)
     assert again != tiny_dir
     assert _weights_hash(again) == _weights_hash(tiny_dir)
     assert file_sha256(again / "tokenizer.json") == file_sha256(tiny_dir / "tokenizer.json")
@@ -45,8 +45,8 @@ def test_tiny_model_layout_and_size(tiny_dir):
         "model.safetensors",
         "tokenizer.json",
         "processor_config.json",
-        P.STAMP_FILENAME,
-        P.PROFILE_FILENAME,
+        tiny.STAMP_FILENAME,
+        backbone.PROFILE_FILENAME,
     } <= names
     size = sum(p.stat().st_size for p in tiny_dir.iterdir())
     assert size < 10 * 2**20  # "a few MB"
@@ -65,20 +65,20 @@ def test_tiny_config_token_ids_match_tokenizer(tiny_dir):
     assert cfg["text_config"]["rope_parameters"]["mrope_section"] == [4, 6, 6]
     assert len(tok) <= cfg["text_config"]["vocab_size"]
     # a few thousand tokens learnt from the sample (not just the 256-byte alphabet)
-    assert 1000 <= len(tok) <= P.TINY_VOCAB_SIZE
-    for special in P.QWEN_SPECIAL_TOKENS:  # each special token is one id, never split
+    assert 1000 <= len(tok) <= tiny.TINY_VOCAB_SIZE
+    for special in tiny.QWEN_SPECIAL_TOKENS:  # each special token is one id, never split
         assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
 
 
 def test_ensure_tiny_model_reuses_cache_and_rebuilds_when_stamp_changes(tiny_dir, tmp_path):
     cache = tmp_path / "c"
-    first = P.ensure_tiny_model(cache)
+    first = tiny.ensure_tiny_model(cache)
     mtime = (first / "model.safetensors").stat().st_mtime_ns
-    assert P.ensure_tiny_model(cache) == first
+    assert tiny.ensure_tiny_model(cache) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not rebuilt
-    (first / P.STAMP_FILENAME).write_text(json.dumps({"version": "stale"}))
-    rebuilt = P.ensure_tiny_model(cache)
-    assert json.loads((rebuilt / P.STAMP_FILENAME).read_text())["spec"] == P.tiny_spec_hash()
+    (first / tiny.STAMP_FILENAME).write_text(json.dumps({"version": "stale"}))
+    rebuilt = tiny.ensure_tiny_model(cache)
+    assert json.loads((rebuilt / tiny.STAMP_FILENAME).read_text())["spec"] == tiny.tiny_spec_hash()
     assert _weights_hash(rebuilt) == _weights_hash(tiny_dir)
 
 
@@ -87,7 +87,7 @@ def test_concurrent_builders_agree_and_leave_one_complete_model(tmp_path):
 
     def build():
         try:
-            results.append(P.ensure_tiny_model(tmp_path))
+            results.append(tiny.ensure_tiny_model(tmp_path))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -98,16 +98,16 @@ def test_concurrent_builders_agree_and_leave_one_complete_model(tmp_path):
         t.join()
     assert not errors
     assert len(set(results)) == 1
-    assert P._is_current(results[0])
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [P.TINY_DIRNAME]
+    assert tiny._is_current(results[0])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [backbone.TINY_DIRNAME]
 
 
 def test_save_load_round_trip_gives_identical_token_ids_and_outputs(tiny_dir, tmp_path, picture):
-    model = P.load_backbone(tiny_dir, device="cpu")
-    proc = P.load_profile_processor(tiny_dir)
+    model = backbone.load_backbone(tiny_dir, device="cpu")
+    proc = backbone.load_profile_processor(tiny_dir)
     model.save_pretrained(tmp_path / "copy")
     proc.save_pretrained(tmp_path / "copy")
-    model2 = P.load_backbone(tmp_path / "copy", device="cpu")
+    model2 = backbone.load_backbone(tmp_path / "copy", device="cpu")
     proc2 = load_processor(tmp_path / "copy")
     assert isinstance(proc2, NyxQwenProcessor)
 
@@ -152,10 +152,10 @@ def test_processor_loads_from_hub_layout_with_pil_image_processor(tiny_dir, tmp_
             }
         )
     )
-    (hub / "chat_template.json").write_text(json.dumps({"chat_template": P.QWEN_CHAT_TEMPLATE}))
+    (hub / "chat_template.json").write_text(json.dumps({"chat_template": tiny.QWEN_CHAT_TEMPLATE}))
     proc = load_processor(hub, min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28)
     assert type(proc.image_processor).__name__ == "Qwen2VLImageProcessorPil"
-    assert proc.chat_template == P.QWEN_CHAT_TEMPLATE
+    assert proc.chat_template == tiny.QWEN_CHAT_TEMPLATE
     out = proc(
         text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[picture.resize((600, 600))], return_tensors="pt"
     )
@@ -164,39 +164,39 @@ def test_processor_loads_from_hub_layout_with_pil_image_processor(tiny_dir, tmp_
 
 
 def test_resolve_profile_named_folder_and_errors(tiny_dir):
-    tiny = P.resolve_profile("tiny")
+    tiny = backbone.resolve_profile("tiny")
     assert tiny.hidden_size == 128 and tiny.mrl_dims == (128, 64, 32, 16) and tiny.build == "tiny"
-    paper = P.resolve_profile("paper")
+    paper = backbone.resolve_profile("paper")
     assert paper.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert paper.mrl_dims == (2048, 1024, 512, 256) and paper.mrl_weights == (1.0, 1.0, 0.2, 0.2)
-    assert P.resolve_profile("Qwen/Qwen2.5-VL-3B-Instruct") == paper
-    local = P.resolve_profile(tiny_dir)
+    assert backbone.resolve_profile("Qwen/Qwen2.5-VL-3B-Instruct") == paper
+    local = backbone.resolve_profile(tiny_dir)
     assert local.name == "tiny" and local.name_or_path == str(tiny_dir) and local.build is None
     assert local.mrl_dims == tiny.mrl_dims and local.max_length == tiny.max_length
-    assert P.resolve_profile("paper", max_length=512).max_length == 512
+    assert backbone.resolve_profile("paper", max_length=512).max_length == 512
     with pytest.raises(ValueError, match="unknown model"):
-        P.resolve_profile("./no/such/folder")
+        backbone.resolve_profile("./no/such/folder")
     with pytest.raises(ValueError, match="cannot read the config"):
-        P.resolve_profile("nobody/no-such-model-offline")
+        backbone.resolve_profile("nobody/no-such-model-offline")
 
 
 def test_folder_without_profile_file_derives_mrl_dims_from_hidden_size(tiny_dir, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(tiny_dir, folder)
-    (folder / P.PROFILE_FILENAME).unlink()
-    prof = P.resolve_profile(folder)
+    (folder / backbone.PROFILE_FILENAME).unlink()
+    prof = backbone.resolve_profile(folder)
     assert prof.hidden_size == 128 and prof.mrl_dims == (128, 64, 32, 16)
 
 
 @pytest.mark.parametrize("dims, weights", [((256, 64), (1.0, 1.0)), ((64, 128), (1.0, 1.0)), ((128,), (1.0, 0.2))])
 def test_profile_rejects_invalid_matryoshka_settings(dims, weights):
     with pytest.raises(ValueError):
-        P.ModelProfile(name="x", name_or_path="x", hidden_size=128, mrl_dims=dims, mrl_weights=weights)
+        backbone.ModelProfile(name="x", name_or_path="x", hidden_size=128, mrl_dims=dims, mrl_weights=weights)
 
 
 def test_auto_dtype_is_float32_on_cpu_and_backbone_loads_in_it(tiny_dir):
-    assert P.resolve_dtype("auto", "cpu") == torch.float32
-    assert P.resolve_dtype("bf16") == torch.bfloat16
-    model = P.load_backbone(P.resolve_profile(tiny_dir), device="cpu")
+    assert backbone.resolve_dtype("auto", "cpu") == torch.float32
+    assert backbone.resolve_dtype("bf16") == torch.bfloat16
+    model = backbone.load_backbone(backbone.resolve_profile(tiny_dir), device="cpu")
     assert next(model.parameters()).dtype == torch.float32
     assert not model.training
