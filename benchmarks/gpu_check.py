@@ -14,7 +14,7 @@ Phases (each reported with status ``ok``, ``skipped`` (budget) or ``error``):
    (``NyxEncoder.collate`` once, ``NyxEncoder.embed`` timed) with its peak GPU memory, then end to end
    (``NyxEncoder.encode_documents``: image loading, processor and model) at the largest batch size.
 2. ``train_plain`` and ``train_gradcache`` — one optimizer step of LoRA (rank 8 on the language model's
-   projections, :data:`nyx.train.trainer.DEFAULT_LORA_TARGET`) with gradient checkpointing, per-device batch
+   projections, :data:`nyx.train.config.DEFAULT_LORA_TARGET`) with gradient checkpointing, per-device batch
    of 20 queries (text questions with four options, in the paper's instruction) + 20 positives + 20 hard
    negatives (documents as above), InfoNCE + Matryoshka
    (2048/1024/512/256) from :mod:`nyx.train.loss`, through :func:`nyx.train.gradcache.plain_step` and
@@ -492,13 +492,8 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
     from peft import LoraConfig, get_peft_model
 
     from nyx.train.loss import MatryoshkaInfoNCE
-    from nyx.train.trainer import (
-        DEFAULT_DEEPSPEED_CONFIG,
-        AcceleratorBackprop,
-        ContrastiveTrainer,
-        LoraSettings,
-        TrainConfig,
-    )
+    from nyx.train.config import DEFAULT_DEEPSPEED_CONFIG, LoraSettings, TrainConfig
+    from nyx.train.trainer import AcceleratorBackprop, ContrastiveTrainer
 
     t0 = time.perf_counter()
     lora = LoraSettings(rank=s.lora_rank)

@@ -152,7 +152,7 @@ class TrainingSource(BaseModel):
 
 
 class StageSettings(BaseModel):
-    """Training settings of one stage: any :class:`nyx.train.trainer.TrainConfig` field except paths and data."""
+    """Training settings of one stage: any :class:`nyx.train.config.TrainConfig` field except paths and data."""
 
     model_config = ConfigDict(extra="forbid")
     train: dict[str, Any] = Field(default_factory=dict)

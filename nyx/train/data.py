@@ -41,14 +41,14 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from nyx.data.beir import load_beir
 from nyx.data.records import Part, Record, record_from_json, resolve_image
 from nyx.data.rejects import RecordError, RejectLog
+from nyx.train.config import SourceConfig
 from nyx.utils.io import atomic_write
 
 #: Where the research format puts an image inside text (``<|image|>``; VLM2Vec/mmE5 write ``<|image_1|>``).
@@ -64,21 +64,6 @@ class TrainingExample:
     negatives: tuple[Record, ...]
     source: str
     exclude: frozenset[str] = frozenset()
-
-
-class SourceConfig(BaseModel):
-    """One training source and how much of it enters the mix."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    kind: Literal["nyxqa", "triples", "research"]
-    path: str = Field(description="BEIR folder (nyxqa) or JSONL file (triples, research)")
-    hard_negatives: str | None = Field(None, description="nyxqa: hard-negatives JSONL")
-    split: str | None = Field(None, description="nyxqa: qrels split (None: qrels.tsv)")
-    image_root: str | None = Field(None, description="research: folder the image paths are relative to")
-    cap: int | None = Field(None, ge=1, description="keep at most this many examples (seeded subsample)")
-    weight: float = Field(1.0, gt=0, description="sampling multiplier after the cap")
 
 
 def content_key(record: Record) -> tuple:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DEFAULT_TEMPERATURE = 0.02
+from nyx.train.config import DEFAULT_TEMPERATURE
 
 
 def world_size() -> int:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m nyx.train.run --config cfg.json`` (a :class:`~nyx.train.trainer.TrainConfig` as JSON).
+"""Command line: ``python -m nyx.train.run --config cfg.json`` (a :class:`~nyx.train.config.TrainConfig` as JSON).
 
 Works in one process and under the launchers::
 
@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 
-from nyx.train.trainer import TrainConfig, train
+from nyx.train.config import TrainConfig
+from nyx.train.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:

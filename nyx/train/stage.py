@@ -2,7 +2,7 @@
 
 A stage (``stage1``: contrastive training on NyxQA; ``stage2``: VLM-feedback alignment) goes through:
 
-1. :func:`stage_train_config`: the :class:`~nyx.train.trainer.TrainConfig` the profile asks for, with its data
+1. :func:`stage_train_config`: the :class:`~nyx.train.config.TrainConfig` the profile asks for, with its data
    sources and the input files whose content it depends on. Stage 2 ``continue`` builds on Stage 1: a LoRA
    Stage 1 is continued as an adapter (``init_adapter``, on Stage 1's base model), a fully fine-tuned one is
    loaded as the model; ``retrain`` starts again from the base on the Stage-1 mix plus the feedback.
@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nyx.paths import DataPaths
 from nyx.registry import SELECTION_SPLIT  # the split every model choice is made on; test metrics are only reported
-from nyx.train.trainer import TrainConfig, find_latest_checkpoint
+from nyx.train.config import TrainConfig
+from nyx.train.trainer import find_latest_checkpoint
 from nyx.utils.integrity import is_verified, verify_manifest
 
 log = logging.getLogger(__name__)

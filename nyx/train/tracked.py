@@ -13,7 +13,8 @@ import os
 import sys
 
 from nyx.tracking import TrainingReporter, process_rank
-from nyx.train.trainer import TRAINER_STATE, TrainConfig, find_latest_checkpoint, train
+from nyx.train.config import TrainConfig
+from nyx.train.trainer import TRAINER_STATE, find_latest_checkpoint, train
 from nyx.utils.io import read_json, write_json
 
 

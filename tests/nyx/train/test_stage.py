@@ -12,6 +12,7 @@ import torch
 from nyx.data.records import Part, Record
 from nyx.paths import DataPaths
 from nyx.settings import load_profile
+from nyx.train.config import TrainConfig
 from nyx.train.stage import (
     StageInputs,
     StageNotFinished,
@@ -21,7 +22,7 @@ from nyx.train.stage import (
     plan_stage,
     stage_train_config,
 )
-from nyx.train.trainer import ContrastiveTrainer, TrainConfig, train
+from nyx.train.trainer import ContrastiveTrainer, train
 from nyx.utils.integrity import write_manifest
 
 TOPICS = [

@@ -10,8 +10,8 @@ import pytest
 
 from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
+from nyx.train.config import SourceConfig
 from nyx.train.data import (
-    SourceConfig,
     TrainingExample,
     apply_cap_and_weight,
     batch_records,

@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 from nyx.data.records import Part, Record
+from nyx.train.config import DEFAULT_DEEPSPEED_CONFIG, TrainConfig
 from nyx.train.data import TrainingExample, batch_records
 from nyx.train.gradcache import cached_step, chunked, plain_step
 from nyx.train.loss import MatryoshkaInfoNCE
-from nyx.train.trainer import DEFAULT_DEEPSPEED_CONFIG, TrainConfig, find_latest_checkpoint, train
+from nyx.train.trainer import find_latest_checkpoint, train
 from tests.paths import REPO
 from tests.tolerances import EPS32, EPS64, assert_within, rounding_tol
 

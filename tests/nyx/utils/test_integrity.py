@@ -50,7 +50,8 @@ def test_manifest_names_a_zeroed_a_truncated_and_a_missing_file(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 5-step LoRA run with checkpoints at steps 2 and 4."""
-    from nyx.train.trainer import TrainConfig, train
+    from nyx.train.config import TrainConfig
+    from nyx.train.trainer import train
 
     root = tmp_path_factory.mktemp("integrity")
     data = _triples(root / "t.jsonl")
