@@ -9,17 +9,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import (
-    ProfileConfig,
-    data_snapshot_md5,
-    embedding_store,
-    md_image,
-    profile_for,
-    readable,
-    readable_metadata,
-    table_metadata,
-)
-from assets.feedback import make_reader
+from assets.lib.metadata import data_snapshot_md5, md_image, readable, readable_metadata, table_metadata
+from assets.lib.profile import ProfileConfig, embedding_store, make_reader, profile_for
 from nyx.tracking import metric_key
 from nyx.train.stage import load_stage
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings

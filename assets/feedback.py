@@ -4,33 +4,8 @@ import json
 
 import dagster as dg
 
-from assets.common import ProfileConfig, generator_config, profile_for
+from assets.lib.profile import ProfileConfig, make_reader, profile_for
 from orchestration.resources import NyxSettings
-
-
-def make_reader(profile, paths):
-    """The profile's reader: the offline MiniLM option reader (a stand-in for a VLM) or the generator."""
-    from nyx.feedback.readers import MiniLMOptionReader, as_reader
-
-    reader = profile.reader
-    if reader.kind == "minilm":
-        return MiniLMOptionReader()
-    from nyx.synth.generators import make_generator
-
-    if reader.kind == "generator":
-        cfg = generator_config(profile, paths)
-        if cfg.kind == "openai" and not profile.generator.openai.cache_dir:
-            # a reader runs after data_snapshot (feedback, evaluation): its responses go to the reader cache, which
-            # is not versioned, rather than into the generator's versioned cache
-            cfg = cfg.model_copy(
-                update={"openai": cfg.openai.model_copy(update={"cache_dir": str(paths.reader_cache)})}
-            )
-        return as_reader(make_generator(cfg))
-    openai = reader.openai
-    if not openai.cache_dir:
-        openai = openai.model_copy(update={"cache_dir": str(paths.reader_cache)})
-    cfg = generator_config(profile, paths).model_copy(update={"kind": "openai", "openai": openai})
-    return as_reader(make_generator(cfg))
 
 
 @dg.asset(
@@ -52,7 +27,8 @@ def feedback_preferences(
     from assets.training import finished_stage
     from nyx.data.beir import load_beir
     from nyx.data.rejects import RejectLog
-    from nyx.feedback.preferences import collect_feedback, write_triples
+    from nyx.feedback.preferences import collect_feedback
+    from nyx.feedback.triples import write_triples
     from nyx.index import IndexMismatchError
     from nyx.index.corpus import open_corpus_index
     from nyx.utils.io import atomic_write
@@ -129,9 +105,9 @@ def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from assets.quality import gx_check
+    from assets.lib.quality import gx_check
     from nyx.data.beir import load_beir
-    from nyx.feedback.preferences import read_triples
+    from nyx.feedback.triples import read_triples
 
     profile = settings.load_profile()
     paths = settings.paths
@@ -139,7 +115,7 @@ def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     cfg = profile.feedback
     data = load_beir(paths.nyxqa / split)
     triples = read_triples(paths.feedback / "triples.jsonl")
-    from nyx.feedback.preferences import read_training_triple_ids
+    from nyx.feedback.triples import read_training_triple_ids
 
     training = read_training_triple_ids(paths.feedback / "train_triples.jsonl")
     rows = []
@@ -225,7 +201,7 @@ def feedback_preferences_valid(settings: NyxSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=feedback_preferences, blocking=False, description="share of questions kept (warn under 20%)")
 def feedback_kept_share(settings: NyxSettings) -> dg.AssetCheckResult:
     from nyx.data.records import iter_jsonl
-    from nyx.feedback.preferences import read_triples
+    from nyx.feedback.triples import read_triples
 
     kept = len(read_triples(settings.paths.feedback / "triples.jsonl"))
     total = sum(1 for _ in iter_jsonl(settings.paths.nyxqa / "train" / "queries.jsonl"))

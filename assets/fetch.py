@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import ProfileConfig, profile_for
+from assets.lib.profile import ProfileConfig, profile_for
 from orchestration.resources import NyxSettings
 
 

@@ -12,7 +12,7 @@ import json
 
 import dagster as dg
 
-from assets.common import ProfileConfig, embedding_store, profile_for
+from assets.lib.profile import ProfileConfig, embedding_store, profile_for
 from assets.training import finished_stage
 from orchestration.partitions import SHARDS
 from orchestration.resources import MlflowResource, NyxSettings

@@ -1,10 +1,8 @@
 """``raw_documents``: the OBELICS shards in ``data/raw``, validated, with DVC's md5 as their data version."""
 
-import os
-
 import dagster as dg
 
-from assets.quality import gx_check
+from assets.lib.quality import gx_check
 from orchestration.resources import DvcResource, NyxSettings
 
 
@@ -113,7 +111,7 @@ def raw_documents_valid(settings: NyxSettings) -> dg.AssetCheckResult:
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from nyx.data.records import iter_jsonl
+    from nyx.data.records import image_resolves, iter_jsonl
 
     rows = []
     for f in sorted(settings.paths.documents.glob("*.jsonl")):
@@ -123,7 +121,7 @@ def raw_documents_valid(settings: NyxSettings) -> dg.AssetCheckResult:
                     "id": r.id,
                     "n_parts": len(r.content),
                     "n_images": r.n_images,
-                    "images_resolve": all(ref.startswith("data:") or os.path.isfile(ref) for ref in r.images),
+                    "images_resolve": all(image_resolves(ref) for ref in r.images),
                 }
             )
     df = pd.DataFrame(rows, columns=["id", "n_parts", "n_images", "images_resolve"])

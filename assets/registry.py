@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.common import ProfileConfig, profile_for
+from assets.lib.profile import ProfileConfig, profile_for
 from orchestration.resources import MlflowResource, NyxSettings
 
 

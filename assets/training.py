@@ -16,7 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import ProfileConfig, embedding_store, md_image, profile_for, readable_metadata
+from assets.lib.metadata import data_snapshot_md5, md_image, readable_metadata
+from assets.lib.profile import ProfileConfig, embedding_store, profile_for
 from nyx.train.stage import CODE_VERSIONS
 from orchestration.launcher import TrainingLauncher
 from orchestration.resources import DvcResource, MlflowResource, NyxSettings
@@ -74,7 +75,7 @@ def run_stage(
             "dagster.run_id": context.run_id,
             "dagster.asset_key": context.asset_key.to_user_string(),
             "nyx.profile": settings.profile,
-            "dvc.data_md5": _snapshot_md5(dvc) or "unversioned",
+            "dvc.data_md5": data_snapshot_md5(dvc) or "unversioned",
         }
         return client.create_run(
             mlflow.experiment_id(), run_name=f"{stage}-{context.run_id[:8]}", tags=tags
@@ -129,13 +130,6 @@ def _run_exists(client, run_id: str | None) -> bool:
         return True
     except Exception:
         return False
-
-
-def _snapshot_md5(dvc: DvcResource) -> str | None:
-    try:
-        return dvc.dvc().tracked_md5("data")
-    except Exception:
-        return None
 
 
 #: MLflow run tag naming how the training processes were started (``python``, ``torchrun`` or ``deepspeed``)

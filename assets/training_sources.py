@@ -14,7 +14,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import ProfileConfig, profile_for, readable_metadata, table_metadata
+from assets.lib.metadata import readable_metadata, table_metadata
+from assets.lib.profile import ProfileConfig, profile_for
 from nyx.train.sources import CODE_VERSION
 from orchestration.resources import NyxSettings
 
@@ -36,7 +37,7 @@ def training_sources(
     2WikiMultihopQA, MuSiQue) converted into Nyx triples with its images in the source's image store; per source the
     rows loaded, usable and rejected (by reason, kept under `data/rejects/training_sources/`) and the md5 Stage 1
     fingerprints."""
-    from nyx.data.sample_sources import ensure_sample_sources
+    from nyx.data.sample.training_sources import ensure_sample_sources
     from nyx.train.sources import convert_source, converted_file
     from nyx.versioning.dvc import dvc_md5
 

@@ -30,7 +30,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import platform
 import shutil
 import statistics
 import sys
@@ -39,20 +38,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import PAPER_DIMS_ARG, dims_arg, machine, report_header, right_table, single_query_ms  # noqa: E402
 from nyx.data.records import Record  # noqa: E402
-from nyx.index import EmbeddingIndex, nyx_version  # noqa: E402
+from nyx.index import EmbeddingIndex  # noqa: E402
 
 TARGET_BATCH_SPEEDUP = 5.0
 TARGET_DIM_SPEEDUP = 6.0  # 256 vs 2048 dims at the largest corpus
@@ -148,7 +146,7 @@ def bench_encoding(
         if knobs is None:
             import importlib.util
 
-            from nyx.model.encoder import cpu_supports_bf16
+            from nyx.model.vision_speedups import cpu_supports_bf16
 
             # inductor on a GPU needs triton; the GPU model is bf16 already
             can_compile = device == "cpu" or importlib.util.find_spec("triton") is not None
@@ -699,12 +697,7 @@ def bench_search(
             t0 = time.perf_counter()
             index.faiss_index(dim)
             build_s = time.perf_counter() - t0
-            index.search(queries[:1], k=k, dim=dim)  # warm-up
-            single = []
-            for i in range(n_single):
-                t0 = time.perf_counter()
-                index.search(queries[i : i + 1], k=k, dim=dim)
-                single.append((time.perf_counter() - t0) * 1000)
+            single = single_query_ms(index, queries, n_single, k, dim)
             batch_ms = []
             for _ in range(batch_repeats):
                 t0 = time.perf_counter()
@@ -753,26 +746,25 @@ def dim_speedups(rows: list[dict], dims: list[int]) -> dict[str, Any]:
 
 def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str, Any] | None) -> None:
     if enc is not None:
-        t = Table(
-            title=f"Encoding: {enc['inputs']['n_records']} sample chunks "
+        t = right_table(
+            f"Encoding: {enc['inputs']['n_records']} sample chunks "
             f"({enc['inputs']['n_images']} images), tiny model on {enc['device']} ({enc['dtype']}), "
             f"{enc['torch_threads']} torch thread(s); "
-            f"prefetch {enc['prefetch_batches']} batches; cold = first pass, warm = median of the other {enc['repeats'] - 1}"  # noqa: E501
+            f"prefetch {enc['prefetch_batches']} batches; cold = first pass, warm = median of the other {enc['repeats'] - 1}",  # noqa: E501
+            (
+                "mode",
+                "docs/s warm",
+                "docs/s cold",
+                "warm s",
+                "docs/CPU-s",
+                "CPU side s",
+                "model s",
+                "model GFLOP/s",
+                "% matmul peak",
+                "peak RSS +MB",
+                "max |Δ| vs batched",
+            ),
         )
-        for c in (
-            "mode",
-            "docs/s warm",
-            "docs/s cold",
-            "warm s",
-            "docs/CPU-s",
-            "CPU side s",
-            "model s",
-            "model GFLOP/s",
-            "% matmul peak",
-            "peak RSS +MB",
-            "max |Δ| vs batched",
-        ):
-            t.add_column(c, justify="right")
         labels = {
             "research_code": "research code, 1/pass",
             "nyx_one_at_a_time": "Nyx, 1/pass",
@@ -818,12 +810,11 @@ def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str
         )
         peak = enc["matmul_peak_gflops"]
         for mode, kb in enc["kernel_breakdown"].items():
-            kt = Table(
-                title=f"Per kernel class, {labels[mode]} (one profiled pass, {kb['profiled_wall_seconds']:.2f} s; "
-                f"vision tower {100 * kb['vision_share']:.0f}% of it); % of the {peak:.0f} GFLOP/s matmul peak"
+            kt = right_table(
+                f"Per kernel class, {labels[mode]} (one profiled pass, {kb['profiled_wall_seconds']:.2f} s; "
+                f"vision tower {100 * kb['vision_share']:.0f}% of it); % of the {peak:.0f} GFLOP/s matmul peak",
+                ("kernel", "s", "% of pass", "of which vision s", "GFLOP", "GFLOP/s", "% matmul peak"),
             )
-            for c in ("kernel", "s", "% of pass", "of which vision s", "GFLOP", "GFLOP/s", "% matmul peak"):
-                kt.add_column(c, justify="right")
             for r in kb["rows"]:
                 kt.add_row(
                     r["kernel"],
@@ -858,18 +849,19 @@ def print_report(enc: dict[str, Any] | None, search: list[dict], speed: dict[str
         )
     if speed is None:
         return
-    t = Table(title="Search: flat inner-product index over random unit vectors, per Matryoshka dimension")
-    for c in (
-        "docs",
-        "dim",
-        "build s",
-        "1 query ms median",
-        "1 query ms min",
-        "batched ms/query",
-        "= numpy exact",
-        "max |Δscore|",
-    ):
-        t.add_column(c, justify="right")
+    t = right_table(
+        "Search: flat inner-product index over random unit vectors, per Matryoshka dimension",
+        (
+            "docs",
+            "dim",
+            "build s",
+            "1 query ms median",
+            "1 query ms min",
+            "batched ms/query",
+            "= numpy exact",
+            "max |Δscore|",
+        ),
+    )
     for r in search:
         chk = r["exact_check"]
         t.add_row(
@@ -906,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads for the encoding benchmark, both modes (0: torch's default)",
     )
     ap.add_argument("--sizes", default="10000,100000", help="corpus sizes for the search benchmark")
-    ap.add_argument("--dims", default="2048,1024,512,256")
+    ap.add_argument("--dims", default=PAPER_DIMS_ARG)
     ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
     ap.add_argument("--single", type=int, default=32, help="single-query searches timed per dim")
     ap.add_argument("-k", type=int, default=10)
@@ -927,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     from nyx.utils.io import write_json
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
+    dims = dims_arg(args.dims)
     t0 = time.perf_counter()
     threads = args.threads if args.threads > 0 else None
     knobs = None if args.knobs is None else tuple(k for k in args.knobs.split(",") if k and k != "none")
@@ -942,17 +934,11 @@ def main(argv: list[str] | None = None) -> int:
     speed = dim_speedups(search, dims) if search else None
     print_report(enc, search, speed)
     report = {
-        "benchmark": "encode_search",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nyx_version": nyx_version(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "faiss_threads": __import__("faiss").omp_get_max_threads(),
-            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "load_average_at_end": os.getloadavg(),
-        },
+        **report_header("encode_search"),
+        "machine": machine(
+            faiss_threads=__import__("faiss").omp_get_max_threads(),
+            openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS"),
+        ),
         "encoding": enc,
         "search": search,
         "dim_speedup": speed,

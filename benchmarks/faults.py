@@ -362,16 +362,22 @@ def drive_data() -> int:
     ensure_instance()
     import dagster as dg
 
+    import assets.corpus_chunks
+    import assets.hard_negatives
     import assets.nyxqa
     import assets.raw
-    from assets.nyxqa import corpus_chunks, synthetic_qa
+    import assets.synthetic_qa
+    from assets.corpus_chunks import corpus_chunks
     from assets.raw import raw_documents
+    from assets.synthetic_qa import synthetic_qa
+    from orchestration.definitions import resources as environment_resources
     from orchestration.partitions import sync_shard_partitions
-    from orchestration.resources import DvcResource, NyxSettings
 
-    settings = NyxSettings()
-    resources = {"settings": settings, "dvc": DvcResource()}
-    defs = [raw_documents, corpus_chunks, synthetic_qa, *dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])]
+    bound = environment_resources()  # NYX_DATA_DIR, NYX_REPO_DIR, ... of this scratch's environment
+    settings = bound["settings"]
+    resources = {"settings": settings, "dvc": bound["dvc"]}
+    modules = [assets.raw, assets.corpus_chunks, assets.synthetic_qa, assets.nyxqa, assets.hard_negatives]
+    defs = [raw_documents, corpus_chunks, synthetic_qa, *dg.load_asset_checks_from_modules(modules)]
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
         raw = dg.materialize(

@@ -19,7 +19,7 @@ Phases (each reported with status ``ok``, ``skipped`` (budget) or ``error``):
    negatives (documents as above), InfoNCE + Matryoshka
    (2048/1024/512/256) from :mod:`nyx.train.loss`, through :func:`nyx.train.gradcache.plain_step` and
    :func:`~nyx.train.gradcache.cached_step` (chunk 4). The accelerator is the trainer's own
-   (``ContrastiveTrainer.make_accelerator``): DeepSpeed ZeRO-2 from ``configs/deepspeed_zero2.json`` on one
+   (:func:`nyx.train.backend.make_accelerator`): DeepSpeed ZeRO-2 from ``configs/deepspeed_zero2.json`` on one
    process, or, when DeepSpeed is missing or cannot initialise, plain accelerate with torch AdamW (the JSON
    says which, and why). Reported: step time (after warm-up), collate time, peak GPU memory
    (``torch.cuda.max_memory_allocated``, reset per phase) and the memory held before the phase.
@@ -88,7 +88,8 @@ def build_encoder(tiny: bool, device: Any, dtype: Any, seed: int = 0):
 
     from nyx.model.architecture import PAPER_TOKEN_IDS, SPECIAL_TOKEN_ID_KEYS, paper_architecture_config
     from nyx.model.backbone import load_profile_processor, resolve_profile
-    from nyx.model.encoder import EncoderConfig, NyxEncoder
+    from nyx.model.config import EncoderConfig
+    from nyx.model.encoder import NyxEncoder
     from nyx.model.tiny import ensure_tiny_model
 
     tiny_dir = ensure_tiny_model()
@@ -352,7 +353,7 @@ def synthetic_documents(n: int, images: list[str], tokenizer: Any, text_tokens: 
 def training_examples(n: int, n_negatives: int, images: list[str], tokenizer: Any, text_tokens: int) -> list:
     """``n`` NyxQA-like triples: a text question with four options, a positive and ``n_negatives`` negatives."""
     from nyx.data.records import Part, Record
-    from nyx.train.data import TrainingExample
+    from nyx.train.dataset import TrainingExample
 
     pos = synthetic_documents(n, images, tokenizer, text_tokens, prefix="p")
     neg = synthetic_documents(n * n_negatives, images[::-1], tokenizer, text_tokens, prefix="n")
@@ -489,29 +490,15 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
     """Gradient checkpointing and LoRA as the trainer applies them, then the trainer's accelerator: DeepSpeed
     ZeRO-2 when asked for and possible, otherwise plain accelerate with torch AdamW."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
-    from nyx.train.loss import MatryoshkaInfoNCE
+    from nyx.train.backend import AcceleratorBackprop, make_accelerator
     from nyx.train.config import DEFAULT_DEEPSPEED_CONFIG, LoraSettings, TrainConfig
-    from nyx.train.trainer import AcceleratorBackprop, ContrastiveTrainer
+    from nyx.train.loss import MatryoshkaInfoNCE
+    from nyx.train.model_setup import prepare_for_training
 
     t0 = time.perf_counter()
     lora = LoraSettings(rank=s.lora_rank)
-    backbone = encoder.backbone
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    backbone = get_peft_model(
-        backbone,
-        LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            use_dora=lora.use_dora,
-            target_modules=lora.target_modules,
-            bias="none",
-        ),
-    )
-    encoder.module.backbone = backbone
-    encoder.module.train()
+    prepare_for_training(encoder, lora, gradient_checkpointing=True)
     trainable = [p for p in encoder.module.parameters() if p.requires_grad]
     profile = encoder.profile
     loss_fn = MatryoshkaInfoNCE(list(profile.mrl_dims), list(profile.mrl_weights), hidden_size=encoder.hidden_size)
@@ -537,7 +524,7 @@ def prepare_training(encoder: Any, s: CheckSettings, workdir: Path) -> TrainingS
                 seed=s.seed,
                 deepspeed=str(DEFAULT_DEEPSPEED_CONFIG) if backend == "deepspeed" else None,
             )
-            acc = ContrastiveTrainer(cfg).make_accelerator()
+            acc = make_accelerator(cfg)
             optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
             model, optimizer = acc.prepare(encoder.module, optimizer)
         except Exception as e:  # noqa: BLE001 - DeepSpeed failing to start is a finding, not the end
@@ -586,8 +573,9 @@ def run_train(
     """Warm-up plus timed optimizer steps of ``plain_step`` or ``cached_step`` on one fixed batch."""
     import torch
 
-    from nyx.train.data import batch_records
-    from nyx.train.gradcache import cached_step, chunked, plain_step
+    from nyx.train.dataset import batch_records
+    from nyx.train.gradcache import cached_step, plain_step
+    from nyx.utils.batches import chunked
 
     acc = setup.accelerator
     queries, docs = batch_records(examples)

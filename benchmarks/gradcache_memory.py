@@ -31,7 +31,7 @@ WORDS = (
 
 def _records(batch: int, doc_words: int):
     from nyx.data.records import Record
-    from nyx.train.data import TrainingExample, batch_records
+    from nyx.train.dataset import TrainingExample, batch_records
 
     examples = []
     for i in range(batch):
@@ -54,8 +54,9 @@ def child(mode: str, batch: int, chunk: int, doc_words: int, model: str) -> dict
     import torch
 
     from nyx.model.encoder import NyxEncoder
-    from nyx.train.gradcache import cached_step, chunked, plain_step
+    from nyx.train.gradcache import cached_step, plain_step
     from nyx.train.loss import MatryoshkaInfoNCE
+    from nyx.utils.batches import chunked
 
     torch.manual_seed(0)
     enc = NyxEncoder.from_pretrained(model, show_progress=False)

@@ -43,24 +43,32 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nyx.index import EmbeddingIndex, IndexConfig, nyx_version  # noqa: E402
-from nyx.index.faiss_index import ivf_nlist  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    PAPER_DIMS_ARG,
+    dims_arg,
+    machine,
+    markdown_rows,
+    report_header,
+    right_table,
+    script_command,
+    single_query_ms,
+)
+from nyx.index import EmbeddingIndex, IndexConfig  # noqa: E402
+from nyx.index.build import ivf_nlist, train_sample  # noqa: E402
+from nyx.index.vectors import prefix_vectors  # noqa: E402
 
 MILLION = 1_000_000
 TYPES = ("flat", "hnsw", "ivfpq")
@@ -127,9 +135,9 @@ def random_unit(rng: np.random.Generator, n: int, dim: int, shard: int = 25_000)
 
 def coarse_train_cpu_seconds(index: EmbeddingIndex, dim: int, config: IndexConfig) -> float:
     """CPU seconds of the coarse k-means alone, as ``IndexIVF.train`` runs it (same points, clusters, iterations)."""
-    vecs = index._prefix_vectors(dim)
+    vecs = prefix_vectors(index.stored_vectors, dim)
     train_points, nlist = nlist_at(len(vecs), config)
-    sample = index._train_sample(vecs, train_points)
+    sample = train_sample(vecs, train_points, index.manifest.config.seed)
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     clustering = faiss.Clustering(dim, nlist, ivf.cp)
     c0 = time.process_time()
@@ -165,12 +173,7 @@ def bench(
             st = index.build_report()["dims"][str(dim)]
             build_threads = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(query_threads)
-            index.search(queries[:1], k=k, dim=dim)  # warm-up
-            single = []
-            for i in range(n_single):
-                t0 = time.perf_counter()
-                index.search(queries[i : i + 1], k=k, dim=dim)
-                single.append((time.perf_counter() - t0) * 1000)
+            single = single_query_ms(index, queries, n_single, k, dim)
             t0 = time.perf_counter()
             index.search(queries, k=k, dim=dim)
             batched = (time.perf_counter() - t0) * 1000 / n_queries
@@ -230,27 +233,26 @@ def mb(x: float) -> str:
 
 def print_report(rows: list[dict[str, Any]], n: int, threads: int, query_threads: int) -> None:
     rq = max((r["recall_queries"] for r in rows), default=0)
-    t = Table(
-        title=f"Measured: {n:,} random unit vectors ({max(r['dim'] for r in rows)}-dim, prefixes re-normalised), "
+    t = right_table(
+        f"Measured: {n:,} random unit vectors ({max(r['dim'] for r in rows)}-dim, prefixes re-normalised), "
         f"FAISS {threads} thread(s) building, {query_threads} querying; recall@10 vs flat on {rq} stored "
-        "vectors as queries"
+        "vectors as queries",
+        (
+            "type",
+            "dim",
+            "docs",
+            "build s",
+            "build CPU s",
+            "train CPU s; coarse",
+            "index MiB",
+            "B/doc",
+            "formula/measured",
+            "recall@10",
+            "1 query ms med/min",
+            "batched ms/q",
+            "params",
+        ),
     )
-    for c in (
-        "type",
-        "dim",
-        "docs",
-        "build s",
-        "build CPU s",
-        "train CPU s; coarse",
-        "index MiB",
-        "B/doc",
-        "formula/measured",
-        "recall@10",
-        "1 query ms med/min",
-        "batched ms/q",
-        "params",
-    ):
-        t.add_column(c, justify="right")
     for r in rows:
         p = params_text(r["params"])
         t.add_row(
@@ -274,9 +276,10 @@ def print_report(rows: list[dict[str, Any]], n: int, threads: int, query_threads
         f"stored vectors (vectors.npy, kept in memory by every type, all dims together): {vec:.0f} B/doc "
         f"float32, {vec / 2:.0f} B/doc with store_dtype=float16"
     )
-    t = Table(title="Per million documents (extrapolated with the formulas in the module docstring)")
-    for c in ("type", "dim", "index GB", "bytes/doc", "fixed MB", "build CPU s", "build core-min", "nlist"):
-        t.add_column(c, justify="right")
+    t = right_table(
+        "Per million documents (extrapolated with the formulas in the module docstring)",
+        ("type", "dim", "index GB", "bytes/doc", "fixed MB", "build CPU s", "build core-min", "nlist"),
+    )
     for r in rows:
         pm = r["per_million"]
         t.add_row(
@@ -295,38 +298,66 @@ def print_report(rows: list[dict[str, Any]], n: int, threads: int, query_threads
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The two tables in Markdown (``--markdown``), for docs/scaling.md."""
-    out = [
-        "| type | dim | docs | build s | build CPU s (train; coarse k-means) | index MiB | "
-        "bytes/doc measured (formula ÷ measured) | recall@10 vs flat | 1 query ms (median) | batched ms/query | params |",  # noqa: E501
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    measured = []
     for r in rows:
         train = f" ({r['train_cpu_s']:.2f}; {r['coarse_train_cpu_s']:.2f})" if r["train_cpu_s"] else ""
-        out.append(
-            f"| {r['type']} | {r['dim']} | {r['n']:,} | {r['build_s']:.2f} | {r['build_cpu_s']:.2f}"
-            f"{train} | {mb(r['index_bytes'])} | {r['index_bytes_per_doc']:.0f} "
-            f"({r['formula_vs_measured']:.3f}) | {r['recall_at_10_vs_flat']:.3f} | "
-            f"{r['single_query_ms_median']:.2f} | {r['batched_ms_per_query']:.3f} | {params_text(r['params'])} |"
+        measured.append(
+            [
+                r["type"],
+                str(r["dim"]),
+                f"{r['n']:,}",
+                f"{r['build_s']:.2f}",
+                f"{r['build_cpu_s']:.2f}{train}",
+                mb(r["index_bytes"]),
+                f"{r['index_bytes_per_doc']:.0f} ({r['formula_vs_measured']:.3f})",
+                f"{r['recall_at_10_vs_flat']:.3f}",
+                f"{r['single_query_ms_median']:.2f}",
+                f"{r['batched_ms_per_query']:.3f}",
+                params_text(r["params"]),
+            ]
         )
-    out += [
-        "",
-        "| type | dim | index GB per 1M docs | bytes/doc + fixed MB | build CPU s per 1M | build core-min per 1M |",
-        "|---|---|---|---|---|---|",
-    ]
+    per_million = []
     for r in rows:
         pm = r["per_million"]
         fixed = f" + {pm['fixed_bytes'] / 1e6:.1f} MB (nlist {pm['nlist']})" if pm["fixed_bytes"] else ""
-        out.append(
-            f"| {r['type']} | {r['dim']} | {gb(pm['index_bytes'])} | {pm['bytes_per_doc']:.0f}{fixed} | "
-            f"{pm['build_cpu_s']:.0f} | {pm['build_cpu_s'] / 60:.1f} |"
+        per_million.append(
+            [
+                r["type"],
+                str(r["dim"]),
+                gb(pm["index_bytes"]),
+                f"{pm['bytes_per_doc']:.0f}{fixed}",
+                f"{pm['build_cpu_s']:.0f}",
+                f"{pm['build_cpu_s'] / 60:.1f}",
+            ]
         )
-    return "\n".join(out)
+    measured_header = (
+        "type",
+        "dim",
+        "docs",
+        "build s",
+        "build CPU s (train; coarse k-means)",
+        "index MiB",
+        "bytes/doc measured (formula ÷ measured)",
+        "recall@10 vs flat",
+        "1 query ms (median)",
+        "batched ms/query",
+        "params",
+    )
+    per_million_header = (
+        "type",
+        "dim",
+        "index GB per 1M docs",
+        "bytes/doc + fixed MB",
+        "build CPU s per 1M",
+        "build core-min per 1M",
+    )
+    return markdown_rows(measured_header, measured) + "\n\n" + markdown_rows(per_million_header, per_million)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000, help="documents (random unit vectors)")
-    ap.add_argument("--dims", default="2048,1024,512,256")
+    ap.add_argument("--dims", default=PAPER_DIMS_ARG)
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--queries", type=int, default=64, help="queries per batched search")
     ap.add_argument("--single", type=int, default=32, help="single-query searches timed per index")
@@ -348,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads > 0:
         faiss.omp_set_num_threads(args.threads)
-    dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
+    dims = dims_arg(args.dims)
     types = [t for t in args.types.split(",") if t]
     t0 = time.perf_counter()
     rows = bench(
@@ -359,20 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows))
     seconds = time.perf_counter() - t0
     report = {
-        "benchmark": "index_scale",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nyx_version": nyx_version(),
-        "command": "python benchmarks/index_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "faiss": faiss.__version__,
-            "faiss_threads": faiss.omp_get_max_threads(),
-            "faiss_query_threads": args.query_threads,
-            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "load_average_at_end": os.getloadavg(),
-        },
+        **report_header("index_scale"),
+        "command": script_command("index_scale.py", argv),
+        "machine": machine(
+            faiss=faiss.__version__,
+            faiss_threads=faiss.omp_get_max_threads(),
+            faiss_query_threads=args.query_threads,
+            openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS"),
+        ),
         "n": args.n,
         "dims": dims,
         "types": types,

@@ -35,15 +35,12 @@ trusting a small difference.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +52,19 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nyx.index import EmbeddingIndex, IndexConfig, IndexManifest, nyx_version, recall_at_k  # noqa: E402
-from nyx.index.faiss_index import choose_backend, faiss_blas_threshold  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    PAPER_DIMS_ARG,
+    dims_arg,
+    machine,
+    report_header,
+    right_table,
+    script_command,
+    single_query_ms,
+    table_markdown,
+    timed,
+)
+from nyx.index import EmbeddingIndex, IndexConfig, IndexManifest, recall_at_k  # noqa: E402
+from nyx.index.search_backend import choose_backend, faiss_blas_threshold  # noqa: E402
 
 console = Console(width=200)
 MODES = ("none", "int8", "binary")
@@ -110,14 +118,8 @@ def matmul_peak_gflops(n_threads: int | None, size: int = 2048, repeats: int = 1
     b = rng.standard_normal((size, size), dtype=np.float32)
     with threads(n_threads):
         a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+        best = min(timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
-
-
-def _timed(fn: Any) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def index_with(base: EmbeddingIndex, **config: Any) -> EmbeddingIndex:
@@ -148,11 +150,7 @@ def bench_quantised(
             index.faiss_index(dim)
             build_s = time.perf_counter() - t0
             stats = index.manifest.build_stats[dim]
-            index.search(queries[:1], k=k, dim=dim)  # warm-up
-            single = [
-                _timed(functools.partial(index.search, queries[i : i + 1], k=k, dim=dim)) * 1000
-                for i in range(n_single)
-            ]
+            single = single_query_ms(index, queries, n_single, k, dim)
             t0 = time.perf_counter()
             result = index.search(queries, k=k, dim=dim)
             batch_ms = (time.perf_counter() - t0) * 1000 / len(queries)
@@ -221,7 +219,7 @@ def bench_backends(
                         index.search(q, k=k, dim=dim)  # warm-up
                         reps = 5 if nq * n * dim < 3e10 else 2
                         best = min(
-                            _timed(lambda: results.__setitem__(backend, index.search(q, k=k, dim=dim)))  # noqa: B023,F821
+                            timed(lambda: results.__setitem__(backend, index.search(q, k=k, dim=dim)))  # noqa: B023,F821
                             for _ in range(reps)
                         )
                         row[f"{backend}_ms_per_query"] = best * 1000 / nq
@@ -246,20 +244,21 @@ def bench_backends(
 
 
 def quant_table(rows: list[dict], n: int, n_queries: int) -> Table:
-    t = Table(title=f"Quantised Matryoshka search: {n:,} docs, recall@10 vs exact float over {n_queries} fresh queries")
-    for col in (
-        "dim",
-        "index",
-        "recall@10",
-        "recall@10 on build",
-        "bytes/doc",
-        "vs float32",
-        "GB per 1M docs",
-        "+ stored vectors GB/1M",
-        "1 query ms",
-        f"batch of {rows[0]['batch']} ms/query",
-    ):
-        t.add_column(col, justify="right")
+    t = right_table(
+        f"Quantised Matryoshka search: {n:,} docs, recall@10 vs exact float over {n_queries} fresh queries",
+        (
+            "dim",
+            "index",
+            "recall@10",
+            "recall@10 on build",
+            "bytes/doc",
+            "vs float32",
+            "GB per 1M docs",
+            "+ stored vectors GB/1M",
+            "1 query ms",
+            f"batch of {rows[0]['batch']} ms/query",
+        ),
+    )
     for r in rows:
         build = f"{r['build_recall_at_10']:.3f}" if r["build_recall_at_10"] is not None else "-"
         if r["build_before_rescore_recall_at_10"] is not None:
@@ -281,22 +280,21 @@ def quant_table(rows: list[dict], n: int, n_queries: int) -> Table:
 
 
 def backend_table(rows: list[dict], peaks: dict[str, float]) -> Table:
-    t = Table(
-        title=f"Batched flat search: FAISS vs numpy (BLAS + argpartition) vs auto; matmul peak "
-        f"{peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all"
+    t = right_table(
+        f"Batched flat search: FAISS vs numpy (BLAS + argpartition) vs auto; matmul peak "
+        f"{peaks['1']:.0f} GFLOP/s on 1 thread, {peaks['all']:.0f} on all",
+        (
+            "dim",
+            "threads",
+            "batch",
+            "auto picks",
+            "faiss ms/q (GFLOP/s, % peak)",
+            "numpy ms/q (GFLOP/s, % peak)",
+            "auto ms/q (% peak)",
+            "auto / faster",
+            "same ranking",
+        ),
     )
-    for col in (
-        "dim",
-        "threads",
-        "batch",
-        "auto picks",
-        "faiss ms/q (GFLOP/s, % peak)",
-        "numpy ms/q (GFLOP/s, % peak)",
-        "auto ms/q (% peak)",
-        "auto / faster",
-        "same ranking",
-    ):
-        t.add_column(col, justify="right")
     for r in rows:
 
         def cell(b):
@@ -314,14 +312,6 @@ def backend_table(rows: list[dict], peaks: dict[str, float]) -> Table:
             f"{r['same_ranking_queries']}/{r['batch']}",
         )
     return t
-
-
-def markdown(table: Table) -> str:
-    cols = [c.header for c in table.columns]
-    cells = [list(c._cells) for c in table.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(col[i]) for col in cells) + " |" for i in range(table.row_count)]
-    return "\n".join(lines)
 
 
 def summary(quant: list[dict], backends: list[dict]) -> dict[str, Any]:
@@ -352,7 +342,7 @@ def summary(quant: list[dict], backends: list[dict]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="documents")
-    ap.add_argument("--dims", default="2048,1024,512,256", help="Matryoshka dims (the largest is stored)")
+    ap.add_argument("--dims", default=PAPER_DIMS_ARG, help="Matryoshka dims (the largest is stored)")
     ap.add_argument("--queries", type=int, default=256, help="fresh queries: recall and the batched latency")
     ap.add_argument("--single", type=int, default=10, help="single-query searches timed per index")
     ap.add_argument("--batches", default="1,16,64,256", help="batch sizes of the backend comparison")
@@ -391,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     from nyx.utils.io import write_json
 
     t_start = time.perf_counter()
-    dims = sorted({int(d) for d in args.dims.split(",")}, reverse=True)
+    dims = dims_arg(args.dims)
     full = dims[0]
     console.print(f"data: {args.n:,} x {full} (seed {args.seed}) ...", style="dim")
     docs, centres = mrl_vectors(args.n, full, args.seed, random=args.data == "random")
@@ -426,16 +416,16 @@ def main(argv: list[str] | None = None) -> int:
             f"all; using the best of both",
             style="dim",
         )
-        bdims = sorted({int(d) for d in args.backend_dims.split(",") if int(d) <= full}, reverse=True)
+        bdims = [d for d in dims_arg(args.backend_dims) if d <= full]
         batches = [int(b) for b in args.batches.split(",")]
         backends = bench_backends(base, queries, bdims, batches, args.k, peaks, [1, None])
         bt = backend_table(backends, peaks)
         console.print(bt)
     if args.markdown:
-        print(markdown(qt))
+        print(table_markdown(qt))
         if bt is not None:
             print()
-            print(markdown(bt))
+            print(table_markdown(bt))
     summ = summary(quant, backends)
     console.print(
         f"int8: min recall@10 {summ['int8_min_recall_at_10']:.3f} at {summ['int8_max_bytes_vs_float32']:.4f} of the "
@@ -450,20 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - t_start
     report = {
-        "benchmark": "quant_search",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nyx_version": nyx_version(),
-        "command": "python benchmarks/quant_search.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-            "faiss_threads": faiss.omp_get_max_threads(),
-            "faiss_blas_threshold": faiss_blas_threshold(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        **report_header("quant_search"),
+        "command": script_command("quant_search.py", argv),
+        "machine": machine(
+            faiss=faiss.__version__,
+            numpy=np.__version__,
+            faiss_threads=faiss.omp_get_max_threads(),
+            faiss_blas_threshold=faiss_blas_threshold(),
+        ),
         "data": (
             "seeded random unit vectors"
             if args.data == "random"

@@ -27,7 +27,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see encode_search.py: FAIS
 import argparse
 import asyncio
 import base64
-import platform
 import random
 import shutil
 import socket
@@ -36,19 +35,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import machine, report_header, right_table  # noqa: E402
 from nyx.data.records import Record, read_jsonl, write_jsonl  # noqa: E402
-from nyx.index import nyx_version  # noqa: E402
 
 console = Console(width=140)
 
@@ -258,12 +255,11 @@ def bench_mode(
 
 
 def print_report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    t = Table(
-        title=f"nyx serve /search: {meta['requests']} requests from {meta['clients']} concurrent clients "
-        f"({meta['corpus']}, {meta['index']['documents']} docs, tiny model, CPU)"
+    t = right_table(
+        f"nyx serve /search: {meta['requests']} requests from {meta['clients']} concurrent clients "
+        f"({meta['corpus']}, {meta['index']['documents']} docs, tiny model, CPU)",
+        ("batching", "window ms", "QPS", "p50 ms", "p95 ms", "p99 ms", "mean batch", "same top-k", "errors"),
     )
-    for c in ("batching", "window ms", "QPS", "p50 ms", "p95 ms", "p99 ms", "mean batch", "same top-k", "errors"):
-        t.add_column(c, justify="right")
     for r in rows:
         t.add_row(
             r["batching"],
@@ -340,16 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     print_report(rows, meta)
     errors = sum(r["errors"] for r in rows)
     report = {
-        "benchmark": "serve_load",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nyx_version": nyx_version(),
+        **report_header("serve_load"),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(),
         **meta,
         "rows": rows,
         "errors": errors,

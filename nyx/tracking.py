@@ -97,6 +97,7 @@ class TrainingReporter:
         if self._logged is None:
             from mlflow import MlflowClient
 
+            assert self._mlflow_run is not None  # on_log asks only when it logs to an MLflow run
             self._logged = {m.step: m.value for m in MlflowClient().get_metric_history(self._mlflow_run, "loss")}
         if step not in self._logged:
             return False
@@ -146,7 +147,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _pipes_metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for k, v in meta.items():
         if isinstance(v, bool) or v is None:
             out[k] = {"raw_value": str(v), "type": "text"}

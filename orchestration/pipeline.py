@@ -19,12 +19,12 @@ def prepare_sample(paths: DataPaths, profile_name: str | None = None) -> None:
     ``paths.raw`` unless shards are already there. A profile without ``sample`` settings (``paper``) reads the
     user's corpus: with no shards in ``paths.raw`` that is a clear error. A sample-sized profile whose Stage 1
     declares the bundled external-source fixtures (``rehearsal``) gets them written under ``<data>/external``
-    (:mod:`nyx.data.sample_sources`) when they are missing."""
+    (:mod:`nyx.data.sample.training_sources`) when they are missing."""
     import os
 
     from nyx.data.obelics import list_shards
     from nyx.data.sample import generate_sample
-    from nyx.data.sample_sources import ensure_sample_sources
+    from nyx.data.sample.training_sources import ensure_sample_sources
     from nyx.settings import load_profile
 
     name = profile_name or os.environ.get("NYX_PROFILE", "sample")
@@ -59,12 +59,13 @@ def materialize_graph(
     run). A shard partition that fails (a bad shard) does not stop the others: its later partitions are skipped,
     everything else goes on, and :class:`PartitionsFailed` is raised at the end, naming the shards and runs.
     """
+    from orchestration.definitions import resources as environment_resources
     from orchestration.jobs import FULL_GRAPH, FULL_GRAPH_BY_SHARD, graph_jobs
     from orchestration.resources import NyxSettings
 
     res = dict(defs.resources or {})
     res.update(resources or {})
-    settings: NyxSettings = res.get("settings") or NyxSettings()
+    settings: NyxSettings = res.get("settings") or environment_resources()["settings"]
     # the named whole-graph jobs, bound to these resources: the runs show in the UI under their job names
     bound = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=graph_jobs(defs), resources=res)
     jobs = {False: bound.resolve_job_def(FULL_GRAPH), True: bound.resolve_job_def(FULL_GRAPH_BY_SHARD)}

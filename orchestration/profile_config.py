@@ -7,12 +7,11 @@ entry ...") and ``dagster job launch`` refuses it, before any step runs. Range c
 profile's own validators still run when the asset builds its profile, first thing in its step.
 
 Every setting is optional (an override names only what it changes); a value given as ``null`` is "not overridden".
-Free-form settings (``stage1.train``, a profile's ``dict[str, Any]``) stay free-form (``Permissive``).
+A setting whose type Dagster config cannot express (a union of several types) stays free-form (``Permissive``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import types
 import typing
@@ -32,14 +31,7 @@ class _Overrides(dg.Config):
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp))
-
-
-def _fields(tp: type) -> dict[str, Any]:
-    if issubclass(tp, BaseModel):
-        return {name: f.annotation for name, f in tp.model_fields.items()}
-    hints = typing.get_type_hints(tp)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(tp) if f.init}
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -82,15 +74,15 @@ def _name(path: str, suffix: str) -> str:
     return "NyxOverrides" + "".join(p[:1].upper() + p[1:] for p in path.replace(".", "_").split("_") if p) + suffix
 
 
-def overrides_model(model: type, path: str = "", cache: dict[str, type] | None = None) -> type[dg.Config]:
-    """A ``dg.Config`` class with every field of ``model`` (a pydantic model or dataclass), optional and ``None`` by
+def overrides_model(model: type[BaseModel], path: str = "", cache: dict[str, type] | None = None) -> type[dg.Config]:
+    """A ``dg.Config`` class with every field of ``model`` (a pydantic model), optional and ``None`` by
     default, nested settings as nested classes. Fields whose type Dagster config cannot express are free-form."""
     cache = {} if cache is None else cache
     name = _name(path or model.__name__, "")
     if name in cache:
         return cache[name]
     fields: dict[str, Any] = {}
-    for field, annotation in _fields(model).items():
+    for field, annotation in ((name, f.annotation) for name, f in model.model_fields.items()):
         ctype = _config_type(annotation, f"{path}_{field}" if path else field, cache)
         fields[field] = ((ctype if ctype is not None else Any) | None, None)
     cls = create_model(

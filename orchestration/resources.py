@@ -37,11 +37,12 @@ def environment_overrides() -> dict[str, Any] | None:
 class NyxSettings(dg.ConfigurableResource):
     """Which profile the pipeline runs (``sample`` or ``paper``) and where its data lives.
 
-    The profile comes from the launchpad config or the ``NYX_PROFILE`` environment variable.
+    The profile comes from the launchpad config or the ``NYX_PROFILE`` environment variable, the data folder from
+    ``NYX_DATA_DIR`` (both bound in :mod:`orchestration.definitions`; unset, the defaults here).
     """
 
-    profile: str = Field(default_factory=lambda: os.environ.get("NYX_PROFILE", "sample"))
-    data_dir: str = Field(default_factory=lambda: os.environ.get("NYX_DATA_DIR", str(REPO_ROOT / "data")))
+    profile: str = "sample"
+    data_dir: str = str(REPO_ROOT / "data")
     overrides: ProfileOverrides = Field(  # type: ignore[valid-type]
         default_factory=ProfileOverrides,
         description="nested profile overrides for every asset, on top of NYX_PROFILE_OVERRIDES (a run's launchpad "
@@ -64,17 +65,17 @@ class NyxSettings(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """MLflow 3 tracking and model registry: sqlite backend under ``mlflow/``, explicit artifact root."""
+    """MLflow 3 tracking and model registry: sqlite backend under ``mlflow/``, explicit artifact root.
 
-    tracking_uri: str = Field(
-        default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}")
-    )
-    artifact_root: str = Field(default_factory=lambda: str(REPO_ROOT / "mlflow" / "artifacts"))
+    ``tracking_uri`` and ``dagster_ui_url`` come from ``MLFLOW_TRACKING_URI`` and ``NYX_DAGSTER_UI_URL`` (bound in
+    :mod:`orchestration.definitions`; unset, the defaults here)."""
+
+    tracking_uri: str = f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+    artifact_root: str = str(REPO_ROOT / "mlflow" / "artifacts")
     experiment: str = "nyx"
     ui_url: str = "http://127.0.0.1:5000"
     dagster_ui_url: str = Field(
-        default_factory=lambda: os.environ.get("NYX_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
-        description="the Dagster UI, for the dagster.run_url tag of MLflow runs",
+        default="http://127.0.0.1:3000", description="the Dagster UI, for the dagster.run_url tag of MLflow runs"
     )
 
     _experiment_id: str | None = PrivateAttr(default=None)
@@ -159,10 +160,13 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class DvcResource(dg.ConfigurableResource):
-    """DVC over the repository: ``add``/``push``/``status`` and md5s (used as Dagster data versions)."""
+    """DVC over the repository: ``add``/``push``/``status`` and md5s (used as Dagster data versions).
 
-    repo_dir: str = Field(default_factory=lambda: os.environ.get("NYX_REPO_DIR", str(REPO_ROOT)))
-    remote_url: str = Field(default_factory=lambda: os.environ.get("NYX_DVC_REMOTE", ".dvc_remote"))
+    ``repo_dir`` and ``remote_url`` come from ``NYX_REPO_DIR`` and ``NYX_DVC_REMOTE`` (bound in
+    :mod:`orchestration.definitions`; unset, the defaults here)."""
+
+    repo_dir: str = str(REPO_ROOT)
+    remote_url: str = ".dvc_remote"
     target: str = "data"
 
     def dvc(self) -> Dvc:

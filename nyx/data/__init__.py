@@ -13,5 +13,4 @@ Modules (import what you need; this package imports only the light core):
 from nyx.data.records import Part, Record, iter_jsonl, read_jsonl, record_from_json, write_jsonl
 from nyx.data.rejects import RecordError, RejectLog
 
-__all__ = ["Part", "Record", "RecordError", "RejectLog", "iter_jsonl", "read_jsonl", "record_from_json",
-           "write_jsonl"]
+__all__ = ["Part", "Record", "RecordError", "RejectLog", "iter_jsonl", "read_jsonl", "record_from_json", "write_jsonl"]

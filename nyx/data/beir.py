@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 from nyx.data.records import Record, is_data_url, iter_jsonl
 from nyx.data.rejects import RecordError, RejectLog
@@ -71,8 +72,11 @@ def read_qrels(path: str | os.PathLike, rejects: RejectLog | None = None) -> Qre
                 continue
             where = f"{path.name}:{lineno}"
             if len(row) != 3:
-                _reject_or_raise(RecordError(f"malformed qrels line: {len(row)} fields, expected 3",
-                                             location=where), rejects, "\t".join(row))
+                _reject_or_raise(
+                    RecordError(f"malformed qrels line: {len(row)} fields, expected 3", location=where),
+                    rejects,
+                    "\t".join(row),
+                )
                 continue
             qid, did, score = (c.strip() for c in row)
             try:
@@ -80,12 +84,16 @@ def read_qrels(path: str | os.PathLike, rejects: RejectLog | None = None) -> Qre
                 if not value.is_integer():
                     raise ValueError
             except ValueError:
-                _reject_or_raise(RecordError(f"malformed qrels line: score {score!r} is not an integer",
-                                             record_id=qid, location=where), rejects, "\t".join(row))
+                _reject_or_raise(
+                    RecordError(
+                        f"malformed qrels line: score {score!r} is not an integer", record_id=qid, location=where
+                    ),
+                    rejects,
+                    "\t".join(row),
+                )
                 continue
             if not qid or not did:
-                _reject_or_raise(RecordError("malformed qrels line: empty id", location=where),
-                                 rejects, "\t".join(row))
+                _reject_or_raise(RecordError("malformed qrels line: empty id", location=where), rejects, "\t".join(row))
                 continue
             qrels.setdefault(qid, {})[did] = int(value)
     return qrels
@@ -111,14 +119,18 @@ def read_trec_run(path: str | os.PathLike) -> Run:
             if not fields:
                 continue
             if len(fields) != 6:
-                raise RecordError(f"malformed run line: {len(fields)} fields, expected 6",
-                                  location=f"{path.name}:{lineno}")
+                raise RecordError(
+                    f"malformed run line: {len(fields)} fields, expected 6", location=f"{path.name}:{lineno}"
+                )
             qid, _, did, _, score, _ = fields
             try:
                 run.setdefault(qid, {})[did] = float(score)
             except ValueError:
-                raise RecordError(f"malformed run line: score {score!r} is not a number",
-                                  record_id=qid, location=f"{path.name}:{lineno}") from None
+                raise RecordError(
+                    f"malformed run line: score {score!r} is not a number",
+                    record_id=qid,
+                    location=f"{path.name}:{lineno}",
+                ) from None
     return run
 
 
@@ -177,15 +189,17 @@ def load_beir(folder: str | os.PathLike, rejects: RejectLog | None = None, split
             if did in corpus:
                 kept[did] = score
             else:
-                _reject_or_raise(RecordError(f"qrels name an unknown document {did!r}", record_id=qid,
-                                             location=where), rejects)
+                _reject_or_raise(
+                    RecordError(f"qrels name an unknown document {did!r}", record_id=qid, location=where), rejects
+                )
         if kept:
             qrels[qid] = kept
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
 
 
-def _place_images(records: Iterable[Record], final: Path, tmp: Path, images: str,
-                  placed: dict[str, str]) -> list[Record]:
+def place_images(
+    records: Iterable[Record], final: Path, tmp: Path, images: str, placed: dict[str, str]
+) -> list[Record]:
     """Rewrite image paths so they stay valid once ``tmp`` becomes ``final``.
 
     Images already under ``final`` are carried over at the same relative path (the old folder is replaced);
@@ -224,7 +238,7 @@ def _place_images(records: Iterable[Record], final: Path, tmp: Path, images: str
     return out
 
 
-def _write_records(records: Iterable[Record], path: Path, base_dir: Path) -> int:
+def write_records(records: Iterable[Record], path: Path, base_dir: Path) -> int:
     n = 0
     seen: set[str] = set()
     with open(path, "w", encoding="utf-8") as f:
@@ -237,8 +251,13 @@ def _write_records(records: Iterable[Record], path: Path, base_dir: Path) -> int
     return n
 
 
-def write_beir(folder: str | os.PathLike, corpus: Iterable[Record], queries: Iterable[Record],
-               qrels: Mapping[str, Mapping[str, int]], images: Literal["reference", "copy"] = "reference") -> Path:
+def write_beir(
+    folder: str | os.PathLike,
+    corpus: Iterable[Record],
+    queries: Iterable[Record],
+    qrels: Mapping[str, Mapping[str, int]],
+    images: Literal["reference", "copy"] = "reference",
+) -> Path:
     """Write a BEIR folder atomically (built beside it, swapped in whole on success).
 
     ``images="copy"`` makes the folder self-contained (images copied under ``images/``); the default keeps
@@ -249,10 +268,10 @@ def write_beir(folder: str | os.PathLike, corpus: Iterable[Record], queries: Ite
     final = Path(folder)
     placed: dict[str, str] = {}
     with atomic_dir(final) as tmp:
-        corpus_l = _place_images(corpus, final, tmp, images, placed)
-        queries_l = _place_images(queries, final, tmp, images, placed)
-        _write_records(corpus_l, tmp / CORPUS_FILE, final.absolute())
-        _write_records(queries_l, tmp / QUERIES_FILE, final.absolute())
+        corpus_l = place_images(corpus, final, tmp, images, placed)
+        queries_l = place_images(queries, final, tmp, images, placed)
+        write_records(corpus_l, tmp / CORPUS_FILE, final.absolute())
+        write_records(queries_l, tmp / QUERIES_FILE, final.absolute())
         write_qrels(qrels, tmp / QRELS_FILE)
     return final
 

@@ -27,46 +27,56 @@ import logging
 import math
 import os
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pydantic import ConfigDict, model_validator
 
 from nyx.data.rejects import RecordError
+from nyx.utils.config import ConfigModel
 
 log = logging.getLogger(__name__)
 
-ImageRef = Union[str, bytes, bytearray, os.PathLike]
+ImageRef = str | bytes | bytearray | os.PathLike
 
 # Truncated files must fail: never let PIL pad them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+#: The paper's visual budget, in pixels: between 4 and 400 merged 28x28 tokens per image. The one definition: the
+#: pipeline settings (``images``), :class:`ImageConfig`, the encoder's and the processor's defaults all read it.
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 400 * 28 * 28
+
+
+class ImageConfig(ConfigModel):
     """How images are checked and sized.
 
     ``max_pixels``/``min_pixels`` are the paper's visual budget (400 and 4 merged 28x28 tokens);
     ``max_decode_pixels`` refuses any image whose header declares more pixels than that, before decoding.
     """
 
-    max_pixels: int = 400 * 28 * 28
-    min_pixels: int = 4 * 28 * 28
+    model_config = ConfigDict(frozen=True)
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_pixels: int = DEFAULT_MIN_PIXELS
     factor: int = 28
     max_decode_pixels: int = 64_000_000
     resize: bool = True
     background: tuple[int, int, int] = (255, 255, 255)
     resample: int = Image.Resampling.BICUBIC  # what Qwen's image processor uses
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> ImageConfig:
         if self.factor <= 0 or self.min_pixels <= 0 or self.max_decode_pixels <= 0:
             raise ValueError("factor, min_pixels and max_decode_pixels must be positive")
         if self.max_pixels < self.factor * self.factor:
             raise ValueError(f"max_pixels={self.max_pixels} is below one {self.factor}x{self.factor} tile")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels={self.min_pixels} exceeds max_pixels={self.max_pixels}")
+        return self
 
 
 DEFAULT_IMAGE_CONFIG = ImageConfig()
@@ -91,8 +101,9 @@ def _qwen_smart_resize() -> Callable[..., tuple[int, int]]:
     return smart_resize
 
 
-def target_size(width: int, height: int, cfg: ImageConfig = DEFAULT_IMAGE_CONFIG,
-                record_id: str | None = None, what: str = "image") -> tuple[int, int]:
+def target_size(
+    width: int, height: int, cfg: ImageConfig = DEFAULT_IMAGE_CONFIG, record_id: str | None = None, what: str = "image"
+) -> tuple[int, int]:
     """``(width, height)`` after Qwen's smart resize, guaranteed within ``cfg.max_pixels``.
 
     Qwen's rule raises on aspect ratios above 200 and, for very thin images under a small budget, can end
@@ -102,8 +113,9 @@ def target_size(width: int, height: int, cfg: ImageConfig = DEFAULT_IMAGE_CONFIG
     if width <= 0 or height <= 0:
         raise RecordError(f"empty image: {what} has size {width}x{height}", record_id=record_id)
     try:
-        h, w = _qwen_smart_resize()(height, width, factor=cfg.factor, min_pixels=cfg.min_pixels,
-                                    max_pixels=cfg.max_pixels)
+        h, w = _qwen_smart_resize()(
+            height, width, factor=cfg.factor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels
+        )
     except ValueError as e:
         raise RecordError(f"extreme aspect ratio: {what} is {width}x{height} ({e})", record_id=record_id) from None
     f = cfg.factor
@@ -202,8 +214,9 @@ def _open_checked(data: bytes, cfg: ImageConfig, what: str, record_id: str | Non
     if w * h > cfg.max_decode_pixels:
         im.close()
         raise RecordError(
-            f"decompression bomb: {what} declares {w}x{h} = {w * h} pixels "
-            f"(limit {cfg.max_decode_pixels})", record_id=record_id)
+            f"decompression bomb: {what} declares {w}x{h} = {w * h} pixels (limit {cfg.max_decode_pixels})",
+            record_id=record_id,
+        )
     return im
 
 

@@ -52,9 +52,11 @@ def shard_rejection(out_dir: str | Path, name: str) -> str | None:
     if not marker.is_file():
         return None
     m = read_json(marker)
-    return (f"shard {name!r} was rejected at ingestion: {m.get('file', name)}: {m.get('error')} "
-            f"(kept in {m.get('rejects')}; repair or replace the file in the raw folder and materialise "
-            "raw_documents again)")
+    return (
+        f"shard {name!r} was rejected at ingestion: {m.get('file', name)}: {m.get('error')} "
+        f"(kept in {m.get('rejects')}; repair or replace the file in the raw folder and materialise "
+        "raw_documents again)"
+    )
 
 
 def withdraw_shard_outputs(name: str, dirs: Iterable[str | Path]) -> list[str]:
@@ -77,8 +79,14 @@ def shard_name(path: str | Path) -> str:
     return name.split(".")[0]
 
 
-def ingest_shard(shard: Path, out_dir: Path, rejects_dir: Path, image_cfg: ImageConfig | None = None,
-                 force: bool = False, derived_dirs: Sequence[str | Path] = ()) -> ShardStats:
+def ingest_shard(
+    shard: Path,
+    out_dir: Path,
+    rejects_dir: Path,
+    image_cfg: ImageConfig | None = None,
+    force: bool = False,
+    derived_dirs: Sequence[str | Path] = (),
+) -> ShardStats:
     """Validate one shard (every image fully decoded) and write ``<out_dir>/<shard>.jsonl``.
 
     Unchanged shards (same sha256 as last time) are skipped unless ``force``. A shard that cannot be read is
@@ -92,8 +100,15 @@ def ingest_shard(shard: Path, out_dir: Path, rejects_dir: Path, image_cfg: Image
     try:
         digest = file_sha256(shard)
     except OSError as e:
-        return _reject_shard(ShardError(shard.name, f"unreadable file ({type(e).__name__}): {e}"), shard, name,
-                             out_dir, rejects_dir, None, derived_dirs)
+        return _reject_shard(
+            ShardError(shard.name, f"unreadable file ({type(e).__name__}): {e}"),
+            shard,
+            name,
+            out_dir,
+            rejects_dir,
+            None,
+            derived_dirs,
+        )
     if not force and out.exists() and stamp_path.exists() and not marker.exists():
         stamp = read_json(stamp_path)
         if stamp.get("sha256") == digest:
@@ -122,8 +137,15 @@ def ingest_shard(shard: Path, out_dir: Path, rejects_dir: Path, image_cfg: Image
     return stats
 
 
-def _reject_shard(error: ShardError, shard: Path, name: str, out_dir: Path, rejects_dir: Path,
-                  digest: str | None, derived_dirs: Sequence[str | Path] = ()) -> ShardStats:
+def _reject_shard(
+    error: ShardError,
+    shard: Path,
+    name: str,
+    out_dir: Path,
+    rejects_dir: Path,
+    digest: str | None,
+    derived_dirs: Sequence[str | Path] = (),
+) -> ShardStats:
     """Reject a whole shard: its documents and derived files withdrawn, one shard-level reject, the marker."""
     marker = _rejection_marker(out_dir, name)
     withdrawn = withdraw_shard_outputs(name, [out_dir, *derived_dirs])
@@ -135,14 +157,29 @@ def _reject_shard(error: ShardError, shard: Path, name: str, out_dir: Path, reje
     rejects.add(error.reason, location=shard.name)
     rejects.items[-1]["withdrawn"] = all_withdrawn
     rejects_file = rejects.write(rejects_dir / f"{name}.jsonl")
-    write_json({"shard": name, "file": shard.name, "sha256": digest, "error": error.reason,
-                "rejects": str(rejects_file), "withdrawn": all_withdrawn}, marker)
+    write_json(
+        {
+            "shard": name,
+            "file": shard.name,
+            "sha256": digest,
+            "error": error.reason,
+            "rejects": str(rejects_file),
+            "withdrawn": all_withdrawn,
+        },
+        marker,
+    )
     # ``rejected`` counts rejected documents: a whole shard is counted apart, by its ``error``
     return ShardStats(shard=name, file=shard.name, error=error.reason, withdrawn=withdrawn)
 
 
-def ingest_raw(raw_dir: Path, out_dir: Path, rejects_dir: Path, image_cfg: ImageConfig | None = None,
-               shards: list[str] | None = None, derived_dirs: Sequence[str | Path] = ()) -> list[ShardStats]:
+def ingest_raw(
+    raw_dir: Path,
+    out_dir: Path,
+    rejects_dir: Path,
+    image_cfg: ImageConfig | None = None,
+    shards: list[str] | None = None,
+    derived_dirs: Sequence[str | Path] = (),
+) -> list[ShardStats]:
     """Ingest every shard of ``raw_dir`` (or only the named ones); a rejected shard is in the list with ``error``
     set, and does not stop the others. ``derived_dirs``: folders of per-shard files made from the documents
     (``<dir>/<shard>.jsonl``), withdrawn for a rejected shard."""
@@ -150,5 +187,6 @@ def ingest_raw(raw_dir: Path, out_dir: Path, rejects_dir: Path, image_cfg: Image
     if shards is not None:
         wanted = set(shards)
         found = [s for s in found if shard_name(s) in wanted]
-    return [ingest_shard(Path(s), Path(out_dir), Path(rejects_dir), image_cfg, derived_dirs=derived_dirs)
-            for s in found]
+    return [
+        ingest_shard(Path(s), Path(out_dir), Path(rejects_dir), image_cfg, derived_dirs=derived_dirs) for s in found
+    ]

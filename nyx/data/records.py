@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
+from nyx.data.jsonl import iter_jsonl_values
 from nyx.data.rejects import RecordError, RejectLog
 
 PartType = Literal["text", "image"]
@@ -42,11 +44,11 @@ class Part:
             raise ValueError(f"unknown part type {self.type!r} (expected 'text' or 'image')")
 
     @classmethod
-    def of_text(cls, text: str) -> "Part":
+    def of_text(cls, text: str) -> Part:
         return cls(type="text", text=text)
 
     @classmethod
-    def of_image(cls, image: str | os.PathLike) -> "Part":
+    def of_image(cls, image: str | os.PathLike) -> Part:
         return cls(type="image", image=str(image))
 
     def to_json(self, base_dir: str | os.PathLike | None = None) -> dict[str, str]:
@@ -88,12 +90,17 @@ class Record:
         return out
 
     @classmethod
-    def from_text(cls, id: str, text: str, **extra: Any) -> "Record":
+    def from_text(cls, id: str, text: str, **extra: Any) -> Record:
         return cls(id=id, content=[Part.of_text(text)], extra=dict(extra))
 
 
 def is_data_url(ref: str) -> bool:
     return ref.startswith("data:")
+
+
+def image_resolves(ref: str) -> bool:
+    """Whether an image reference of a read record can be opened: a data URL, or a file that exists."""
+    return is_data_url(ref) or os.path.isfile(ref)
 
 
 def resolve_image(ref: str, base_dir: str | os.PathLike | None) -> str:
@@ -170,30 +177,8 @@ def record_from_json(obj: Any, base_dir: str | os.PathLike | None = None) -> Rec
 
 def iter_jsonl(path: str | os.PathLike, rejects: RejectLog | None = None) -> Iterator[Record]:
     """Stream records from a JSONL file. Bad lines go to ``rejects`` (or raise when it is None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such JSONL file: {path}")
-    base_dir = path.parent
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path.name}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise RecordError(f"line is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"malformed JSON: {e.msg} at column {e.colno}") from None
-                yield record_from_json(obj, base_dir)
-            except RecordError as e:
-                e.location = e.location or where
-                if rejects is None:
-                    raise
-                rejects.add(e, raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
+    base_dir = Path(path).parent
+    yield from iter_jsonl_values(path, rejects, lambda obj, _line: record_from_json(obj, base_dir))
 
 
 def read_jsonl(path: str | os.PathLike, rejects: RejectLog | None = None) -> list[Record]:

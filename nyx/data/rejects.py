@@ -47,15 +47,16 @@ class RejectLog:
     items: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, error: RecordError | str, record_id: str | None = None, raw: Any = None,
-            location: str | None = None) -> None:
+    def add(
+        self, error: RecordError | str, record_id: str | None = None, raw: Any = None, location: str | None = None
+    ) -> None:
         if isinstance(error, RecordError):
             record_id = record_id or error.record_id
             location = location or error.location
             reason = error.reason
         else:
             reason = str(error)
-        item = {"stage": self.stage, "record_id": record_id, "location": location, "reason": reason}
+        item: dict[str, Any] = {"stage": self.stage, "record_id": record_id, "location": location, "reason": reason}
         if raw is not None:
             item["raw"] = raw if isinstance(raw, (str, int, float, bool, dict, list)) else repr(raw)
         with self._lock:
@@ -72,7 +73,7 @@ class RejectLog:
         """Counts by reason, with record-specific detail stripped after the first colon."""
         return dict(Counter(i["reason"].split(":")[0] for i in self.items))
 
-    def extend(self, other: "RejectLog") -> None:
+    def extend(self, other: RejectLog) -> None:
         with self._lock:
             self.items.extend(other.items)
 

@@ -29,12 +29,14 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 from nyx.data.images import ImageConfig, decode_data_url, sniff_mime, verify_image
-from nyx.data.obelics import _MIME_EXT, IMAGE_EXTENSIONS, SHARD_SUFFIXES, iter_obelics
+from nyx.data.obelics import IMAGE_EXTENSIONS, SHARD_SUFFIXES, iter_obelics
+from nyx.data.obelics.image_refs import MIME_EXTENSIONS
 from nyx.data.pdf import PDF_SUFFIX, PdfStats, iter_pdf
 from nyx.data.records import Part, Record, is_data_url, iter_jsonl
 from nyx.data.rejects import RecordError, RejectLog, ShardError
@@ -128,8 +130,9 @@ def _file_source(p: Path, label: str, stem: str) -> Source | None:
     return None
 
 
-def _walk(folder: Path, label: str, rel: str, out: list[Source], skipped: list[dict[str, str]],
-          exclude: set[Path]) -> None:
+def _walk(
+    folder: Path, label: str, rel: str, out: list[Source], skipped: list[dict[str, str]], exclude: set[Path]
+) -> None:
     entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
     files = [e for e in entries if e.is_file()]
     dirs = [e for e in entries if e.is_dir()]
@@ -150,8 +153,12 @@ def _walk(folder: Path, label: str, rel: str, out: list[Source], skipped: list[d
             if e.suffix in SHARD_SUFFIXES or e.suffix.lower() == PDF_SUFFIX:
                 out.append(_file_source(e, lab(e), rid(e)))  # type: ignore[arg-type]
             elif e.name != "manifest.txt":  # the shard sensor's list
-                skipped.append({"path": lab(e), "why": "beside record files (taken as theirs)" if _is_image(e)
-                                else "unsupported file type"})
+                skipped.append(
+                    {
+                        "path": lab(e),
+                        "why": "beside record files (taken as theirs)" if _is_image(e) else "unsupported file type",
+                    }
+                )
         for d in dirs:
             skipped.append({"path": lab(d), "why": "a folder beside record files (taken as their images)"})
         return
@@ -163,8 +170,14 @@ def _walk(folder: Path, label: str, rel: str, out: list[Source], skipped: list[d
         elif e.suffix.lower() == CAPTION_SUFFIX and e.stem in image_stems:
             continue  # a sidecar caption, read with its image
         else:
-            skipped.append({"path": lab(e), "why": "a .txt without an image of the same name"
-                            if e.suffix.lower() == CAPTION_SUFFIX else "unsupported file type"})
+            skipped.append(
+                {
+                    "path": lab(e),
+                    "why": "a .txt without an image of the same name"
+                    if e.suffix.lower() == CAPTION_SUFFIX
+                    else "unsupported file type",
+                }
+            )
     for d in dirs:
         if d.resolve() in exclude:
             skipped.append({"path": lab(d), "why": "the output folder"})
@@ -172,8 +185,9 @@ def _walk(folder: Path, label: str, rel: str, out: list[Source], skipped: list[d
         _walk(d, lab(d), f"{rel}/{d.name}" if rel else d.name, out, skipped, exclude)
 
 
-def discover(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) \
-        -> tuple[list[Source], list[dict[str, str]]]:
+def discover(
+    paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()
+) -> tuple[list[Source], list[dict[str, str]]]:
     """The inputs under ``paths`` in order (folders walked in name order) and the files skipped, with why.
 
     ``exclude``: folders never walked into (the output folder). Raises FileNotFoundError for a missing path and
@@ -203,7 +217,7 @@ def discover(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.Path
 
 def _store_bytes(data: bytes, image_dir: Path) -> str:
     """Write image bytes under their content address (as ``ImageResolver``'s byte cache names them)."""
-    name = hashlib.sha256(data).hexdigest()[:32] + _MIME_EXT.get(sniff_mime(data) or "", ".bin")
+    name = hashlib.sha256(data).hexdigest()[:32] + MIME_EXTENSIONS.get(sniff_mime(data) or "", ".bin")
     path = image_dir / name
     if not path.exists():
         with atomic_write(path, "wb") as f:
@@ -223,8 +237,9 @@ def _checked(record: Record, image_dir: Path, cfg: ImageConfig) -> Record:
     return Record(id=record.id, content=parts, extra=record.extra)
 
 
-def _checked_all(records: Iterable[Record], image_dir: Path, cfg: ImageConfig, rejects: RejectLog,
-                 where: str) -> Iterator[Record]:
+def _checked_all(
+    records: Iterable[Record], image_dir: Path, cfg: ImageConfig, rejects: RejectLog, where: str
+) -> Iterator[Record]:
     for r in records:
         try:
             yield _checked(r, image_dir, cfg)
@@ -244,16 +259,16 @@ def _image_record(src: Source, cfg: ImageConfig) -> Record:
         try:
             text = caption.read_bytes().decode("utf-8").strip()
         except UnicodeDecodeError as e:
-            raise RecordError(f"unreadable caption: {caption.name} is not UTF-8 ({e.reason} at byte {e.start})",
-                              record_id=rid) from None
+            raise RecordError(
+                f"unreadable caption: {caption.name} is not UTF-8 ({e.reason} at byte {e.start})", record_id=rid
+            ) from None
         if text:
             parts.append(Part.of_text(text))
     parts.append(Part.of_image(src.path.absolute()))
     return Record(id=rid, content=parts, extra={"source": src.label})
 
 
-def read_source(src: Source, image_dir: Path, rejects: RejectLog, cfg: ImageConfig,
-                stats: IngestStats) -> list[Record]:
+def read_source(src: Source, image_dir: Path, rejects: RejectLog, cfg: ImageConfig, stats: IngestStats) -> list[Record]:
     """Every usable record of one input (bad records and bad files go to ``rejects``)."""
     if src.kind == "pdf":
         return list(iter_pdf(src.path, image_dir, rejects, cfg, stem=src.stem, stats=stats.pdf, source=src.label))
@@ -275,8 +290,13 @@ def read_source(src: Source, image_dir: Path, rejects: RejectLog, cfg: ImageConf
     return list(_checked_all(iter_jsonl(path, rejects), image_dir, cfg, rejects, src.label))
 
 
-def ingest_sources(sources: Iterable[Source], image_dir: str | os.PathLike, rejects: RejectLog,
-                   cfg: ImageConfig, stats: IngestStats | None = None) -> list[Record]:
+def ingest_sources(
+    sources: Iterable[Source],
+    image_dir: str | os.PathLike,
+    rejects: RejectLog,
+    cfg: ImageConfig,
+    stats: IngestStats | None = None,
+) -> list[Record]:
     """The records of every input, in order; an id already taken by an earlier input is a reject naming both."""
     stats = stats if stats is not None else IngestStats()
     image_dir = Path(image_dir)
@@ -293,8 +313,13 @@ def ingest_sources(sources: Iterable[Source], image_dir: str | os.PathLike, reje
         for r in records:
             if r.id in seen:
                 stats.duplicates += 1
-                rejects.add(RecordError(f"duplicate id: {r.id!r} from {src.label} (kept the one from {seen[r.id]})",
-                                        record_id=r.id, location=src.label))
+                rejects.add(
+                    RecordError(
+                        f"duplicate id: {r.id!r} from {src.label} (kept the one from {seen[r.id]})",
+                        record_id=r.id,
+                        location=src.label,
+                    )
+                )
                 continue
             seen[r.id] = src.label
             stats.records[src.kind] += 1
@@ -305,63 +330,13 @@ def ingest_sources(sources: Iterable[Source], image_dir: str | os.PathLike, reje
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------------------------------------
-
-
-def write_corpus_folder(records: list[Record], final: Path, tmp: Path) -> Path:
-    """Write ``corpus.jsonl`` into ``tmp`` (the folder that becomes ``final``), images copied under ``images/``
-    (content-addressed) and referenced relative to the folder: ``write_beir(images="copy")``'s placement."""
-    from nyx.data.beir import _place_images, _write_records
-
-    placed = _place_images(records, final, tmp, "copy", {})
-    _write_records(placed, tmp / BEIR_CORPUS, final.absolute())
-    return final / BEIR_CORPUS
-
-
-def obelics_row(record: Record, image_name: dict[str, str]) -> dict[str, Any]:
-    """A record as an OBELICS row: ``texts``/``images`` of the same length, one of the two set at each position."""
-    texts: list[str | None] = []
-    images: list[str | None] = []
-    for p in record.content:
-        if p.type == "text":
-            texts.append(p.text)
-            images.append(None)
-        else:
-            texts.append(None)
-            images.append(image_name[p.image])  # type: ignore[index]
-    row: dict[str, Any] = {"id": record.id, "texts": texts, "images": images}
-    row.update({k: v for k, v in record.extra.items() if k not in row})
-    return row
-
-
-def write_obelics_shard(records: list[Record], raw_dir: str | os.PathLike, name: str) -> Path:
-    """Write ``<raw_dir>/<name>.jsonl``, an OBELICS JSONL shard that ``raw_documents`` and the shard sensor read,
-    with its images copied to ``<raw_dir>/images/<sha256[:32]><ext>`` (relative paths). Images are written first and
-    the shard last, atomically (its temporary file is hidden, so the sensor never sees a partial shard)."""
-    raw_dir = Path(raw_dir)
-    image_name: dict[str, str] = {}
-    for r in records:
-        for ref in r.images:
-            if ref in image_name:
-                continue
-            data = decode_data_url(ref, r.id) if is_data_url(ref) else Path(ref).read_bytes()
-            suffix = Path(ref).suffix.lower() if not is_data_url(ref) else ""
-            if not suffix:
-                suffix = _MIME_EXT.get(sniff_mime(data) or "", ".bin")
-            rel = f"images/{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
-            dest = raw_dir / rel
-            if not dest.exists():
-                with atomic_write(dest, "wb") as f:
-                    f.write(data)
-            image_name[ref] = rel
-    shard = raw_dir / f"{name}.jsonl"
-    with atomic_write(shard, "w") as f:
-        for r in records:
-            f.write(json.dumps(obelics_row(r, image_name), ensure_ascii=False) + "\n")
-    return shard
-
-
-__all__ = ["IngestStats", "SOURCE_KINDS", "Source", "clean_id", "discover", "ingest_sources", "is_obelics_jsonl",
-           "obelics_row", "read_source", "write_corpus_folder", "write_obelics_shard"]
+__all__ = [
+    "IngestStats",
+    "SOURCE_KINDS",
+    "Source",
+    "clean_id",
+    "discover",
+    "ingest_sources",
+    "is_obelics_jsonl",
+    "read_source",
+]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytrec_eval
 
-from nyx.data.beir import Qrels, Run
+from nyx.data.beir import Run
 from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
 
@@ -129,7 +129,7 @@ class DimEvaluation:
 def evaluate_at_dims(
     retriever: Retriever,
     queries: Sequence[Record],
-    qrels: Qrels,
+    qrels: Mapping[str, Mapping[str, int]],
     dims: Sequence[int | None] | None = None,
     k: int | None = None,
     rejects: RejectLog | None = None,
@@ -172,7 +172,7 @@ def evaluate_at_dims(
 def matryoshka_sweep(
     retriever: Retriever,
     queries: Sequence[Record],
-    qrels: Qrels,
+    qrels: Mapping[str, Mapping[str, int]],
     dims: Sequence[int | None] | None = None,
     k: int | None = None,
 ) -> list[dict[str, Any]]:

@@ -3,15 +3,9 @@
 from nyx.feedback.preferences import (
     FeedbackConfig,
     FeedbackStats,
-    FeedbackTriple,
-    WindowScore,
     collect_feedback,
     preference_for_query,
-    read_triples,
-    score_window_answer,
     select_preference,
-    sliding_windows,
-    write_triples,
 )
 from nyx.feedback.readers import (
     CachedReader,
@@ -21,6 +15,8 @@ from nyx.feedback.readers import (
     Reader,
     as_reader,
 )
+from nyx.feedback.triples import FeedbackTriple, read_triples, write_triples
+from nyx.feedback.windows import WindowScore, score_window_answer, sliding_windows
 
 __all__ = [
     "CachedReader",

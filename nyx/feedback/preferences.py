@@ -21,34 +21,26 @@ calls; ``n_correct_windows`` counts the windows read (``n_windows_read``).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nyx.data.records import Record
 from nyx.data.rejects import RecordError, RejectLog
-from nyx.eval.answers import gold_answers, mc_correct, query_choices, token_f1
 from nyx.feedback.readers import CachedReader, Reader
-from nyx.utils.io import atomic_write
+from nyx.feedback.triples import FeedbackTriple
+from nyx.feedback.windows import WindowScore, score_window_answer, window_starts
 
 __all__ = [
     "FeedbackConfig",
     "FeedbackStats",
-    "FeedbackTriple",
-    "WindowScore",
     "collect_feedback",
     "preference_for_query",
     "rank_documents",
-    "read_triples",
-    "score_window_answer",
     "select_preference",
-    "sliding_windows",
-    "write_triples",
 ]
 
 MAX_SCORE = 1.0  # the best score any window can reach (exact option match, or token F1 = 1)
@@ -80,84 +72,6 @@ class FeedbackConfig(BaseModel):
         if self.window_size > self.top_k:
             raise ValueError(f"window_size {self.window_size} exceeds top_k {self.top_k}")
         return self
-
-
-def sliding_windows(ranked_ids: Sequence[str], w: int = 1, s: int = 1) -> list[list[str]]:
-    """Windows of ``w`` consecutive documents starting every ``s`` ranks.
-
-    Every document is covered: when the last full window does not reach the end of the list, a final shorter
-    window holds the rest; windows stop as soon as one reaches the end (no window is a tail of the previous
-    one). ``[a, b, c, d, e]`` with ``w = 2, s = 2`` gives ``[a, b], [c, d], [e]``; with ``w = 3, s = 1``
-    ``[a, b, c], [b, c, d], [c, d, e]``.
-    """
-    if w < 1 or s < 1:
-        raise ValueError(f"window size and stride must be >= 1, got w={w}, s={s}")
-    ids = list(ranked_ids)
-    out: list[list[str]] = []
-    for start in range(0, len(ids), s):
-        out.append(ids[start : start + w])
-        if start + w >= len(ids):
-            break
-    return out
-
-
-def _window_starts(n: int, w: int, s: int) -> list[int]:
-    starts = []
-    for start in range(0, n, s):
-        starts.append(start)
-        if start + w >= n:
-            break
-    return starts
-
-
-@dataclass(frozen=True)
-class WindowScore:
-    """The reader's answer on one window and how it scored."""
-
-    start: int  # 0-based rank of the window's first document
-    doc_ids: tuple[str, ...]
-    answer: str
-    score: float
-    correct: bool
-
-
-def score_window_answer(
-    answer: str, query: Record, mode: str = "auto", f1_threshold: float = 0.0
-) -> tuple[float, bool]:
-    """``(score, correct)`` of a reader answer: exact option match (1/0) for multiple choice, token F1 with the
-    gold answers (correct when > ``f1_threshold``) for open QA. Raises :class:`RecordError` if the query cannot
-    be scored in ``mode``."""
-    try:
-        mc = query_choices(query) if mode != "open" else None
-    except ValueError as e:
-        raise RecordError(str(e).split(": ", 1)[-1], record_id=query.id) from None
-    if mode == "mc" and mc is None:
-        raise RecordError("multiple-choice feedback needs 'choices' and 'correct_index'", record_id=query.id)
-    if mc is not None:
-        ok = mc_correct(answer, *mc)
-        return (1.0 if ok else 0.0), ok
-    golds = gold_answers(query)
-    if not golds:
-        raise RecordError("no gold answer to score open-QA feedback", record_id=query.id)
-    f1 = token_f1(answer, golds)
-    return f1, f1 > f1_threshold
-
-
-@dataclass
-class FeedbackTriple:
-    """One Stage-2 training example (ranks are 1-based positions in the retrieved list)."""
-
-    query_id: str
-    positive_id: str
-    negative_ids: list[str]
-    positive_rank: int
-    n_correct_windows: int
-    stage1_rank_of_gold: int | None  # best rank of a gold document in the top-K, None if none was retrieved
-    positive_score: float = 1.0
-    n_windows_read: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def select_preference(
@@ -225,7 +139,7 @@ def preference_for_query(
     select the triple. Returns the triple (None if no window is correct) and the windows read."""
     gold = set(gold_ids)
     ranked_ids = list(ranked_ids)
-    starts = _window_starts(len(ranked_ids), cfg.window_size, cfg.stride)
+    starts = window_starts(len(ranked_ids), cfg.window_size, cfg.stride)
     windows: list[WindowScore] = []
     for j, start in enumerate(starts):
         doc_ids = ranked_ids[start : start + cfg.window_size]
@@ -364,7 +278,7 @@ def collect_feedback(
                 stats.n_rejected += 1
                 continue
             stats.n_windows_read += len(windows)
-            stats.n_windows_total += len(_window_starts(len(ranked), cfg.window_size, cfg.stride))
+            stats.n_windows_total += len(window_starts(len(ranked), cfg.window_size, cfg.stride))
             if triple is None:
                 stats.n_no_correct_window += 1
                 continue
@@ -385,54 +299,3 @@ def collect_feedback(
     new_rejects = RejectLog(stage=rejects.stage, items=rejects.items[n_rejects_before:])
     stats.reject_reasons = new_rejects.reasons()
     return triples, stats
-
-
-def write_triples(triples: Iterable[FeedbackTriple], path: str | os.PathLike) -> Path:
-    """Write triples as JSONL, atomically."""
-    with atomic_write(path, "w") as f:
-        for t in triples:
-            f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
-    return Path(path)
-
-
-def _jsonl_objects(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed object)`` of each non-blank line; a malformed line is a RecordError naming it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"malformed {what}: {e}", location=f"{Path(path).name}:{lineno}") from None
-
-
-def read_triples(path: str | os.PathLike) -> list[FeedbackTriple]:
-    """Read triples written by :func:`write_triples`."""
-    out = []
-    for lineno, obj in _jsonl_objects(path, "feedback triple"):
-        try:
-            out.append(FeedbackTriple(**obj))
-        except TypeError as e:
-            raise RecordError(f"malformed feedback triple: {e}", location=f"{Path(path).name}:{lineno}") from None
-    return out
-
-
-def read_training_triple_ids(path: str | os.PathLike) -> list[dict]:
-    """The record ids of each line of ``train_triples.jsonl`` (full records): ``{"query", "positive",
-    "negatives"}``."""
-    out = []
-    for lineno, obj in _jsonl_objects(path, "training triple"):
-        try:
-            out.append(
-                {
-                    "query": obj["query"]["id"],
-                    "positive": obj["positive"]["id"],
-                    "negatives": [n["id"] for n in obj["negatives"]],
-                }
-            )
-        except (KeyError, TypeError) as e:
-            raise RecordError(
-                f"malformed training triple: {type(e).__name__}: {e}", location=f"{Path(path).name}:{lineno}"
-            ) from None
-    return out

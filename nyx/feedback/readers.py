@@ -23,15 +23,16 @@ import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ConfigDict
 
 from nyx.data.records import Record
 from nyx.eval.answers import answer_tokens, query_choices
 from nyx.synth.generators.cache import ResponseCache, cache_key
 from nyx.synth.text import split_sentences
+from nyx.utils.config import ConfigModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from nyx.synth.generators.base import Generator
@@ -121,8 +122,7 @@ _STOP = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class OptionReaderConfig:
+class OptionReaderConfig(ConfigModel):
     """Settings of :class:`MiniLMOptionReader`.
 
     ``score(option) = embedding_weight * max_u cos(hypothesis, u) + lexical_weight * lexical_support(option)``
@@ -139,6 +139,8 @@ class OptionReaderConfig:
     lexical term lifted the easy half from 15/16 to 16/16). With a wrong document or an empty window,
     accuracy stays near chance (0.17-0.44 on these sets).
     """
+
+    model_config = ConfigDict(frozen=True)
 
     embedding_weight: float = 1.0
     lexical_weight: float = 1.0

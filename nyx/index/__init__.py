@@ -1,6 +1,7 @@
 """FAISS inner-product indexes over Matryoshka embeddings, with a manifest that guards compatibility."""
 
-from nyx.index.faiss_index import EmbeddingIndex, SearchResult, index_bytes, normalize_rows, prefix, recall_at_k
+from nyx.index.build import index_bytes, recall_at_k
+from nyx.index.faiss_index import EmbeddingIndex, SearchResult
 from nyx.index.manifest import (
     CorpusHasher,
     IndexConfig,
@@ -11,6 +12,7 @@ from nyx.index.manifest import (
     corpus_hash,
     nyx_version,
 )
+from nyx.index.vectors import normalize_rows, prefix
 
 __all__ = [
     "CorpusHasher",

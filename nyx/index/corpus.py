@@ -87,10 +87,12 @@ def open_corpus_index(
     (when given) from exactly ``corpus`` (same ids, texts and image bytes, in order; when given). Raises
     :class:`~nyx.index.manifest.IndexMismatchError` naming the folder and what differs, ``FileNotFoundError`` when
     there is no index."""
-    from nyx.retrieval import load_retriever
+    from nyx.retrieval import DenseRetriever, load_retriever
 
     folder = Path(folder)
     retriever = load_retriever(folder)
+    if not isinstance(retriever, DenseRetriever):
+        raise IndexMismatchError(f"{folder} holds a {type(retriever).__name__}, not a dense retriever's index")
     m = retriever.embedding_index.manifest
     if model_version is not None and str(m.mlflow_model_version) != str(model_version):
         raise IndexMismatchError(

@@ -1,69 +1,33 @@
-"""A FAISS inner-product index over L2-normalised embeddings, searchable at any Matryoshka prefix.
+"""The index of one model's document embeddings: inner-product search at any Matryoshka prefix.
 
 The full-dimension vectors are kept (``vectors.npy``); a FAISS index per requested dimension is derived
 from their re-normalised prefixes on first use and cached. Documents arrive shard by shard through
 :meth:`EmbeddingIndex.add`, and every shard, query and loaded folder is checked against the
 :class:`~nyx.index.manifest.IndexManifest` (model, revision, dimension).
 
-Which FAISS index is built depends on :class:`~nyx.index.manifest.IndexConfig` and the corpus size (flat
-below ``approximate_from`` documents, else ``index_type``; a flat index may be quantised to int8 or binary codes,
-``config.quantize``). Every build is recorded in ``manifest.build_stats[dim]`` (type, quantisation, build time,
-serialised bytes and, for approximate and quantised indexes, recall@10 against exact search measured on a seeded
-sample of the stored vectors): :meth:`EmbeddingIndex.build_report`.
-
-Batches of queries on a flat float32 index run either through FAISS or as one BLAS matrix product plus
-``np.argpartition`` top-k (:func:`numpy_topk`), whichever is faster for the batch (``config.search_backend``,
-:func:`choose_backend`).
-
-Folder layout written by :meth:`EmbeddingIndex.save`::
-
-    manifest.json            model, dims, index config, document ids, corpus hash, build stats, version
-    vectors.npy              float32 or float16 (config.store_dtype) [n, dim], L2-normalised, row i = doc_ids[i]
-    faiss-hnsw-256.index     approximate indexes already built, as faiss-<type>-<dim>.index: a reload does not
-                             rebuild or retrain them (flat ones are rebuilt on load: they are a copy)
-    faiss-int8-256.index     quantised flat indexes already built, as faiss-<int8|binary>-<dim>.index (binary
-                             ones with faiss.write_index_binary)
+What is built at each dimension, and the build stats recorded in ``manifest.build_stats[dim]``
+(:meth:`EmbeddingIndex.build_report`), is :mod:`nyx.index.build`; quantised (int8, binary) indexes and their float
+rescoring are :mod:`nyx.index.quantize`; a flat float32 index searches a batch with FAISS or numpy, whichever is
+faster (:mod:`nyx.index.search_backend`); the saved folder is :mod:`nyx.index.persistence`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from nyx.index.manifest import (
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
-    IndexConfig,
-    IndexManifest,
-    IndexMismatchError,
-    IndexType,
-    SearchBackend,
-)
-from nyx.utils.io import atomic_dir, read_json, write_json
-
-log = logging.getLogger(__name__)
-
-VECTORS_NAME = "vectors.npy"
-#: recall@K against exact search is what the build measures
-RECALL_K = 10
-#: FAISS k-means wants at least this many training points per centroid
-POINTS_PER_CENTROID = 39
-#: automatic IVF cluster count: 4·sqrt(n), at most this
-MAX_AUTO_NLIST = 65536
-#: numpy search: at most this many bytes of float32 scores held at once (documents are scored in blocks)
-NUMPY_SCORE_BLOCK_BYTES = 64 << 20
-#: binary rescoring: at most this many bytes of gathered candidate vectors held at once
-RESCORE_BLOCK_BYTES = 32 << 20
+from nyx.index.build import build_index, configure
+from nyx.index.manifest import MANIFEST_FORMAT, IndexConfig, IndexManifest, IndexMismatchError, IndexType
+from nyx.index.persistence import read_indexes, read_manifest, read_vectors, write_folder
+from nyx.index.quantize import rescores, search_rescored
+from nyx.index.search_backend import choose_backend, flat_vectors, numpy_topk
+from nyx.index.vectors import normalize_rows, prefix
 
 
 @dataclass
@@ -81,130 +45,6 @@ class SearchResult:
         return iter(zip(self.ids, self.scores))
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """A contiguous float32 copy of ``x`` with unit-norm rows (``nyx.model.pooling.normalize``)."""
-    from nyx.model.pooling import normalize  # lazy: pulls torch, which sparse-only users never need
-
-    return np.ascontiguousarray(normalize(np.asarray(x, dtype=np.float32)), dtype=np.float32)
-
-
-def prefix(x: np.ndarray, dim: int) -> np.ndarray:
-    """The first ``dim`` coordinates of each row, re-normalised (``nyx.model.pooling.mrl_truncate``)."""
-    from nyx.model.pooling import mrl_truncate
-
-    if dim > x.shape[1]:
-        raise IndexMismatchError(f"cannot take a {dim}-dim prefix of {x.shape[1]}-dim embeddings")
-    return np.ascontiguousarray(mrl_truncate(np.asarray(x, dtype=np.float32), dim), dtype=np.float32)
-
-
-def index_bytes(index: faiss.Index | faiss.IndexBinary) -> int:
-    """The size of ``faiss.serialize_index(index)`` (``serialize_index_binary`` for a binary index), counted while
-    streaming (no copy of the index is held)."""
-    total = 0
-
-    def count(chunk: bytes) -> int:
-        nonlocal total
-        total += len(chunk)
-        return len(chunk)
-
-    writer = faiss.PyCallbackIOWriter(count)
-    if isinstance(index, faiss.IndexBinary):
-        faiss.write_index_binary(index, writer)
-    else:
-        faiss.write_index(index, writer)
-    del writer  # flushes
-    return total
-
-
-def pq_subquantizers(dim: int, requested: int | None) -> int:
-    """PQ sub-quantisers at ``dim``: ``requested`` (default ``dim // 8``), lowered to the largest divisor of ``dim``."""
-    target = max(1, min(dim, requested if requested is not None else dim // 8))
-    return max(m for m in range(1, target + 1) if dim % m == 0)
-
-
-def ivf_nlist(n: int, train_points: int, requested: int | None) -> int:
-    """IVF clusters for ``n`` documents: ``requested`` or 4·sqrt(n) (at most :data:`MAX_AUTO_NLIST`), capped at
-    ``train_points / 39`` so that FAISS's k-means has enough points per centroid."""
-    want = requested if requested is not None else min(MAX_AUTO_NLIST, round(4 * math.sqrt(n)))
-    return max(1, min(want, train_points // POINTS_PER_CENTROID))
-
-
-def faiss_blas_threshold() -> int:
-    """FAISS's switch (``nq·d`` elements) from scanning the database once per query to a blocked BLAS matrix
-    product: ``faiss.cvar.distance_compute_blas_threshold`` (128,000 in FAISS 1.15)."""
-    return int(faiss.cvar.distance_compute_blas_threshold)
-
-
-def choose_backend(setting: SearchBackend, n_queries: int, dim: int) -> str:
-    """The backend a flat float32 search of ``n_queries`` queries at ``dim`` runs on: ``setting`` unless ``auto``.
-
-    ``auto`` picks ``numpy`` (:func:`numpy_topk`) when ``n_queries·dim`` is below :func:`faiss_blas_threshold`, else
-    ``faiss``. Below the threshold FAISS reads every stored vector once per query (memory-bound: ~7 GFLOP/s per
-    thread at 100k x 2048 on the reference machine, whatever the batch), while one BLAS matrix product reuses each
-    vector for the whole batch (1.3-2x faster from 4 queries on, 2-8x from 8; as fast for 1 query on one thread
-    and ~2x with two, since numpy's BLAS splits a matrix-vector product over threads); from the threshold on FAISS's
-    blocked matrix product with heap top-k runs at the matmul's speed and beats numpy's product plus argpartition, whose
-    selection is single-threaded (docs/scaling.md, *Quantised Matryoshka search*, has the measurements).
-    """
-    if setting != "auto":
-        return setting
-    return "numpy" if n_queries * dim < faiss_blas_threshold() else "faiss"
-
-
-def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
-    """The float32 [ntotal, d] vectors a FAISS flat index holds, as a numpy view of its memory (no copy): valid
-    while ``index`` lives and nothing is added to it."""
-    n, d = index.ntotal, index.d
-    if n == 0:
-        return np.zeros((0, d), np.float32)
-    return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
-
-
-def numpy_topk(
-    queries: np.ndarray, docs: np.ndarray, k: int, block_bytes: int = NUMPY_SCORE_BLOCK_BYTES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner products: ``queries @ docs.T`` (one BLAS matrix product per block of documents, at most
-    ``block_bytes`` of scores at once) and ``np.argpartition`` per block, the blocks' candidates merged.
-
-    Returns ``(scores, ids)`` [nq, k] in descending score order; exact ties in the order FAISS gives them (its heaps
-    break ties by id, the larger id first), so that both backends rank duplicates alike.
-    """
-    nq, n = len(queries), len(docs)
-    k = min(k, n)
-    block = max(k, block_bytes // (4 * max(nq, 1)))
-    cand_s: list[np.ndarray] = []
-    cand_i: list[np.ndarray] = []
-    for s0 in range(0, n, block):
-        scores = queries @ docs[s0 : s0 + block].T
-        width = scores.shape[1]
-        if k < width:
-            top = np.argpartition(scores, width - k, axis=1)[:, width - k :]
-            cand_s.append(np.take_along_axis(scores, top, axis=1))
-            cand_i.append(top + s0)
-        else:
-            cand_s.append(scores)
-            cand_i.append(np.broadcast_to(np.arange(s0, s0 + width), scores.shape))
-    s = np.concatenate(cand_s, axis=1) if len(cand_s) > 1 else cand_s[0]
-    i = np.concatenate(cand_i, axis=1) if len(cand_i) > 1 else cand_i[0]
-    order = np.lexsort((-i, -s), axis=-1)[:, :k]  # score descending, then id descending (FAISS's tie order)
-    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1).astype(np.int64)
-
-
-def binary_codes(x: np.ndarray) -> np.ndarray:
-    """One bit per coordinate, set where it is > 0, packed 8 to a byte (uint8 [n, ceil(d/8)]). A dimension that is not
-    a multiple of 8 is padded with zero bits on every row alike, which adds nothing to a Hamming distance."""
-    return np.packbits(np.asarray(x) > 0, axis=1)
-
-
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    """Mean over queries of |approximate top-k ∩ exact top-k| / k (``-1`` padding counts as a miss)."""
-    if len(exact) == 0:
-        return 1.0
-    k = exact.shape[1]
-    hits = [len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
-    return float(np.mean(hits) / k)
-
-
 class EmbeddingIndex:
     """Inner-product nearest-neighbour search over document embeddings of one model.
 
@@ -215,7 +55,7 @@ class EmbeddingIndex:
     def __init__(self, manifest: IndexManifest, vectors: np.ndarray | None = None):
         self.manifest = manifest
         self._chunks: list[np.ndarray] = []
-        self._indexes: dict[int, faiss.Index] = {}
+        self._indexes: dict[int, faiss.Index | faiss.IndexBinary] = {}
         self._id_set: set[str] = set(manifest.doc_ids)
         if len(self._id_set) != len(manifest.doc_ids):
             raise ValueError("manifest lists duplicate document ids")
@@ -384,180 +224,15 @@ class EmbeddingIndex:
             "index_type": cfg.index_type,
             "approximate_from": cfg.approximate_from,
             "quantize": cfg.quantize,
-            "rescore_factor": (
-                cfg.rescore_factor
-                if cfg.quantize == "binary" or (cfg.quantize == "int8" and cfg.int8_rescore)
-                else None
-            ),
+            "rescore_factor": cfg.rescore_factor if rescores(cfg.quantize, cfg) else None,
             "search_backend": cfg.search_backend,
             "dims": {str(d): dict(st) for d, st in sorted(self.manifest.build_stats.items(), reverse=True)},
         }
 
-    def _prefix_vectors(self, dim: int) -> np.ndarray:
-        """Float32 [n, dim] unit rows: the stored vectors (converted from float16 if so stored) or their prefix."""
-        stored = self.stored_vectors
-        if dim == self.dim:
-            return np.ascontiguousarray(stored, dtype=np.float32)
-        return prefix(stored[:, :dim], dim)
-
-    def _train_sample(self, vecs: np.ndarray, size: int) -> np.ndarray:
-        """``size`` rows of ``vecs`` drawn with ``config.seed`` (all of them, in order, when ``size >= n``)."""
-        if size >= len(vecs):
-            return vecs
-        rows = np.sort(np.random.default_rng(self.manifest.config.seed).choice(len(vecs), size, replace=False))
-        return np.ascontiguousarray(vecs[rows])
-
-    def _build(self, dim: int) -> faiss.Index:
-        index, stats = self._build_with_stats(dim)
+    def _build(self, dim: int) -> faiss.Index | faiss.IndexBinary:
+        index, stats = build_index(self.stored_vectors, dim, self.manifest.config)
         self.manifest.build_stats[dim] = stats
         return index
-
-    def _build_with_stats(self, dim: int) -> tuple[faiss.Index, dict[str, Any]]:
-        cfg = self.manifest.config
-        n = len(self)
-        t0, c0 = time.perf_counter(), time.process_time()
-        vecs = self._prefix_vectors(dim)
-        kind = cfg.resolve_type(n)
-        fallback = None
-        if kind in ("ivf", "ivfpq") and n == 0:
-            kind, fallback = "flat", "empty index: nothing to train on"
-        if kind == "ivfpq" and n < cfg.pq_min_train():
-            fallback = (
-                f"{n} documents are too few to train IVF-PQ codebooks (FAISS needs "
-                f"{cfg.pq_min_train()} = 39 x 2**{cfg.pq_nbits} points): exact flat search instead"
-            )
-            kind = "flat"
-        if fallback is not None and n > 0:
-            log.warning("index at dim %d: %s", dim, fallback)
-        params: dict[str, Any] = {}
-        train_points, train_s, train_cpu_s = 0, 0.0, 0.0
-        quantize = cfg.quantize if kind == "flat" else "none"
-        if quantize == "binary":
-            index = faiss.IndexBinaryFlat(8 * math.ceil(dim / 8))
-            params = {"bits": dim, "code_bytes": math.ceil(dim / 8)}
-        elif quantize == "int8":
-            index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-            params = {"qtype": "QT_8bit", "ranges": "per dimension, min/max of the training sample"}
-            if n:
-                train = self._train_sample(vecs, min(n, cfg.train_sample))
-                t_train, c_train = time.perf_counter(), time.process_time()
-                index.train(train)
-                train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train
-                train_points = len(train)
-                del train
-        elif kind == "flat":
-            index = faiss.IndexFlatIP(dim)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = cfg.hnsw_ef_construction
-            params = {"M": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction, "ef_search": cfg.hnsw_ef_search}
-        elif kind in ("ivf", "ivfpq"):
-            size = min(n, max(cfg.train_sample, cfg.pq_min_train() if kind == "ivfpq" else 1))
-            train = self._train_sample(vecs, size)
-            nlist = ivf_nlist(n, len(train), cfg.ivf_nlist)
-            quantizer = faiss.IndexFlatIP(dim)
-            if kind == "ivf":
-                index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                params = {"nlist": nlist, "nprobe": cfg.ivf_nprobe}
-            else:
-                m = pq_subquantizers(dim, cfg.pq_m)
-                index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-                params = {"nlist": nlist, "nprobe": cfg.ivf_nprobe, "m": m, "nbits": cfg.pq_nbits}
-            t_train, c_train = time.perf_counter(), time.process_time()
-            index.train(train)
-            train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train
-            train_points = len(train)
-            del train
-        else:  # pragma: no cover - pydantic rejects other values
-            raise ValueError(f"unknown index type {kind!r}")
-        if n:
-            index.add(binary_codes(vecs) if quantize == "binary" else vecs)
-        self._configure(index)
-        build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-        nbytes = index_bytes(index)
-        stats: dict[str, Any] = {
-            "type": kind,
-            "quantize": quantize,
-            "requested_type": cfg.index_type,
-            "fallback": fallback,
-            "documents": n,
-            "dim": dim,
-            "build_seconds": round(build_s, 4),
-            "build_cpu_seconds": round(build_cpu_s, 4),
-            "train_seconds": round(train_s, 4),
-            "train_cpu_seconds": round(train_cpu_s, 4),
-            "train_points": train_points,
-            "bytes": nbytes,
-            "bytes_per_document": round(nbytes / n, 2) if n else None,
-            "params": params,
-            "recall_at_10_vs_flat": 1.0,
-            "queries": 0,
-            "recall_k": min(RECALL_K, n),
-            "recall_seconds": 0.0,
-            "search_ms_per_query": None,
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        if quantize != "none":
-            float_bytes = 4 * n * dim
-            stats["float32_flat_bytes"] = float_bytes  # the vectors a float32 flat index would hold
-            stats["bytes_vs_float32_flat"] = round(nbytes / float_bytes, 5) if n else None
-        if quantize == "binary" or (quantize == "int8" and cfg.int8_rescore):
-            # what rescoring reads: the stored vectors, all stored dims, kept in memory for every index type
-            stats["rescore_vectors_bytes"] = int(self.stored_vectors.nbytes)
-            params.update(
-                rescore_factor=cfg.rescore_factor, rescore_with=f"stored vectors ({VECTORS_NAME}, {cfg.store_dtype})"
-            )
-        if kind != "flat" or quantize != "none":
-            rescored = quantize == "binary" or (quantize == "int8" and cfg.int8_rescore)
-            search = (
-                (lambda xq, k: self._search_rescored(index, xq, k, dim, binary=quantize == "binary"))
-                if rescored
-                else index.search
-            )
-            stats.update(self._measure_recall(search, vecs))
-            if rescored and stats.get("queries"):
-                codes = binary_codes if quantize == "binary" else (lambda xq: xq)
-                stats.update(
-                    self._measure_recall(lambda xq, k: index.search(codes(xq), k), vecs, prefix_key="before_rescore_")
-                )
-        return index, stats
-
-    def _measure_recall(self, search: Any, vecs: np.ndarray, prefix_key: str = "") -> dict[str, Any]:
-        """Recall@10 of ``search(queries, k) -> (scores, ids)`` against exact inner-product search over ``vecs``,
-        with a seeded sample of ``config.recall_queries`` stored vectors as queries (a query's own document counts
-        as a neighbour). ``prefix_key`` names the keys for a second measurement (binary codes before rescoring)."""
-        cfg = self.manifest.config
-        n = len(vecs)
-        q = min(cfg.recall_queries, n)
-        if q == 0:
-            return {f"{prefix_key}recall_at_10_vs_flat": None, "queries": 0}
-        t0 = time.perf_counter()
-        rows = np.sort(np.random.default_rng(cfg.seed + 1).choice(n, q, replace=False))
-        xq = np.ascontiguousarray(vecs[rows])
-        k = min(RECALL_K, n)
-        t_search = time.perf_counter()
-        _, approx = search(xq, k)
-        search_ms = (time.perf_counter() - t_search) * 1000 / q
-        _, exact = faiss.knn(xq, vecs, k, metric=faiss.METRIC_INNER_PRODUCT)
-        if prefix_key:
-            return {
-                f"{prefix_key}recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
-                f"{prefix_key}search_ms_per_query": round(search_ms, 4),
-            }
-        return {
-            "recall_at_10_vs_flat": round(recall_at_k(approx, exact), 4),
-            "queries": q,
-            "recall_k": k,
-            "recall_seconds": round(time.perf_counter() - t0, 4),
-            "search_ms_per_query": round(search_ms, 4),
-        }
-
-    def _configure(self, index: faiss.Index) -> None:
-        cfg = self.manifest.config
-        if isinstance(index, faiss.IndexHNSW):
-            index.hnsw.efSearch = cfg.hnsw_ef_search
-        elif isinstance(index, faiss.IndexIVF):
-            index.nprobe = cfg.ivf_nprobe
 
     # ------------------------------------------------------------------ search
     def prepare_queries(
@@ -615,55 +290,20 @@ class EmbeddingIndex:
 
     def _search_block(self, index: Any, q: np.ndarray, k: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         kind = self._built_kind(dim)
-        if kind == "binary" or (kind == "int8" and self.manifest.config.int8_rescore):
-            return self._search_rescored(index, q, k, dim, binary=kind == "binary")
-        if kind == "flat" and choose_backend(self.manifest.config.search_backend, len(q), dim) == "numpy":
+        cfg = self.manifest.config
+        if rescores(kind, cfg):
+            return search_rescored(index, q, k, dim, self.stored_vectors, cfg.rescore_factor, binary=kind == "binary")
+        if kind == "flat" and choose_backend(cfg.search_backend, len(q), dim) == "numpy":
             return numpy_topk(q, flat_vectors(index), k)
         return index.search(q, k)
-
-    def _search_rescored(
-        self, index: Any, q: np.ndarray, k: int, dim: int, *, binary: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``rescore_factor·k`` candidates from the quantised index (Hamming distance on the sign bits when
-        ``binary``, else the int8 scores), then those candidates rescored with float inner products against the
-        stored vectors' re-normalised ``dim``-prefixes; the best ``k`` by float score (exact ties: the larger id
-        first, as FAISS orders them)."""
-        n = index.ntotal
-        k = min(k, n)
-        kc = min(n, max(k, self.manifest.config.rescore_factor * k))
-        _, cand = index.search(binary_codes(q) if binary else q, kc)
-        stored = self.stored_vectors
-        out_s = np.empty((len(q), k), np.float32)
-        out_i = np.empty((len(q), k), np.int64)
-        step = max(1, RESCORE_BLOCK_BYTES // (4 * kc * dim))
-        for a in range(0, len(q), step):
-            c = cand[a : a + step]
-            flat = np.where(c >= 0, c, 0).ravel()  # Hamming search finds all n codes, so -1 never shows; be safe
-            rows = stored[flat, :dim]
-            rows = np.asarray(rows, dtype=np.float32) if dim == self.dim else prefix(rows, dim)
-            scores = np.matmul(rows.reshape(len(c), kc, dim), q[a : a + step, :, None])[:, :, 0]
-            scores[c < 0] = -np.inf
-            order = np.lexsort((-c, -scores), axis=-1)[:, :k]
-            out_s[a : a + step] = np.take_along_axis(scores, order, axis=1)
-            out_i[a : a + step] = np.take_along_axis(c, order, axis=1)
-        return out_s, out_i
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder atomically (a crash leaves any previous version intact). Approximate indexes already
         built are written as ``faiss-<type>-<dim>.index`` so that :meth:`load` reuses them without retraining."""
-        path = Path(path)
         self.manifest.format = MANIFEST_FORMAT
-        with atomic_dir(path) as tmp:
-            np.save(tmp / VECTORS_NAME, self.stored_vectors)
-            for d, index in self._indexes.items():
-                kind = self._built_kind(d)
-                if kind == "binary":
-                    faiss.write_index_binary(index, str(tmp / f"faiss-{kind}-{d}.index"))
-                elif kind != "flat":
-                    faiss.write_index(index, str(tmp / f"faiss-{kind}-{d}.index"))
-            write_json(self.manifest.model_dump(mode="json"), tmp / MANIFEST_NAME)
-        return path
+        built = {d: (self._built_kind(d), index) for d, index in self._indexes.items()}
+        return write_folder(path, self.manifest, self.stored_vectors, built)
 
     def _built_type(self, dim: int) -> IndexType:
         """The type the index at ``dim`` was (or will be) built as: its build stats, else the configured one."""
@@ -682,14 +322,6 @@ class EmbeddingIndex:
         return "flat" if quantize == "none" else quantize
 
     @classmethod
-    def read_manifest(cls, path: str | os.PathLike) -> IndexManifest:
-        path = Path(path)
-        mpath = path / MANIFEST_NAME
-        if not mpath.is_file():
-            raise FileNotFoundError(f"{path} is not an index folder (no {MANIFEST_NAME})")
-        return IndexManifest.model_validate(read_json(mpath))
-
-    @classmethod
     def load(
         cls,
         path: str | os.PathLike,
@@ -704,25 +336,12 @@ class EmbeddingIndex:
         and keep their build stats; the stats of one that is missing or does not match are dropped (it is
         rebuilt, and re-measured, on first use)."""
         path = Path(path)
-        manifest = cls.read_manifest(path)
+        manifest = read_manifest(path)
         manifest.check_model(model_id, model_revision, dim)
-        # a quantised index searches its codes: the stored vectors stay on disk, memory-mapped, and are paged in
-        # only where they are read (int8 without rescoring: never; see docs/scaling.md for the measured memory)
-        quantized = getattr(manifest.config, "quantize", "none") != "none"
-        vectors = np.load(path / VECTORS_NAME, mmap_mode="r" if quantized else None)
-        self = cls(manifest, vectors)
-        for f in sorted(path.glob("faiss-*-*.index")):
-            kind, _, d_str = f.stem.removeprefix("faiss-").rpartition("-")
-            if not d_str.isdigit():
-                continue
-            d = int(d_str)
-            if kind == "flat" or kind != self._built_kind(d):
-                continue
-            binary = kind == "binary"
-            index = faiss.read_index_binary(str(f)) if binary else faiss.read_index(str(f))
-            if index.ntotal == len(self) and index.d == (8 * math.ceil(d / 8) if binary else d):
-                self._configure(index)
-                self._indexes[d] = index
+        self = cls(manifest, read_vectors(path, manifest))
+        for d, index in read_indexes(path, self._built_kind, len(self)).items():
+            configure(index, manifest.config)
+            self._indexes[d] = index
         for d in list(manifest.build_stats):
             if self._built_kind(d) != "flat" and d not in self._indexes:
                 del manifest.build_stats[d]

@@ -1,13 +1,19 @@
 """The paper model's architecture, for building it with random weights where it cannot be downloaded.
 
-Constants of ``Qwen/Qwen2.5-VL-3B-Instruct``'s ``config.json`` and :func:`paper_architecture_config`; only
-``benchmarks/gpu_check.py`` builds a model from them (the paper *profile*, which loads the real checkpoint, is
+The paper's Matryoshka ladder; constants of ``Qwen/Qwen2.5-VL-3B-Instruct``'s ``config.json`` and
+:func:`paper_architecture_config`; only ``benchmarks/gpu_check.py`` builds a model from them (the paper *profile*, which loads the real checkpoint, is
 :func:`nyx.model.backbone.paper_profile`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: The paper's Matryoshka ladder: embedding prefixes trained, evaluated and indexed, and their loss weights. The one
+#: definition: a model profile carries it (:attr:`nyx.model.backbone.ModelProfile.mrl_dims`); training, evaluation
+#: and the index read it from there.
+PAPER_MRL_DIMS: tuple[int, ...] = (2048, 1024, 512, 256)
+PAPER_MRL_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 0.2, 0.2)
 
 #: Qwen/Qwen2.5-VL-3B-Instruct ``config.json``, text part (passed flat, like the hub file and the tiny build).
 PAPER_TEXT: dict[str, Any] = dict(

@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nyx.model.processor import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NyxQwenProcessor, load_processor
+from nyx.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from nyx.model.architecture import PAPER_MRL_DIMS, PAPER_MRL_WEIGHTS
+from nyx.model.processor import NyxQwenProcessor, load_processor
 
 PAPER_MODEL_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
 TINY_DIRNAME = "tiny-qwen2.5-vl"
@@ -51,8 +53,8 @@ class ModelProfile(BaseModel):
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0)
     max_length: int = Field(default=3072, gt=16)
     hidden_size: int = Field(default=2048, gt=0)
-    mrl_dims: tuple[int, ...] = (2048, 1024, 512, 256)
-    mrl_weights: tuple[float, ...] = (1.0, 1.0, 0.2, 0.2)
+    mrl_dims: tuple[int, ...] = PAPER_MRL_DIMS
+    mrl_weights: tuple[float, ...] = PAPER_MRL_WEIGHTS
     build: Literal["tiny"] | None = None
 
     @model_validator(mode="after")
@@ -83,13 +85,13 @@ class ModelProfile(BaseModel):
 
 def default_mrl_dims(hidden_size: int) -> tuple[int, ...]:
     """The paper's prefix ladder scaled to ``hidden_size``: full, 1/2, 1/4, 1/8 (2048 -> 2048/1024/512/256)."""
-    dims = [hidden_size // d for d in (1, 2, 4, 8) if hidden_size // d > 0]
+    dims = [hidden_size * d // PAPER_MRL_DIMS[0] for d in PAPER_MRL_DIMS if hidden_size * d // PAPER_MRL_DIMS[0] > 0]
     return tuple(dict.fromkeys(dims))
 
 
 def default_mrl_weights(n: int) -> tuple[float, ...]:
     """The paper's weights (1, 1, 0.2, 0.2), continued with 0.2 for any further prefix."""
-    return tuple([1.0, 1.0, 0.2, 0.2][:n] + [0.2] * max(0, n - 4))
+    return tuple(list(PAPER_MRL_WEIGHTS[:n]) + [PAPER_MRL_WEIGHTS[-1]] * max(0, n - len(PAPER_MRL_WEIGHTS)))
 
 
 def default_cache_dir() -> Path:

@@ -17,13 +17,16 @@ A model folder (the tiny build, a trained ``final/``, ``merged/`` or checkpoint 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ConfigDict, Field, model_validator
+
+from nyx.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from nyx.data.records import Record
 from nyx.model.backbone import ENCODER_SECTION, PROFILE_FILENAME, ModelProfile
 from nyx.model.templates import QueryTemplate
+from nyx.utils.config import ConfigModel
 from nyx.utils.io import read_json, write_json
 
 #: The profile fields an :class:`EncoderConfig` carries: the input settings a model is trained with.
@@ -32,8 +35,7 @@ PROFILE_INPUT_FIELDS = ("max_length", "min_pixels", "max_pixels")
 SAVED_ENCODER_FIELDS = ("query_templates", "input_style", "eos_token", "padding_side", "min_text_share")
 
 
-@dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ConfigModel):
     """How records become model inputs and how batches are run.
 
     ``input_style``: ``"plain"`` is ``{instruction+content}{eos_token}``; ``"chat"`` wraps the same in a user
@@ -46,13 +48,15 @@ class EncoderConfig:
     record's token budget (after the instruction frame) kept for its text when images must be shrunk to fit.
     """
 
+    model_config = ConfigDict(frozen=True)
+
     max_length: int = 3072
-    min_pixels: int = 4 * 28 * 28
-    max_pixels: int = 400 * 28 * 28
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     padding_side: Literal["left", "right"] = "right"
     input_style: Literal["plain", "chat"] = "plain"
     eos_token: str = "<|endoftext|>"
-    query_templates: dict[str, QueryTemplate] = field(default_factory=lambda: {"default": QueryTemplate()})
+    query_templates: dict[str, QueryTemplate] = Field(default_factory=lambda: {"default": QueryTemplate()})
     batch_size: int = 8
     sort_window_batches: int = 32
     dim: int | None = None
@@ -72,7 +76,8 @@ class EncoderConfig:
     #: :func:`cpu_supports_bf16`. ``None``: the model's own dtype.
     autocast: Literal["bfloat16"] | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> EncoderConfig:
         if "default" not in self.query_templates:
             raise ValueError("query_templates needs a 'default' entry")
         if self.batch_size < 1 or self.sort_window_batches < 1:
@@ -81,14 +86,15 @@ class EncoderConfig:
             raise ValueError("prefetch_batches must be >= 0")
         if not 0.0 <= self.min_text_share <= 1.0:
             raise ValueError("min_text_share must lie within 0..1")
-        if self.autocast not in (None, "bfloat16"):
-            raise ValueError(f"autocast must be None or 'bfloat16', got {self.autocast!r}")
+        return self
 
     @classmethod
     def from_profile(cls, profile: ModelProfile, **overrides: Any) -> EncoderConfig:
         """The profile's input settings (its ``max_length`` is the training length), then ``overrides``."""
-        base = cls(max_length=profile.max_length, min_pixels=profile.min_pixels, max_pixels=profile.max_pixels)
-        return replace(base, **overrides)
+        return cls(
+            **{"max_length": profile.max_length, "min_pixels": profile.min_pixels, "max_pixels": profile.max_pixels}
+            | overrides
+        )
 
     def template_for(self, record: Record) -> QueryTemplate:
         return self.query_templates.get(str(record.extra.get("task", "default")), self.query_templates["default"])
@@ -101,7 +107,7 @@ def model_config(profile: ModelProfile, config: EncoderConfig | None = None) -> 
     data = profile.model_dump(mode="json", exclude={"name_or_path", "build"})
     for key in PROFILE_INPUT_FIELDS:  # what the model was trained with travels with it
         data[key] = getattr(config, key)
-    saved = asdict(config)
+    saved = config.model_dump(mode="json")
     data[ENCODER_SECTION] = {key: saved[key] for key in SAVED_ENCODER_FIELDS}
     return data
 
@@ -128,7 +134,7 @@ def saved_encoder_settings(folder: str | os.PathLike) -> dict[str, Any]:
     section = saved.get(ENCODER_SECTION) or {}
     out.update({k: section[k] for k in SAVED_ENCODER_FIELDS if k in section})
     if "query_templates" in out:
-        out["query_templates"] = {task: QueryTemplate(**t) for task, t in out["query_templates"].items()}
+        out["query_templates"] = {task: QueryTemplate.model_validate(t) for task, t in out["query_templates"].items()}
     return out
 
 

@@ -20,9 +20,6 @@ Token limits: training (:meth:`NyxEncoder.collate`) cuts at ``EncoderConfig.max_
 :attr:`NyxEncoder.inference_max_length`, which :meth:`NyxEncoder.from_pretrained` sets to the model's own context
 limit unless ``max_length`` is given.
 
-The names other code imports from here (``EncoderConfig``, ``QueryTemplate``, ``EmbeddingModel``,
-``PreparedInput``, ``cpu_supports_bf16``, ``compile_backbone``, ...) are re-exported from their modules.
-
 Over 400 lines: :class:`NyxEncoder` is one public API (load and save, input building, embedding, batched and sharded
 encoding with its prefetching and order restoring); its parts that stand alone live in the modules above.
 """
@@ -31,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +46,13 @@ from nyx.model.backbone import (
     resolve_dtype,
     resolve_profile,
 )
-from nyx.model.collator import IMAGE_PLACEHOLDER, INPUT_STAT_KEYS, NyxCollator, PreparedInput
+from nyx.model.collator import NyxCollator, PreparedInput
 from nyx.model.config import EncoderConfig, save_model_config, saved_encoder_settings
 from nyx.model.modeling import EmbeddingModel
 from nyx.model.pooling import mrl_truncate
 from nyx.model.processor import NyxQwenProcessor
-from nyx.model.templates import PAPER_INSTRUCTION, QueryTemplate
-from nyx.model.vision_speedups import _GroupedVisionAttention as _GroupedVisionAttention
-from nyx.model.vision_speedups import _MatmulPatchEmbed as _MatmulPatchEmbed
-from nyx.model.vision_speedups import compile_backbone, cpu_supports_bf16, speed_up_vision_tower
+from nyx.model.vision_speedups import compile_backbone, cpu_supports_bf16
+from nyx.utils.batches import chunked
 from nyx.utils.io import atomic_write, read_json, write_json
 from nyx.utils.prefetch import prefetch
 
@@ -257,7 +252,7 @@ class NyxEncoder:
 
     def info(self) -> dict[str, Any]:
         """What an index manifest records to tell whether two sets of embeddings are comparable."""
-        cfg = asdict(self.config)
+        cfg = self.config.model_dump(mode="json")
         return {
             "profile": self.profile.name,
             "model_id": self.model_id,
@@ -406,7 +401,7 @@ class NyxEncoder:
         """The CPU side of encoding as a stream. Per window of ``batch_size * sort_window_batches`` records:
         a :class:`RecordError` for each record that cannot be prepared, then an :class:`EncodeWindow` with the
         ids of the others, then an :class:`EncodeBatch` per length-sorted batch."""
-        for chunk in _chunks(records, batch_size * self.config.sort_window_batches):
+        for chunk in chunked(records, batch_size * self.config.sort_window_batches):
             prepared: list[PreparedInput] = []
             for r in chunk:
                 try:
@@ -496,31 +491,4 @@ def read_shards(out_dir: str | os.PathLike, mmap: bool = True) -> Iterator[tuple
         yield ids, emb
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    buf: list[Any] = []
-    for item in items:
-        buf.append(item)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-__all__ = [
-    "IMAGE_PLACEHOLDER",
-    "INPUT_STAT_KEYS",
-    "PAPER_INSTRUCTION",
-    "EmbeddingModel",
-    "EncodeBatch",
-    "EncodeWindow",
-    "EncoderConfig",
-    "NyxCollator",
-    "NyxEncoder",
-    "PreparedInput",
-    "QueryTemplate",
-    "compile_backbone",
-    "cpu_supports_bf16",
-    "read_shards",
-    "speed_up_vision_tower",
-]
+__all__ = ["EncodeBatch", "EncodeWindow", "NyxEncoder", "read_shards"]

@@ -15,9 +15,9 @@ from typing import Any
 from transformers import AutoTokenizer, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
+from nyx.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
 #: The pixel budgets of the paper (Qwen smart-resize bounds).
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 400 * 28 * 28
 
 
 class NyxQwenProcessor(Qwen2_5_VLProcessor):

@@ -6,16 +6,17 @@ default is the paper's instruction, with the answer options written out when the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict, model_validator
+
 from nyx.data.records import Record
+from nyx.utils.config import ConfigModel
 
 PAPER_INSTRUCTION = "Please retrieve the most relevant document to answer the question."
 
 
-@dataclass(frozen=True)
-class QueryTemplate:
+class QueryTemplate(ConfigModel):
     """The instruction a query is wrapped in. ``{question}`` stands for the query's interleaved content.
 
     ``with_choices`` is used when the query record's ``extra["choices"]`` is present (a list of options or a
@@ -23,15 +24,19 @@ class QueryTemplate:
     ``choice_separator`` (``{letter}``: A, B, C...; ``{index}``: 0, 1, 2...; ``{text}``: the option).
     """
 
+    model_config = ConfigDict(frozen=True)
+
     with_choices: str = PAPER_INSTRUCTION + "\nQuestion: {question}\nChoices: {choices}"
     without_choices: str = PAPER_INSTRUCTION + "\nQuestion: {question}"
     choice_format: str = "({letter}) {text}"
     choice_separator: str = " "
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> QueryTemplate:
         for name in ("with_choices", "without_choices"):
             if getattr(self, name).count("{question}") != 1:
                 raise ValueError(f"QueryTemplate.{name} must contain '{{question}}' exactly once")
+        return self
 
     def format_choices(self, choices: Any) -> str:
         if isinstance(choices, str):

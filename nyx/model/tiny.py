@@ -15,27 +15,24 @@ renews it). The tiny Llama-3.2-Vision (:mod:`nyx.model.tiny_mllama`) trains its 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import gzip
 import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nyx.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from nyx.model.backbone import TINY_DIRNAME, default_cache_dir, tiny_profile
 from nyx.model.config import save_model_config
-from nyx.model.processor import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NyxQwenProcessor
-from nyx.utils.io import atomic_dir
+from nyx.model.processor import NyxQwenProcessor
+from nyx.utils.build_cache import ensure_built
 
 log = logging.getLogger(__name__)
 
-STAMP_FILENAME = "nyx_build.json"
 #: The tokenizer's training text, one JSON string a line (gzip, no timestamp: the same bytes on every write).
 TINY_CORPUS = Path(__file__).resolve().parent / "tiny_corpus.jsonl.gz"
 
@@ -215,39 +212,21 @@ def build_tiny_model(out_dir: str | os.PathLike, texts: Iterable[str] | None = N
 
 
 @functools.lru_cache(maxsize=1)
-def _training_texts_hash() -> str:
+def training_texts_hash() -> str:
     h = hashlib.sha256()
     for text in tiny_training_texts():
         h.update(text.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()[:16]
 
 
-def _stamp() -> dict[str, str]:
+def build_stamp() -> dict[str, str]:
     """What a cached tiny model must match to be reused: recipe version, spec and training text."""
     return {
         "builder": "nyx.model.backbone.build_tiny_model",  # its old home: kept, so built caches stay current
         "version": TINY_BUILD_VERSION,
         "spec": tiny_spec_hash(),
-        "texts": _training_texts_hash(),
+        "texts": training_texts_hash(),
     }
-
-
-def _is_current(folder: Path) -> bool:
-    try:
-        return json.loads((folder / STAMP_FILENAME).read_text()) == _stamp()
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -258,24 +237,12 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
     temporary sibling folder and renamed into place, so a reader never sees a half-written model.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / TINY_DIRNAME
-    if _is_current(target):
-        return target
-    with _file_lock(cache / f".{TINY_DIRNAME}.lock"):
-        if _is_current(target):  # another builder finished while we waited
-            return target
-        t0 = time.perf_counter()
-        with atomic_dir(target) as tmp:
-            build_tiny_model(tmp)
-            (tmp / STAMP_FILENAME).write_text(json.dumps(_stamp(), indent=2) + "\n")
-        log.info("built the tiny Qwen2.5-VL model in %s (%.1f s)", target, time.perf_counter() - t0)
-    return target
+    return ensure_built(cache / TINY_DIRNAME, build_stamp(), build_tiny_model, "the tiny Qwen2.5-VL model")
 
 
 __all__ = [
     "QWEN_CHAT_TEMPLATE",
     "QWEN_SPECIAL_TOKENS",
-    "STAMP_FILENAME",
     "TINY_MAX_LENGTH",
     "TINY_TEXT",
     "TINY_VISION",

@@ -25,19 +25,17 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from nyx.model.backbone import default_cache_dir
-from nyx.model.tiny import _file_lock, _training_texts_hash, tiny_training_texts, train_byte_level_bpe
-from nyx.utils.io import atomic_dir
+from nyx.model.tiny import tiny_training_texts, train_byte_level_bpe, training_texts_hash
+from nyx.utils.build_cache import ensure_built
 
 log = logging.getLogger(__name__)
 
 TINY_MLLAMA_DIRNAME = "tiny-mllama"
 TINY_MLLAMA_NAME = "tiny-mllama"
-STAMP_FILENAME = "nyx_build.json"
 
 #: Bump when the recipe changes in a way the spec hash does not capture.
 TINY_MLLAMA_BUILD_VERSION = "1"
@@ -164,7 +162,9 @@ def build_tiny_mllama(out_dir: str | os.PathLike, texts: Iterable[str] | None = 
     rng_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(TINY_MLLAMA_SEED)
-        model = MllamaForConditionalGeneration(config).to(torch.float32).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps(torch.nn.Module.to), and typeshed's _Wrapped is
+        # not a descriptor, so mypy takes the dtype for `self`: a third-party typing gap, the call is correct.
+        model = MllamaForConditionalGeneration(config).to(torch.float32).eval()  # type: ignore[arg-type]
         _open_gates(model)
     finally:
         torch.random.set_rng_state(rng_state)
@@ -174,37 +174,21 @@ def build_tiny_mllama(out_dir: str | os.PathLike, texts: Iterable[str] | None = 
     return out
 
 
-def _stamp() -> dict[str, str]:
+def build_stamp() -> dict[str, str]:
     return {
         "builder": "nyx.model.tiny_mllama.build_tiny_mllama",
         "version": TINY_MLLAMA_BUILD_VERSION,
         "spec": tiny_mllama_spec_hash(),
-        "texts": _training_texts_hash(),
+        "texts": training_texts_hash(),
     }
-
-
-def _is_current(folder: Path) -> bool:
-    try:
-        return json.loads((folder / STAMP_FILENAME).read_text()) == _stamp()
-    except (OSError, ValueError):
-        return False
 
 
 def ensure_tiny_mllama(cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder of the tiny mllama (``<cache_dir>/tiny-mllama``), built on first use (see the module doc)."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / TINY_MLLAMA_DIRNAME
-    if _is_current(target):
-        return target
-    with _file_lock(cache / f".{TINY_MLLAMA_DIRNAME}.lock"):
-        if _is_current(target):
-            return target
-        t0 = time.perf_counter()
-        with atomic_dir(target) as tmp:
-            build_tiny_mllama(tmp)
-            (tmp / STAMP_FILENAME).write_text(json.dumps(_stamp(), indent=2) + "\n")
-        log.info("built the tiny Llama-3.2-Vision model in %s (%.1f s)", target, time.perf_counter() - t0)
-    return target
+    return ensure_built(
+        cache / TINY_MLLAMA_DIRNAME, build_stamp(), build_tiny_mllama, "the tiny Llama-3.2-Vision model"
+    )
 
 
 __all__ = [

@@ -150,15 +150,3 @@ class Retriever(ABC):
     def _require_index(self) -> None:
         if self.num_docs == 0:
             raise RuntimeError(f"the {self.name} retriever has no documents: call index() or load() first")
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,6 +17,10 @@ from nyx.data.rejects import RejectLog
 from nyx.index.manifest import CorpusHasher
 from nyx.retrieval.base import Retriever, Run, read_retriever_manifest, register_retriever, unique_records
 from nyx.utils.io import atomic_dir, read_json, write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import bm25s
+    from bm25s.tokenization import Tokenizer
 
 DOC_IDS_NAME = "doc_ids.json"
 
@@ -40,8 +44,8 @@ class BM25Retriever(Retriever):
 
     def __init__(self, config: BM25Config | None = None, **overrides: Any):
         self.config = (config or BM25Config()).model_copy(update=overrides)
-        self._model = None
-        self._tokenizer = None
+        self._model: bm25s.BM25 | None = None
+        self._tokenizer: Tokenizer | None = None
         self._doc_ids: list[str] = []
         self._corpus_hash: str | None = None
 
@@ -53,6 +57,12 @@ class BM25Retriever(Retriever):
     @property
     def num_docs(self) -> int:
         return len(self._doc_ids)
+
+    def _fitted(self) -> tuple[bm25s.BM25, Tokenizer]:
+        """The model and tokenizer; raises (``_require_index``) before ``index()`` or ``load()`` gave documents."""
+        self._require_index()
+        assert self._model is not None and self._tokenizer is not None  # set together with the documents
+        return self._model, self._tokenizer
 
     def index(self, corpus: Iterable[Record], *, rejects: RejectLog | None = None) -> int:
         import bm25s
@@ -75,35 +85,33 @@ class BM25Retriever(Retriever):
 
     def search(self, queries: Sequence[Record], k: int = 10, dim: int | None = None) -> Run:
         self.check_dim(dim)
-        self._require_index()
+        model, tokenizer = self._fitted()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return {}
         k = min(k, self.num_docs)
-        tokens = self._tokenizer.tokenize(
-            [q.text for q in queries], update_vocab=False, return_as="ids", show_progress=False
-        )
+        tokens = tokenizer.tokenize([q.text for q in queries], update_vocab=False, return_as="ids", show_progress=False)
         # bm25s maps unknown words, and the text of documents without words, to the empty token: drop it, or
         # a query of unknown words would "match" every image-only document.
-        empty = self._tokenizer.get_vocab_dict().get("")
+        empty = tokenizer.get_vocab_dict().get("")
         tokens = [[t for t in ids if t != empty] for ids in tokens]
         run: Run = {q.id: {} for q in queries}
         searchable = [i for i, ids in enumerate(tokens) if ids]
         if searchable:
-            docs, scores = self._model.retrieve([tokens[i] for i in searchable], k=k, show_progress=False)
+            docs, scores = model.retrieve([tokens[i] for i in searchable], k=k, show_progress=False)
             for i, row_d, row_s in zip(searchable, docs, scores):
                 keep = row_s > 0  # a zero score means no query term occurs in the document
                 run[queries[i].id] = {self._doc_ids[int(d)]: float(s) for d, s in zip(row_d[keep], row_s[keep])}
         return run
 
     def save(self, path: str | os.PathLike) -> Path:
-        self._require_index()
+        model, tokenizer = self._fitted()
         path = Path(path)
         with atomic_dir(path) as tmp:
-            self._model.save(str(tmp / "bm25"), show_progress=False)
-            self._tokenizer.save_vocab(str(tmp / "bm25"))
-            self._tokenizer.save_stopwords(str(tmp / "bm25"))
+            model.save(str(tmp / "bm25"), show_progress=False)
+            tokenizer.save_vocab(str(tmp / "bm25"))
+            tokenizer.save_stopwords(str(tmp / "bm25"))
             write_json(self._doc_ids, tmp / DOC_IDS_NAME)
             self._write_manifest(tmp, self.config.model_dump(), self._corpus_hash)
         return path
@@ -117,13 +125,13 @@ class BM25Retriever(Retriever):
         if manifest.retriever != cls.name:
             raise ValueError(f"{path} holds a {manifest.retriever!r} retriever, not {cls.name!r}")
         self = cls(BM25Config.model_validate(manifest.config))
-        self._model = bm25s.BM25.load(str(path / "bm25"), show_progress=False)
-        self._tokenizer = self._new_tokenizer()
-        self._tokenizer.load_vocab(str(path / "bm25"))
-        self._tokenizer.load_stopwords(str(path / "bm25"))
+        self._model = model = bm25s.BM25.load(str(path / "bm25"), show_progress=False)
+        self._tokenizer = tokenizer = self._new_tokenizer()
+        tokenizer.load_vocab(str(path / "bm25"))
+        tokenizer.load_stopwords(str(path / "bm25"))
         self._doc_ids = [str(i) for i in read_json(path / DOC_IDS_NAME)]
         self._corpus_hash = manifest.corpus_hash
-        if self._model.scores["num_docs"] != len(self._doc_ids):
+        if model.scores["num_docs"] != len(self._doc_ids):
             raise ValueError(f"{path}: the BM25 index and {DOC_IDS_NAME} disagree on the number of documents")
         return self
 

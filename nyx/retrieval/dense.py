@@ -26,13 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from nyx.data.records import Record
 from nyx.data.rejects import RecordError, RejectLog
 from nyx.index import CorpusHasher, EmbeddingIndex, IndexConfig, IndexMismatchError
-from nyx.retrieval.base import Retriever, Run, chunked, read_retriever_manifest, unique_records
+from nyx.retrieval.base import Retriever, Run, read_retriever_manifest, unique_records
+from nyx.utils.batches import chunked
 from nyx.utils.io import atomic_dir
 
 INDEX_DIR = "index"
 
 if TYPE_CHECKING:
-    from nyx.index.store import EmbeddingStore, EncodeStats
+    from nyx.index.store import EmbeddingStore
+    from nyx.index.store_lookup import EncodeStats
 
 # Errors that mean "this record cannot be encoded" (missing or undecodable image, bad content), as opposed to
 # bugs or resource exhaustion, which must surface.
@@ -48,12 +50,15 @@ DOCUMENTS_ENCODED: Counter[tuple[str, str | None]] = Counter()
 class Encoder(Protocol):
     """What a dense retriever needs from an encoder (NyxEncoder and the MiniLM wrapper provide it)."""
 
-    model_id: str
-    dim: int
+    @property
+    def model_id(self) -> str: ...
 
-    def encode_queries(self, records: Sequence[Record], batch_size: int = ...) -> np.ndarray: ...
+    @property
+    def dim(self) -> int: ...
 
-    def encode_documents(self, records: Sequence[Record], batch_size: int = ...) -> np.ndarray: ...
+    def encode_queries(self, records: Sequence[Record], *, batch_size: int = ...) -> np.ndarray: ...
+
+    def encode_documents(self, records: Sequence[Record], *, batch_size: int = ...) -> np.ndarray: ...
 
 
 class DenseConfig(BaseModel):
@@ -77,7 +82,7 @@ class DenseRetriever(Retriever):
         self.config = config or DenseConfig()
         self._encoder = encoder
         self._index: EmbeddingIndex | None = None
-        self.last_encode = None  # EncodeStats of the last index() call
+        self.last_encode: EncodeStats | None = None  # of the last index() / embed_into() call
 
     # ------------------------------------------------------------------ encoder
     @abstractmethod
@@ -143,7 +148,8 @@ class DenseRetriever(Retriever):
 
         enc = self.encoder
         model_id, revision = self.model_identity(enc)
-        info = dict(enc.info()) if callable(getattr(enc, "info", None)) else {}
+        info_of = getattr(enc, "info", None)
+        info = dict(info_of()) if callable(info_of) else {}
         ident: dict[str, Any] = {
             "retriever": self.name,
             "model_id": model_id,
@@ -195,6 +201,7 @@ class DenseRetriever(Retriever):
                 kept = set(ids)
                 hasher.update(r for r in shard if r.id in kept)
         index.manifest.corpus_hash = hasher.hexdigest()
+        assert self.last_encode is not None  # set by _encode_corpus
         index.manifest.inputs = dict(self.last_encode.inputs)
         self._index = index
         return len(index)
@@ -212,6 +219,7 @@ class DenseRetriever(Retriever):
         per ``shard_size`` records named after ``source``), without building an index. Returns the counts."""
         for _ in self._encode_corpus(corpus, rejects, store, source, False, progress, "embedding"):
             pass
+        assert self.last_encode is not None  # set by _encode_corpus
         return self.last_encode
 
     def _encode_corpus(
@@ -226,7 +234,7 @@ class DenseRetriever(Retriever):
     ) -> Iterator[tuple[list[Record], list[str], np.ndarray]]:
         """``(shard, ids, embeddings)`` per ``shard_size`` records: from the store where it has them (when given),
         encoded otherwise; counts accumulate in :attr:`last_encode` and are reported to ``progress``."""
-        from nyx.index.store import EncodeStats, encode_counted, lookup_or_encode
+        from nyx.index.store_lookup import EncodeStats, encode_counted, lookup_or_encode
 
         stored = store.model(self.embedding_identity()) if store is not None else None
         stats = self.last_encode = EncodeStats()

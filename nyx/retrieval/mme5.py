@@ -85,6 +85,7 @@ class MmE5Encoder:
         from nyx.model.backbone import resolve_device, resolve_dtype
 
         self.requested = os.fspath(model)
+        self.model_revision: str | None
         if self.requested == "tiny":
             from nyx.model.tiny_mllama import TINY_MLLAMA_NAME, ensure_tiny_mllama, tiny_mllama_spec_hash
 

@@ -37,6 +37,7 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "model_dir"
@@ -93,7 +94,7 @@ def retriever_input_example():
     )
 
 
-class NyxEmbeddingModel(mlflow.pyfunc.PythonModel):
+class NyxEmbeddingModel(PythonModel):
     def load_context(self, context) -> None:
         from nyx.model.encoder import NyxEncoder
         from nyx.utils.integrity import MANIFEST, verify_manifest

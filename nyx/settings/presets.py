@@ -178,7 +178,7 @@ PROFILES: dict[str, PipelineProfile] = {
 #: the processes (2 CPU processes instead of 8 GPUs, same launcher) and the offline generator and reader (their
 #: HTTP path has its own tests). Every switch (LoRA r 8 / alpha 64 / dropout 0.1 on the language model, ZeRO-2,
 #: gradient cache, cross-device negatives, Stage 2 ``continue`` on the adapter, selection on dev) stays as the paper
-#: sets it; ``tests/nyx/test_profiles.py`` lists these paths and checks that nothing else differs.
+#: sets it; ``tests/nyx/settings/test_settings.py`` lists these paths and checks that nothing else differs.
 _REHEARSAL_TRAIN = {
     "model": "tiny",
     "learning_rate": 5e-4,
@@ -202,7 +202,7 @@ REHEARSAL_SCALE: dict[str, Any] = {
     # the paper's miner (mmE5, Llama-3.2-Vision) with the tiny random-weight Llama-3.2-Vision's weights
     "miner": {"model": "tiny"},
     # the paper's mix at fixture scale: a research-format (MMEB-like) and a HotpotQA-format (distractor setting)
-    # source, written offline by nyx.data.sample_sources (prepare_sample) under the data root
+    # source, written offline by nyx.data.sample.training_sources (prepare_sample) under the data root
     "stage1": {
         "train": _REHEARSAL_TRAIN,
         "extra_sources": [

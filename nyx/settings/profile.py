@@ -64,7 +64,7 @@ class PipelineProfile(BaseModel):
         """A copy with nested overrides applied (``{"images": {"max_pixels": 1000}}``), validated."""
         if not overrides:
             return self
-        data = self.model_dump()
+        data = self.model_dump(exclude_unset=True)  # what was given: defaults stay defaults (stage*.train)
         _deep_update(data, overrides)
         return PipelineProfile.model_validate(data)
 

@@ -6,16 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nyx.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from nyx.index.manifest import IndexConfig
 from nyx.retrieval.dense import DenseConfig
 from nyx.synth.generators.config import OpenAISettings
 from nyx.synth.mining import MiningConfig
+from nyx.train.config import StageTrainSettings
 
 
 class ImageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_pixels: int = 400 * 28 * 28
-    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_pixels: int = DEFAULT_MIN_PIXELS
 
 
 class SampleDataSettings(BaseModel):
@@ -152,10 +154,11 @@ class TrainingSource(BaseModel):
 
 
 class StageSettings(BaseModel):
-    """Training settings of one stage: any :class:`nyx.train.config.TrainConfig` field except paths and data."""
+    """Training settings of one stage: ``train`` takes any :class:`nyx.train.config.TrainConfig` field except paths,
+    data and the pixel budget (:class:`~nyx.train.config.StageTrainSettings`)."""
 
     model_config = ConfigDict(extra="forbid")
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: StageTrainSettings = Field(default_factory=StageTrainSettings)
     extra_sources: list[TrainingSource] = Field(
         default_factory=list,
         description="external training sets (Stage 1), converted by the training_sources asset; see TrainingSource",

@@ -20,14 +20,17 @@ import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field, model_validator
 
 from nyx.data.images import ImageConfig, verify_image
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
 from nyx.synth.text import split_sentences, word_spans
+from nyx.utils.config import ConfigModel
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +191,7 @@ def load_token_counter(spec: str | os.PathLike | Callable[[str], int] | TokenCou
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ChunkingConfig:
+class ChunkingConfig(ConfigModel):
     """Settings of :func:`chunk_documents` (defaults: the paper's)."""
 
     max_tokens: int = 200
@@ -204,13 +206,15 @@ class ChunkingConfig:
     tokenizer: str | None = None
     """Tokenizer for :func:`load_token_counter` when no counter is passed: None = the backbone's,
     a folder path, or ``"whitespace"`` (tests only)."""
-    image: ImageConfig = field(default_factory=ImageConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> ChunkingConfig:
         if self.max_tokens < 2:
             raise ValueError("max_tokens must be >= 2")
         if self.max_images < 0:
             raise ValueError("max_images must be >= 0")
+        return self
 
 
 @dataclass

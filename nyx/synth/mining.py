@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import model_validator
+
 from nyx.data.records import Record
-from nyx.retrieval.base import Retriever, chunked
+from nyx.retrieval.base import Retriever
 from nyx.synth.text import normalize_answer
+from nyx.utils.batches import chunked
+from nyx.utils.config import ConfigModel
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class MiningConfig:
+class MiningConfig(ConfigModel):
     """Settings of :func:`mine_hard_negatives` (defaults: the paper's)."""
 
     k: int = 20
@@ -43,13 +46,15 @@ class MiningConfig:
     """Word-set Jaccard from which a chunk of the positive's document counts as its duplicate."""
     batch_size: int = 256
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> MiningConfig:
         if not 0 <= self.skip < self.k:
             raise ValueError(f"need 0 <= skip < k, got skip={self.skip}, k={self.k}")
         if self.n < 1:
             raise ValueError("n must be >= 1")
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError("dedup_threshold must be in (0, 1]")
+        return self
 
 
 def _signature(r: Record) -> tuple[str, tuple[str, ...]]:
@@ -211,7 +216,8 @@ def _dense_identity(retriever: Retriever) -> dict[str, Any]:
         return {}
     model_id, revision = retriever.model_identity(retriever.encoder)
     ident: dict[str, Any] = {"model_id": model_id, "revision": revision}
-    info = retriever.encoder.info() if callable(getattr(retriever.encoder, "info", None)) else {}
+    info_of = getattr(retriever.encoder, "info", None)  # NyxEncoder and MmE5Encoder have one, MiniLM not
+    info = info_of() if callable(info_of) else {}
     for key, folder in (("weights", info.get("model_id", model_id)), ("adapter_weights", info.get("adapter_path"))):
         if (w := folder_weights_id(folder)) is not None:
             ident[key] = w
@@ -282,6 +288,7 @@ def resolve_miner(
     ``models:/`` URIs (logged models are downloaded into ``download_dir``). ``ValueError`` for a spec that names
     nothing usable."""
     from nyx.retrieval import create_retriever, load_retriever, read_retriever_manifest
+    from nyx.retrieval.bm25 import BM25Retriever
     from nyx.retrieval.dense import DenseConfig
     from nyx.retrieval.mme5 import MME5_MODEL_ID, MmE5Retriever
     from nyx.retrieval.nyx_retriever import NyxRetriever
@@ -292,6 +299,7 @@ def resolve_miner(
     spec = os.fspath(spec)
     if spec == "bm25":
         retriever: Retriever = create_retriever("bm25")
+        assert isinstance(retriever, BM25Retriever)  # the class registered as "bm25"
         ident = {"kind": "bm25", "config": retriever.config.model_dump(mode="json")}
     elif spec == "minilm":
         retriever = create_retriever(

@@ -31,12 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import model_validator
+
 from nyx.data.beir import write_beir
 from nyx.data.records import Record
 from nyx.data.rejects import RecordError, RejectLog
 from nyx.synth.generators.base import Generator
 from nyx.synth.qa import GROUPS, parallel_map
 from nyx.synth.text import CONTEXT_REFERENCE, n_words, normalize_answer
+from nyx.utils.config import ConfigModel
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,7 @@ _NUMBERED_IMAGE = re.compile(r"\b(?:image|picture|photo|photograph|figure)\s*(?:
 _ANY_IMAGE = re.compile(r"\b(?:image|images|picture|pictures|photo|photos|photograph|photographs)\b", re.I)
 
 
-@dataclass
-class NyxQAConfig:
+class NyxQAConfig(ConfigModel):
     """Settings of :func:`build_nyxqa` (defaults: the paper's)."""
 
     dev_per_group: int = 200
@@ -57,13 +59,15 @@ class NyxQAConfig:
     """dev + test together take at most this share of a group's questions (small corpora keep a train set)."""
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> NyxQAConfig:
         if self.dev_per_group < 0 or self.test_per_group < 0:
             raise ValueError("dev_per_group and test_per_group must be >= 0")
         if not 0.0 <= self.max_eval_fraction <= 1.0:
             raise ValueError("max_eval_fraction must be in [0, 1]")
         if self.n_distractors < 1:
             raise ValueError("n_distractors must be >= 1")
+        return self
 
 
 @dataclass
@@ -154,7 +158,7 @@ def assign_splits(queries: Sequence[Record], cfg: NyxQAConfig) -> dict[str, str]
             scale = budget / max(1, sum(t.values()))
             t = {"test": int(round(t["test"] * scale)), "dev": int(t["dev"] * scale)}
         target[group] = t
-    filled = {s: Counter() for s in ("test", "dev")}
+    filled: dict[str, Counter[str]] = {s: Counter() for s in ("test", "dev")}
     units = _split_units(queries)
     _rng(cfg.seed, "split").shuffle(units)
     out: dict[str, str] = {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from nyx.utils.io import read_json
 
@@ -101,3 +101,40 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TrainConfig:
         return cls.model_validate(read_json(path))
+
+
+#: :class:`TrainConfig` fields a stage decides (where it writes, what it reads, which adapter it continues) or that
+#: are set once elsewhere (the pixel budget: the profile's ``images``): a profile's ``stage*.train`` cannot set them.
+STAGE_DECIDED_FIELDS = ("output_dir", "data", "init_adapter", "max_pixels", "min_pixels")
+
+_StageTrainBase: type[BaseModel] = create_model(
+    "_StageTrainBase",
+    __config__=ConfigDict(extra="forbid"),
+    **{  # type: ignore[call-overload]
+        name: (Optional[field.annotation], Field(None, description=field.description))  # noqa: UP045
+        for name, field in TrainConfig.model_fields.items()
+        if name not in STAGE_DECIDED_FIELDS
+    },
+)
+
+
+class StageTrainSettings(_StageTrainBase):
+    """A profile's training settings of one stage (``stage1.train``): any :class:`TrainConfig` field except
+    :data:`STAGE_DECIDED_FIELDS`, typed as there, so that a misspelt setting or a wrong type fails when the profile
+    is loaded and not when training starts. Only the settings given count (:meth:`given`); the rest are
+    :class:`TrainConfig`'s defaults. Ranges and cross-field rules are checked when the stage builds its
+    :class:`TrainConfig`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_stage_decided(cls, data: Any) -> Any:
+        for key in STAGE_DECIDED_FIELDS if isinstance(data, dict) else ():
+            if key in data and key in ("max_pixels", "min_pixels"):
+                raise ValueError(f"train.{key}: the pixel budget is set once, in images.{key}")
+            if key in data:
+                raise ValueError(f"train.{key}: set by the stage itself, not by the profile")
+        return data
+
+    def given(self) -> dict[str, Any]:
+        """The settings given (an explicit ``None`` too, e.g. ``max_steps: null`` over an inherited value)."""
+        return self.model_dump(exclude_unset=True)

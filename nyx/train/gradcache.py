@@ -21,7 +21,7 @@ gradients over ranks.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -108,21 +108,23 @@ def plain_step(
 
 def cached_step(
     encode: EncodeFn,
-    query_chunks: Sequence[Any],
-    doc_chunks: Sequence[Any],
+    query_chunks: Iterable[Any],
+    doc_chunks: Iterable[Any],
     n_queries: int,
     loss_fn: LossFn,
     backprop: Backprop | None = None,
 ) -> StepOutput:
-    """The gradient-cache step over pre-collated chunks (same layout as :func:`plain_step`, chunked).
+    """The gradient-cache step over pre-collated chunks (same layout as :func:`plain_step`, chunked, e.g. by
+    :func:`nyx.utils.batches.chunked`).
 
     Equal, within float tolerance, to :func:`plain_step` on the concatenated inputs: same loss, same
     parameter gradients (also with dropout, thanks to the RNG replay).
     """
     backprop = backprop or Backprop()
-    chunks = [*query_chunks, *doc_chunks]
-    n_q_chunks = len(query_chunks)
-    if not query_chunks or not doc_chunks:
+    q_chunks, d_chunks = list(query_chunks), list(doc_chunks)
+    chunks = [*q_chunks, *d_chunks]
+    n_q_chunks = len(q_chunks)
+    if not q_chunks or not d_chunks:
         raise ValueError("cached_step needs at least one query chunk and one document chunk")
 
     # 1. encode without autograd, remembering the RNG state of each chunk
@@ -154,10 +156,3 @@ def cached_step(
 
 def _detached(out: MatryoshkaLossOutput) -> MatryoshkaLossOutput:
     return MatryoshkaLossOutput(total=out.total.detach(), per_dim={k: v.detach() for k, v in out.per_dim.items()})
-
-
-def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` items (``size`` <= 0: one slice)."""
-    if size <= 0 or size >= len(items):
-        return [items]
-    return [items[i : i + size] for i in range(0, len(items), size)]

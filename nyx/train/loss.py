@@ -7,7 +7,7 @@ For query *i* of the global batch (all processes together) the logits are::
 and the target is ``j = i``. Hard negatives of other queries are never scored against query *i*. An in-batch
 positive ``p_j`` that is not a negative of query *i* (the same document as ``p_i``, or another document judged
 relevant to query *i*) is left out of its softmax when the caller passes that ``[N, N]`` ``false_negatives``
-mask (the trainer builds it with :func:`nyx.train.data.in_batch_false_negatives`).
+mask (the trainer builds it with :func:`nyx.train.dataset.in_batch_false_negatives`).
 
 Matryoshka representation learning (MRL): the same loss is computed on the first ``d`` dimensions of every
 embedding (re-normalised) for each configured ``d``, and the weighted sum is the training objective (paper:

@@ -11,19 +11,20 @@ calls :func:`nyx.train.trainer.train` with its own ``on_log`` hook instead.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import sys
 
-from nyx.train.config import TrainConfig
+from nyx.train.entry import start_process, training_parser
 from nyx.train.trainer import train
 
 
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nyx.train.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="TrainConfig JSON file")
+    parser = training_parser("nyx.train.run", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--resume_from_checkpoint",
         "--resume-from-checkpoint",
@@ -31,16 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         help="'latest' or a checkpoint folder (overrides the config)",
     )
     parser.add_argument("--output_dir", "--output-dir", default=None, help="overrides the config's output_dir")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    args = parser.parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    logging.basicConfig(
-        level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-    config = TrainConfig.from_json(args.config)
+    args, config = start_process(parser, argv, _is_rank0)
     updates = {
         k: v
         for k, v in (("resume_from_checkpoint", args.resume_from_checkpoint), ("output_dir", args.output_dir))
@@ -49,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if updates:
         config = config.model_copy(update=updates)
     result = train(config)
-    if os.environ.get("RANK", "0") == "0":
+    if _is_rank0():
         print(
             json.dumps(
                 {

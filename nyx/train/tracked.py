@@ -6,39 +6,19 @@ and, when started by Dagster Pipes, streams log lines and reports the materialis
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import sys
 
 from nyx.tracking import TrainingReporter, process_rank
-from nyx.train.config import TrainConfig
-from nyx.train.trainer import TRAINER_STATE, find_latest_checkpoint, train
-from nyx.utils.io import read_json, write_json
-
-
-def resume_step(config: TrainConfig) -> int | None:
-    """The optimizer step training will resume from (None: a fresh start)."""
-    which = config.resume_from_checkpoint
-    if not which:
-        return None
-    ck = find_latest_checkpoint(config.output_dir) if which == "latest" else os.path.abspath(which)
-    return int(read_json(os.path.join(ck, TRAINER_STATE))["global_step"]) if ck else None
+from nyx.train.checkpoints import resume_step
+from nyx.train.entry import start_process, training_parser
+from nyx.train.trainer import train
+from nyx.utils.io import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nyx.train.tracked")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    logging.basicConfig(
-        level=logging.INFO if process_rank() == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    config = TrainConfig.from_json(args.config)
+    _, config = start_process(training_parser("nyx.train.tracked"), argv, lambda: process_rank() == 0)
     reporter = TrainingReporter()
     try:
         reporter.log_params(json.loads(config.model_dump_json()))

@@ -1,17 +1,15 @@
-"""The contrastive trainer: a small loop around accelerate (single process, DDP, or DeepSpeed ZeRO-2).
+"""The contrastive trainer: the training loop of one run, around accelerate (single process, DDP, or DeepSpeed ZeRO-2).
 
-What accelerate does: process group, device placement, DDP / DeepSpeed wrapping (from the repo's ZeRO-2
-JSON, ``"auto"`` values filled from :class:`TrainConfig`), mixed precision, saving and loading the
-model/optimizer/scheduler/RNG state. What this module adds: the contrastive step (plain or gradient cache,
-:mod:`nyx.train.gradcache`) with the global-batch loss (:mod:`nyx.train.loss`), LoRA/DoRA or full
-fine-tuning, deterministic global batches every process slices the same way, step-exact resume, the
-``on_log`` hook, and a final save that :meth:`nyx.model.NyxEncoder.from_pretrained` loads.
+What accelerate does (:mod:`nyx.train.backend`): process group, device placement, DDP / DeepSpeed wrapping,
+mixed precision, saving and loading the model/optimizer/scheduler/RNG state. What this module adds: the
+contrastive step (plain or gradient cache, :mod:`nyx.train.gradcache`) with the global-batch loss
+(:mod:`nyx.train.loss`) on the model :mod:`nyx.train.model_setup` prepares (LoRA/DoRA or full fine-tuning),
+deterministic global batches every process slices the same way, step-exact resume (:mod:`nyx.train.checkpoints`),
+the ``on_log`` hook, and a final save that :meth:`nyx.model.NyxEncoder.from_pretrained` loads.
 
 Layout of ``output_dir``::
 
-    checkpoints/step-00000050/   state/ (accelerate: weights, optimizer, scheduler, RNG per rank)
-                                 model/ (LoRA adapter or full HF weights + processor + nyx_profile.json)
-                                 trainer_state.json (written last: a checkpoint without it is incomplete)
+    checkpoints/step-00000050/   a checkpoint (:mod:`nyx.train.checkpoints`)
     final/                       adapter (or full model) + processor + nyx_profile.json + train_summary.json
     merged/                      (LoRA with ``save_merged``) the merged model in HF layout
     metrics.jsonl                one line per logged step (rank 0)
@@ -20,16 +18,12 @@ Layout of ``output_dir``::
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +33,10 @@ from typing import Any
 import torch
 
 from nyx.data.rejects import RejectLog
-from nyx.train.config import DEFAULT_DEEPSPEED_CONFIG, TrainConfig
-from nyx.train.data import (
+from nyx.train.backend import AcceleratorBackprop, make_accelerator
+from nyx.train.checkpoints import checkpoint_step, resolve_resume, save_checkpoint
+from nyx.train.config import TrainConfig
+from nyx.train.dataset import (
     TrainingExample,
     batch_records,
     build_training_set,
@@ -48,15 +44,14 @@ from nyx.train.data import (
     in_batch_false_negatives,
     local_slice,
 )
-from nyx.train.gradcache import Backprop, cached_step, chunked, plain_step
+from nyx.train.gradcache import LossFn, cached_step, plain_step
 from nyx.train.loss import MatryoshkaInfoNCE
-from nyx.utils.integrity import is_verified, verify_manifest, write_manifest
-from nyx.utils.io import read_json, write_json
+from nyx.train.model_setup import load_encoder
+from nyx.utils.batches import chunked
+from nyx.utils.integrity import write_manifest
+from nyx.utils.io import write_json
 
 log = logging.getLogger(__name__)
-
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINTS = "checkpoints"
 
 #: ``on_log(step, metrics)``: called on rank 0 only, every ``logging_steps`` and at the last step.
 OnLog = Callable[[int, dict[str, float]], None]
@@ -73,93 +68,6 @@ class TrainResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: int = 0
     run_info: dict[str, Any] = field(default_factory=dict)  # how it really ran: see ContrastiveTrainer.run_info
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------------------------------------
-
-
-def resolve_deepspeed_config(path: str | os.PathLike) -> Path:
-    """A DeepSpeed JSON as given, or relative to the repository (profiles say ``configs/deepspeed_zero2.json``,
-    which must not depend on the directory a launcher starts in)."""
-    p = Path(path)
-    for candidate in (p, DEFAULT_DEEPSPEED_CONFIG.parents[1] / p):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise FileNotFoundError(f"DeepSpeed config {path} not found (also looked in {DEFAULT_DEEPSPEED_CONFIG.parent})")
-
-
-def _disable_deepspeed_shm_op() -> None:
-    """Skip DeepSpeed's JIT-compiled shared-memory op on CPU (50-75 s on a fresh machine); gloo does the work."""
-    with contextlib.suppress(ImportError):
-        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ensure_process_env() -> None:
-    """DeepSpeed in a single plain process (no launcher): give it a one-process group to join."""
-    if "LOCAL_RANK" not in os.environ:
-        os.environ.update(
-            RANK="0",
-            LOCAL_RANK="0",
-            WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=os.environ.get("MASTER_PORT") or str(_free_port()),
-        )
-
-
-def _resolve_bf16(setting: bool | str) -> bool:
-    if setting == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(setting)
-
-
-def find_latest_checkpoint(output_dir: str | os.PathLike, verify: bool = True) -> Path | None:
-    """The complete checkpoint with the highest step whose files match its manifest, or None. A checkpoint that
-    fails verification (a zeroed or truncated file) is skipped with a warning naming the file, so training resumes
-    from the last one that verifies."""
-    root = Path(output_dir) / CHECKPOINTS
-    found: list[tuple[int, Path]] = []
-    if root.is_dir():
-        for d in root.iterdir():
-            m = re.fullmatch(r"step-(\d+)", d.name)
-            if m and (d / TRAINER_STATE).is_file():
-                found.append((int(m.group(1)), d))
-    for _, d in sorted(found, reverse=True):
-        ok, reason = is_verified(d) if verify else (True, "")
-        if ok:
-            return d
-        log.warning("skipping checkpoint %s: %s", d, reason)
-    return None
-
-
-class AcceleratorBackprop(Backprop):
-    """Backward through accelerate: DDP ``no_sync`` except for the last chunk; with DeepSpeed, the engine's
-    gradient-accumulation boundary is the last chunk (the engine then clips and steps the optimizer)."""
-
-    def __init__(self, accelerator: Any, model: torch.nn.Module):
-        from accelerate.utils import DistributedType
-
-        self.accelerator = accelerator
-        self.model = model
-        self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-
-    def sync(self, is_last: bool):
-        if is_last or self.deepspeed:
-            return contextlib.nullcontext()
-        return self.accelerator.no_sync(self.model)
-
-    def backward(self, tensor: torch.Tensor, is_last: bool) -> None:
-        if self.deepspeed:
-            self.accelerator.deepspeed_engine_wrapped.backward(tensor, sync_gradients=is_last)
-        else:
-            self.accelerator.backward(tensor)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,76 +97,6 @@ class ContrastiveTrainer:
 
     # -- setup --------------------------------------------------------------------------------------------
 
-    def make_accelerator(self):
-        """The ``accelerate.Accelerator`` this config trains with (DeepSpeed plugin, mixed precision, gloo on
-        CPU), seeded. :meth:`train` calls it; benchmarks use it to time steps the same way."""
-        from accelerate import Accelerator
-        from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
-
-        cfg = self.config
-        plugin = None
-        if cfg.deepspeed:
-            _disable_deepspeed_shm_op()
-            _ensure_process_env()
-            os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-            plugin = DeepSpeedPlugin(
-                hf_ds_config=str(resolve_deepspeed_config(cfg.deepspeed)),
-                gradient_clipping=cfg.max_grad_norm,
-                gradient_accumulation_steps=1,
-            )
-        on_cpu = not torch.cuda.is_available()
-        accelerator = Accelerator(
-            mixed_precision="bf16" if _resolve_bf16(cfg.bf16) else "no",
-            deepspeed_plugin=plugin,
-            step_scheduler_with_optimizer=False,
-            # CPU: DDP needs cpu=True (gloo, MULTI_CPU); DeepSpeed needs the gloo backend named explicitly,
-            # otherwise accelerate finds no device backend and counts a single process.
-            cpu=on_cpu and plugin is None,
-            kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if on_cpu and plugin is not None else None,
-        )
-        if plugin is not None:  # the "auto" batch sizes: no dataloader goes through accelerate.prepare
-            accelerator.state.deepspeed_plugin.deepspeed_config.update(
-                train_micro_batch_size_per_gpu=cfg.per_device_batch_size,
-                train_batch_size=cfg.per_device_batch_size * accelerator.num_processes,
-                gradient_accumulation_steps=1,
-            )
-        set_seed(cfg.seed)
-        return accelerator
-
-    def _load_encoder(self, device: torch.device):
-        from nyx.model.encoder import NyxEncoder
-
-        cfg = self.config
-        overrides: dict[str, Any] = {"show_progress": False}
-        for key in ("max_length", "max_pixels", "min_pixels"):
-            if getattr(cfg, key) is not None:
-                overrides[key] = getattr(cfg, key)
-        encoder = NyxEncoder.from_pretrained(cfg.model, device=device, dtype="float32", **overrides)
-        backbone = encoder.backbone
-        if cfg.gradient_checkpointing:
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora.enabled:
-            from peft import LoraConfig, PeftModel, get_peft_model
-
-            if cfg.init_adapter:
-                backbone = PeftModel.from_pretrained(backbone, cfg.init_adapter, is_trainable=True)
-            else:
-                lc = cfg.lora
-                backbone = get_peft_model(
-                    backbone,
-                    LoraConfig(
-                        r=lc.rank,
-                        lora_alpha=lc.alpha,
-                        lora_dropout=lc.dropout,
-                        use_dora=lc.use_dora,
-                        target_modules=lc.target_modules,
-                        bias="none",
-                    ),
-                )
-            encoder.module.backbone = backbone
-        encoder.module.train()
-        return encoder
-
     def _training_examples(self) -> tuple[list[TrainingExample], dict[str, dict[str, int]]]:
         if self._examples is not None:
             return self._examples, {
@@ -276,7 +114,7 @@ class ContrastiveTrainer:
         from transformers import get_linear_schedule_with_warmup
 
         cfg = self.config
-        acc = self.make_accelerator()
+        acc = make_accelerator(cfg)
         self.accelerator = acc
         rank0 = acc.is_main_process
         world = acc.num_processes
@@ -299,7 +137,7 @@ class ContrastiveTrainer:
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
 
-        encoder = self._load_encoder(acc.device)
+        encoder = load_encoder(cfg, acc.device)
         self.encoder = encoder
         profile = encoder.profile
         dims = cfg.mrl_dims if cfg.mrl_dims is not None else list(profile.mrl_dims)
@@ -327,10 +165,10 @@ class ContrastiveTrainer:
             )
 
         start_step = 0
-        resume = self._resolve_resume()
+        resume = resolve_resume(cfg.resume_from_checkpoint, self.output_dir)
         if resume is not None:
             acc.load_state(str(resume / "state"))
-            start_step = int(read_json(resume / TRAINER_STATE)["global_step"])
+            start_step = checkpoint_step(resume)
             if rank0:
                 log.info("resumed from %s at step %d", resume, start_step)
 
@@ -360,7 +198,7 @@ class ContrastiveTrainer:
             batch_ids = global_batches(len(examples), global_bs, cfg.seed, epoch)[index]
             local = [examples[i] for i in local_slice(batch_ids, acc.process_index, world)]
             queries, docs = batch_records(local)
-            step_loss = loss_fn
+            step_loss: LossFn = loss_fn
             n_masked = 0
             if cfg.mask_false_negatives:  # every process builds the same mask over the global batch
                 mask = in_batch_false_negatives([examples[i] for i in batch_ids])
@@ -420,7 +258,7 @@ class ContrastiveTrainer:
                     self._log(step, logged)
                 window, t_window = [], time.perf_counter()
             if step % cfg.save_steps == 0 and step < total_steps:
-                self.save_checkpoint(step)
+                save_checkpoint(acc, self.output_dir, step, self._save_model, cfg)
 
         final_dir = self.save_final(step, counts)
         if rank0 and len(self.rejects):
@@ -448,7 +286,7 @@ class ContrastiveTrainer:
             "device": str(acc.device),
         }
 
-    # -- logging, checkpoints, final save -------------------------------------------------------------------
+    # -- logging, final save ----------------------------------------------------------------------------------
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -457,58 +295,11 @@ class ContrastiveTrainer:
         if self.on_log is not None:
             self.on_log(step, dict(metrics))
 
-    def _resolve_resume(self) -> Path | None:
-        which = self.config.resume_from_checkpoint
-        if which is None:
-            return None
-        if which == "latest":
-            found = find_latest_checkpoint(self.output_dir)
-            if found is None:
-                log.info("resume_from_checkpoint='latest' but no checkpoint in %s: starting fresh", self.output_dir)
-            return found
-        path = Path(which)
-        if not (path / TRAINER_STATE).is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE})")
-        verify_manifest(path)  # a named checkpoint that does not verify is an error, never silently used
-        return path
-
     def _save_model(self, folder: Path) -> None:
         """Adapter (LoRA) or full weights, the processor and nyx_profile.json, in HF layout (rank 0 only)."""
         module = self.accelerator.unwrap_model(self.model)
         # nyx_profile.json: the profile with the input settings trained with (nyx.model.config)
         self.encoder.save_pretrained(folder, backbone=module.backbone)
-
-    def save_checkpoint(self, step: int) -> Path:
-        """Write ``checkpoints/step-N`` (all ranks take part); prune to ``save_total_limit``."""
-        acc = self.accelerator
-        root = self.output_dir / CHECKPOINTS
-        final = root / f"step-{step:08d}"
-        tmp = root / f".step-{step:08d}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            # every rank writes into state/ (its RNG state, its ZeRO shard): it must exist before any of them
-            # starts, or a fast rank races the main process's makedirs inside save_state
-            (tmp / "state").mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp / "state"))
-        acc.wait_for_everyone()  # every rank's shard is on disk before the manifest hashes it
-        if acc.is_main_process:
-            self._save_model(tmp / "model")
-            write_json({"global_step": step, "config": self.config.model_dump(mode="json")}, tmp / TRAINER_STATE)
-            write_manifest(tmp)  # last: a checkpoint without it is incomplete
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            self._prune_checkpoints(root)
-        acc.wait_for_everyone()
-        return final
-
-    def _prune_checkpoints(self, root: Path) -> None:
-        limit = self.config.save_total_limit
-        if limit is None:
-            return
-        done = sorted((d for d in root.iterdir() if re.fullmatch(r"step-\d+", d.name)), key=lambda d: d.name)
-        for d in done[:-limit]:
-            shutil.rmtree(d, ignore_errors=True)
 
     def save_final(self, step: int, counts: dict[str, dict[str, int]]) -> Path:
         """``final/`` (adapter or full model) and, for LoRA with ``save_merged``, ``merged/``."""

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,7 @@ class Dvc:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         return removed
 
-    def ensure_ignored(self, paths: list[str | os.PathLike]) -> list[str]:
+    def ensure_ignored(self, paths: Sequence[str | os.PathLike]) -> list[str]:
         """Make sure the repository's ``.dvcignore`` lists each of ``paths`` (folders, relative to the repository
         root) as an anchored pattern (``/data/rejects/``), so that ``dvc add``/``status``/``checkout`` leave them
         alone. Appends only what is missing (under a ``# nyx:`` comment); returns the patterns it added."""
@@ -175,7 +176,7 @@ class Dvc:
         *,
         label: str | None = None,
         keep: tuple[str, ...] = (),
-        ignore: list[str | os.PathLike] = (),
+        ignore: Sequence[str | os.PathLike] = (),
     ) -> dict:
         """Version ``target`` and make sure the remote holds all of it: list ``ignore`` in ``.dvcignore``, remove
         what a killed push left, ``add``, ``push`` (which sends whatever the remote lacks, also from an earlier
@@ -217,7 +218,8 @@ class Dvc:
     def _write_snapshots(self, target: str, snapshots: dict[str, str]) -> None:
         dvc_file = self.repo_dir / f"{target}.dvc"
         doc = yaml.safe_load(dvc_file.read_text()) or {}
-        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        found = doc.get("meta")
+        meta = found if isinstance(found, dict) else {}
         doc["meta"] = {**meta, SNAPSHOTS_META: snapshots}
         tmp = dvc_file.with_name(f".{dvc_file.name}.{os.getpid()}.tmp")
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))

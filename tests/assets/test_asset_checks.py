@@ -10,8 +10,9 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from assets.corpus_chunks import corpus_chunks_valid
 from assets.feedback import feedback_preferences_valid
-from assets.nyxqa import MIN_SHARE_WITH_NEGATIVES, corpus_chunks_valid, hard_negatives_valid
+from assets.hard_negatives import MIN_SHARE_WITH_NEGATIVES, hard_negatives_valid
 from nyx.data.beir import write_beir
 from nyx.data.records import Part, Record, iter_jsonl, write_jsonl
 from orchestration.resources import NyxSettings
@@ -302,7 +303,7 @@ def test_corpus_chunks_check_fails_on_duplicate_ids_across_shards(tmp_path, bpe_
 
 
 def _good_triples():
-    from nyx.feedback.preferences import FeedbackTriple
+    from nyx.feedback.triples import FeedbackTriple
 
     return [
         FeedbackTriple("q0", "c0", ["c4", "c5"], positive_rank=2, n_correct_windows=1, stage1_rank_of_gold=2),
@@ -315,7 +316,7 @@ def _write_feedback(data, triples, training=None):
     """``triples.jsonl`` and the full-record training file as the asset writes them (``training``: rows of
     ``(query id, positive id, negative ids)`` to write instead, for the cases where the two files disagree)."""
     from nyx.data.beir import load_beir
-    from nyx.feedback.preferences import write_triples
+    from nyx.feedback.triples import write_triples
 
     split = load_beir(data / "nyxqa" / "train")
     base = data / "feedback"

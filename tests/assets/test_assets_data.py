@@ -7,12 +7,20 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+import assets.corpus_chunks
+import assets.hard_negatives
 import assets.nyxqa
 import assets.raw
-from assets.nyxqa import corpus_chunks, hard_negatives, nyxqa, synthetic_qa
+import assets.synthetic_qa
+from assets.corpus_chunks import corpus_chunks
+from assets.hard_negatives import hard_negatives
+from assets.nyxqa import nyxqa
 from assets.raw import raw_documents
+from assets.synthetic_qa import synthetic_qa
 
-CHECKS = dg.load_asset_checks_from_modules([assets.raw, assets.nyxqa])
+CHECKS = dg.load_asset_checks_from_modules(
+    [assets.raw, assets.corpus_chunks, assets.synthetic_qa, assets.nyxqa, assets.hard_negatives]
+)
 DATA_ASSETS = [raw_documents, corpus_chunks, synthetic_qa, nyxqa, hard_negatives, *CHECKS]
 FAST = {"overrides": {"miner": {"retriever": "bm25"}, "nyxqa": {"dev_per_group": 3, "test_per_group": 3}}}
 

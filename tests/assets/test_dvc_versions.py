@@ -110,7 +110,7 @@ def _write_data_assets(paths: DataPaths, tag: str) -> None:
 def _write_feedback(paths: DataPaths, tag: str) -> None:
     """What ``feedback_preferences`` writes: the triples (Stage 2's training data), its reader cache, its rejects."""
     from nyx.data.rejects import RejectLog
-    from nyx.feedback.preferences import FeedbackTriple, write_triples
+    from nyx.feedback.triples import FeedbackTriple, write_triples
 
     triple = FeedbackTriple(
         query_id="q1",
@@ -272,8 +272,7 @@ def test_stage2_trains_after_the_feedback_snapshot_in_the_graph_and_the_weekly_j
 def test_readers_cache_outside_the_data_version_and_the_generator_inside_it(tmp_path, monkeypatch):
     """A reader runs after ``data_snapshot`` (feedback, evaluation): an API reader, also the generator's model used as
     the reader, caches its responses in the unversioned reader cache, never in the generator's versioned one."""
-    from assets.common import generator_config
-    from assets.feedback import make_reader
+    from assets.lib.profile import generator_config, make_reader
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # no request is made
     settings = NyxSettings(data_dir=str(tmp_path / "data"), profile="sample")

@@ -71,7 +71,7 @@ def md_text(value) -> str:
 
 
 def test_readable_makes_json_and_rounds_to_four_significant_digits():
-    from assets.common import readable
+    from assets.lib.metadata import readable
 
     nested = {
         "a": math.nan,
@@ -97,7 +97,7 @@ def test_readable_makes_json_and_rounds_to_four_significant_digits():
 
 
 def test_readable_metadata_cleans_floats_json_and_tables():
-    from assets.common import readable_metadata, table_metadata
+    from assets.lib.metadata import readable_metadata, table_metadata
 
     meta = readable_metadata(
         {

@@ -40,7 +40,7 @@ def test_encode_search_quick_reports_every_encoding_mode_and_exact_search(tmp_pa
             rounding_tol(EPS32, 128),
         )
     # the knob modes (EncoderConfig.compile, .autocast) run side by side with today's batched path
-    from nyx.model.encoder import cpu_supports_bf16
+    from nyx.model.vision_speedups import cpu_supports_bf16
 
     assert set(enc["knobs"]) == {"batched_compile"} | ({"batched_bf16"} if cpu_supports_bf16() else set())
     assert_within(

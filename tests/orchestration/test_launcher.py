@@ -24,7 +24,7 @@ def test_launcher_starts_the_processes_the_profile_means():
 
     paper = _torchrun_args(TrainingLauncher().command("nyx.train.tracked", [], load_profile("paper").launch))
     assert paper.nproc_per_node == "8" and paper.nnodes == "1"
-    assert load_profile("paper").stage1.train["per_device_batch_size"] * load_profile("paper").launch.world_size == 160
+    assert load_profile("paper").stage1.train.per_device_batch_size * load_profile("paper").launch.world_size == 160
     rehearsal = _torchrun_args(TrainingLauncher().command("nyx.train.tracked", [], load_profile("rehearsal").launch))
     assert rehearsal.nproc_per_node == "2"
     assert TrainingLauncher().command("m", [], load_profile("sample").launch) == [sys.executable, "-m", "m"]

@@ -4,7 +4,7 @@ the run is launched, before any step runs (issue 15, item 4), while valid overri
 import dagster as dg
 import pytest
 
-from assets.common import ProfileConfig, profile_for
+from assets.lib.profile import ProfileConfig, profile_for
 from assets.training import TrainingAssetConfig
 from orchestration.profile_config import given
 from orchestration.resources import NyxSettings
@@ -26,6 +26,8 @@ def _chunks_config(overrides: dict) -> dict:
         ({"chunkin": {"max_tokens": 120}}, "chunkin"),  # a section that does not exist
         ({"chunking": {"max_tokens": "many"}}, "max_tokens"),  # a value of the wrong type
         ({"launch": {"kind": "torchrunn"}}, "torchrunn"),  # a choice outside the Literal
+        ({"stage1": {"train": {"learning_rte": 1e-4}}}, "learning_rte"),  # training settings are typed too
+        ({"stage2": {"train": {"lora": {"rank": "eight"}}}}, "rank"),
     ],
 )
 def test_launchpad_refuses_a_bad_override_naming_it(nightly, overrides, named):
@@ -38,7 +40,7 @@ def test_valid_overrides_pass_the_launchpad_and_reach_the_profile(nightly):
     overrides = {
         "chunking": {"max_tokens": 120},
         "launch": {"kind": "torchrun"},
-        "stage1": {"train": {"epochs": 2, "anything": [1, 2]}},  # free-form training settings stay free-form
+        "stage1": {"train": {"epochs": 2, "lora": {"rank": 4}}},
         "promotion": {"gate_metrics": {"ndcg@10": 0.1}},
     }
     dg.validate_run_config(nightly, _chunks_config(overrides))
@@ -47,7 +49,8 @@ def test_valid_overrides_pass_the_launchpad_and_reach_the_profile(nightly):
     profile = profile_for(NyxSettings(profile="sample", data_dir="/nonexistent"), config)
     assert profile.chunking.max_tokens == 120
     assert profile.launch.kind == "torchrun"
-    assert profile.stage1.train["epochs"] == 2
+    assert profile.stage1.train.epochs == 2 and profile.stage1.train.lora.rank == 4
+    assert profile.stage1.train.lora.enabled is False  # the sample's, merged with the override
     assert profile.promotion.gate_metrics["ndcg@10"] == 0.1
     untouched = profile_for(NyxSettings(profile="sample", data_dir="/nonexistent"), ProfileConfig())
     assert untouched.model_dump() == NyxSettings(profile="sample", data_dir="/x").load_profile().model_dump()
@@ -74,7 +77,7 @@ def test_settings_resource_overrides_are_typed_too(nightly):
 @dg.asset
 def probe(settings: NyxSettings, config: TrainingAssetConfig):
     p = profile_for(settings, config)
-    return p.stage1.train.get("max_steps"), p.nyxqa.dev_per_group
+    return p.stage1.train.max_steps, p.nyxqa.dev_per_group
 
 
 def test_environment_overrides_reach_an_asset_run_as_a_job(monkeypatch):

@@ -20,8 +20,9 @@ pagedoc     a PDF folder + samples.json (MMLongBench-Doc layout)         the evi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nyx.data.convert.bamboogle import convert_bamboogle
 from nyx.data.convert.common import ConvertError, ConvertResult
@@ -46,8 +47,14 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def convert(fmt: str, src: str | Path, out: str | Path, split: str | None = None, limit: int | None = None,
-            image_config: Any = None) -> ConvertResult:
+def convert(
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    image_config: Any = None,
+) -> ConvertResult:
     """Convert ``src`` (in ``fmt``'s published layout) into the BEIR folder ``out``.
 
     ``split``: the set's split where it has several (default: its evaluation split); ``limit``: the first N

@@ -22,9 +22,11 @@ from typing import Any
 from nyx.data.convert.common import BenchmarkWriter, ConvertError, ConvertResult, RecordError, answer_list
 from nyx.data.records import Record
 
-NOTE = ("Bamboogle ships no corpus and no gold documents: corpus.jsonl is empty and qrels.tsv has no judgements. "
-        "Retrieval metrics are undefined; answer metrics need a corpus of your own (nyx report --corpus, or the "
-        "extra set's 'corpus' in the profile).")
+NOTE = (
+    "Bamboogle ships no corpus and no gold documents: corpus.jsonl is empty and qrels.tsv has no judgements. "
+    "Retrieval metrics are undefined; answer metrics need a corpus of your own (nyx report --corpus, or the "
+    "extra set's 'corpus' in the profile)."
+)
 
 
 def _csv_file(src: Path) -> Path:
@@ -38,8 +40,9 @@ def _csv_file(src: Path) -> Path:
     return found[0]
 
 
-def convert_bamboogle(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                      **_: Any) -> ConvertResult:
+def convert_bamboogle(
+    src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any
+) -> ConvertResult:
     """Bamboogle: SRC is the CSV file (or a folder holding one)."""
     path = _csv_file(Path(src))
     split = split or "test"
@@ -50,8 +53,10 @@ def convert_bamboogle(src: Path, out: Path, split: str | None = None, limit: int
                 reader = csv.DictReader(f)
                 columns = {c.strip().lower(): c for c in reader.fieldnames or []}
                 if "question" not in columns or "answer" not in columns:
-                    raise ConvertError(f"{path.name}: expected the columns Question and Answer, found "
-                                       f"{', '.join(reader.fieldnames or []) or 'no header'}")
+                    raise ConvertError(
+                        f"{path.name}: expected the columns Question and Answer, found "
+                        f"{', '.join(reader.fieldnames or []) or 'no header'}"
+                    )
                 for i, row in enumerate(reader, start=1):
                     if limit is not None and i > limit:
                         break

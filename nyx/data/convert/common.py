@@ -24,21 +24,34 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
 
-__all__ = ["BenchmarkWriter", "ConvertError", "ConvertResult", "answer_list", "find_file", "iter_rows",
-           "modality_for", "require_str", "slug", "text_doc_id", "text_record"]
+__all__ = [
+    "BenchmarkWriter",
+    "ConvertError",
+    "ConvertResult",
+    "answer_list",
+    "find_file",
+    "iter_rows",
+    "modality_for",
+    "require_str",
+    "slug",
+    "text_doc_id",
+    "text_record",
+]
 
 MANIFEST_FILE = "convert.json"
 REJECTS_FILE = "rejects.jsonl"
 #: what a converted folder holds (a folder holding anything else is not overwritten)
-OUTPUT_ENTRIES = frozenset({"corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels", "images", REJECTS_FILE,
-                            MANIFEST_FILE})
+OUTPUT_ENTRIES = frozenset(
+    {"corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels", "images", REJECTS_FILE, MANIFEST_FILE}
+)
 
 
 class ConvertError(ValueError):
@@ -98,7 +111,7 @@ def text_doc_id(title: str, text: str) -> str:
 
     The same paragraph repeated across questions (HotpotQA distractors) gets the same id; two different paragraphs
     under one title get two ids, so judgements always point at the paragraph the question was published with."""
-    digest = hashlib.sha1(f"{title}\n{text}".encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:10]
     return f"{slug(title)}--{digest}"
 
 
@@ -174,8 +187,10 @@ def iter_rows(path: Path, rejects: RejectLog) -> Iterator[tuple[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    rejects.add(RecordError(f"malformed JSON: {e.msg} at column {e.colno}",
-                                            location=f"{name}:{lineno}"), raw=line.rstrip("\n")[:500])
+                    rejects.add(
+                        RecordError(f"malformed JSON: {e.msg} at column {e.colno}", location=f"{name}:{lineno}"),
+                        raw=line.rstrip("\n")[:500],
+                    )
                     continue
                 yield f"{name}:{lineno}", row
     except (OSError, UnicodeDecodeError, EOFError) as e:
@@ -221,7 +236,7 @@ class BenchmarkWriter:
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def __enter__(self) -> "BenchmarkWriter":
+    def __enter__(self) -> BenchmarkWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -249,12 +264,17 @@ class BenchmarkWriter:
         if seen is None:
             self._docs[record.id] = _Doc(record, sig)
         elif seen.signature != sig:
-            self.rejects.add(RecordError("conflicting document: the id was seen before with other content "
-                                         "(kept the first)", record_id=record.id))
+            self.rejects.add(
+                RecordError(
+                    "conflicting document: the id was seen before with other content (kept the first)",
+                    record_id=record.id,
+                )
+            )
         return record.id
 
-    def add_question(self, query: Record, relevant: Mapping[str, int] | Iterable[str],
-                     docs: Iterable[Record] = ()) -> None:
+    def add_question(
+        self, query: Record, relevant: Mapping[str, int] | Iterable[str], docs: Iterable[Record] = ()
+    ) -> None:
         """Add a question, the documents it comes with, and its gold documents (ids, or ids with grades).
 
         Sets ``extra['modality']`` from the images of the gold documents unless the caller set it. Raises
@@ -288,8 +308,11 @@ class BenchmarkWriter:
             e.location = e.location or location
             self.rejects.add(e, raw=_short(raw))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-            reason = f"malformed row: missing field {e}" if isinstance(e, KeyError) else \
-                f"malformed row: {type(e).__name__}: {e}"
+            reason = (
+                f"malformed row: missing field {e}"
+                if isinstance(e, KeyError)
+                else f"malformed row: {type(e).__name__}: {e}"
+            )
             self.rejects.add(RecordError(reason, record_id=record_id, location=location), raw=_short(raw))
 
     @property
@@ -300,7 +323,7 @@ class BenchmarkWriter:
     def write(self, out: str | os.PathLike) -> ConvertResult:
         """Write the folder (atomically). Raises :class:`ConvertError` when no question is usable; the rejects are
         then written beside the folder (``<out>.rejects.jsonl``)."""
-        from nyx.data.beir import CORPUS_FILE, QRELS_FILE, QUERIES_FILE, _place_images, _write_records, write_qrels
+        from nyx.data.beir import CORPUS_FILE, QRELS_FILE, QUERIES_FILE, place_images, write_qrels, write_records
         from nyx.utils.io import atomic_dir, write_json
 
         out = Path(out)
@@ -308,20 +331,29 @@ class BenchmarkWriter:
             path = out.with_name(f"{out.name}.rejects.jsonl")
             if self.rejects.count:
                 self.rejects.write(path)
-            raise ConvertError(f"no usable questions in {self.source}"
-                               + (f" ({self.rejects.count} rejected; details in {path})" if self.rejects.count else ""))
-        result = ConvertResult(format=self.format, source=self.source, out=out, split=self.split,
-                               queries=len(self._queries), docs=len(self._docs),
-                               qrels=sum(len(v) for v in self._qrels.values()),
-                               queries_without_qrels=sum(q not in self._qrels for q in self._queries),
-                               rejected=self.rejects.count, reject_reasons=self.rejects.reasons(),
-                               notes=list(self.notes))
+            raise ConvertError(
+                f"no usable questions in {self.source}"
+                + (f" ({self.rejects.count} rejected; details in {path})" if self.rejects.count else "")
+            )
+        result = ConvertResult(
+            format=self.format,
+            source=self.source,
+            out=out,
+            split=self.split,
+            queries=len(self._queries),
+            docs=len(self._docs),
+            qrels=sum(len(v) for v in self._qrels.values()),
+            queries_without_qrels=sum(q not in self._qrels for q in self._queries),
+            rejected=self.rejects.count,
+            reject_reasons=self.rejects.reasons(),
+            notes=list(self.notes),
+        )
         placed: dict[str, str] = {}
         with atomic_dir(out) as tmp:
-            corpus = _place_images([d.record for d in self._docs.values()], out, tmp, "copy", placed)
-            queries = _place_images(list(self._queries.values()), out, tmp, "copy", placed)
-            _write_records(corpus, tmp / CORPUS_FILE, out.absolute())
-            _write_records(queries, tmp / QUERIES_FILE, out.absolute())
+            corpus = place_images([d.record for d in self._docs.values()], out, tmp, "copy", placed)
+            queries = place_images(list(self._queries.values()), out, tmp, "copy", placed)
+            write_records(corpus, tmp / CORPUS_FILE, out.absolute())
+            write_records(queries, tmp / QUERIES_FILE, out.absolute())
             write_qrels(self._qrels, tmp / QRELS_FILE)
             write_qrels(self._qrels, tmp / "qrels" / f"{self.split}.tsv")
             if self.rejects.count:

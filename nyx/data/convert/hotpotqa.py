@@ -22,8 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nyx.data.convert.common import (BenchmarkWriter, ConvertResult, RecordError, answer_list, find_file, iter_rows,
-                                     require_str, text_doc_id, text_record)
+from nyx.data.convert.common import (
+    BenchmarkWriter,
+    ConvertResult,
+    RecordError,
+    answer_list,
+    find_file,
+    iter_rows,
+    require_str,
+    text_doc_id,
+    text_record,
+)
 from nyx.data.records import Record
 
 #: optional question fields kept in the query record (``type``, ``level``) per format
@@ -37,8 +46,13 @@ def _paragraphs(row: dict[str, Any], qid: str) -> dict[str, Record]:
         raise RecordError("field 'context' is missing or not a list of [title, sentences]", record_id=qid)
     out: dict[str, Record] = {}
     for i, entry in enumerate(context):
-        if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str)
-                or not isinstance(entry[1], list) or not all(isinstance(s, str) for s in entry[1])):
+        if (
+            not isinstance(entry, (list, tuple))
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+            or not isinstance(entry[1], list)
+            or not all(isinstance(s, str) for s in entry[1])
+        ):
             raise RecordError(f"malformed context: context[{i}] is not [title, [sentence, ...]]", record_id=qid)
         title, sentences = entry[0].strip(), entry[1]
         text = " ".join(s.strip() for s in sentences if s.strip())
@@ -54,7 +68,9 @@ def _supporting_titles(row: dict[str, Any], qid: str) -> list[str]:
     titles: list[str] = []
     for i, f in enumerate(facts):
         if not isinstance(f, (list, tuple)) or len(f) < 1 or not isinstance(f[0], str):
-            raise RecordError(f"malformed supporting_facts: supporting_facts[{i}] is not [title, sentence index]", record_id=qid)
+            raise RecordError(
+                f"malformed supporting_facts: supporting_facts[{i}] is not [title, sentence index]", record_id=qid
+            )
         if f[0].strip() not in titles:
             titles.append(f[0].strip())
     return titles
@@ -79,19 +95,24 @@ def convert_context_qa(path: Path, out: Path, fmt: str, split: str, limit: int |
                 gold = []
                 for title in _supporting_titles(row, qid):
                     if title not in paragraphs:
-                        raise RecordError(f"supporting fact not in context: the title {title!r} is not among the context paragraphs",
-                                          record_id=qid)
+                        raise RecordError(
+                            f"supporting fact not in context: the title {title!r} is not among the context paragraphs",
+                            record_id=qid,
+                        )
                     gold.append(paragraphs[title].id)
                 extra = {k: row[k] for k in _KEEP if isinstance(row.get(k), str)}
-                w.add_question(Record.from_text(qid, question, answer=answers, **extra), gold,
-                               docs=paragraphs.values())
+                w.add_question(Record.from_text(qid, question, answer=answers, **extra), gold, docs=paragraphs.values())
         return w.write(out)
 
 
-def convert_hotpotqa(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                     **_: Any) -> ConvertResult:
+def convert_hotpotqa(
+    src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any
+) -> ConvertResult:
     """HotpotQA: SRC is the JSON file, or a folder holding ``hotpot_<split>_distractor_v1.json`` (split ``dev``)."""
     split = split or "dev"
-    path = find_file(Path(src), [f"hotpot_{split}_distractor_v1.json", f"hotpot_{split}_v1.1.json",
-                                 f"hotpot_{split}_fullwiki_v1.json"], "HotpotQA file")
+    path = find_file(
+        Path(src),
+        [f"hotpot_{split}_distractor_v1.json", f"hotpot_{split}_v1.1.json", f"hotpot_{split}_fullwiki_v1.json"],
+        "HotpotQA file",
+    )
     return convert_context_qa(path, Path(out), "hotpotqa", split, limit)

@@ -26,8 +26,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nyx.data.convert.common import (BenchmarkWriter, ConvertError, ConvertResult, RecordError, answer_list,
-                                     iter_rows, require_str, text_record)
+from nyx.data.convert.common import (
+    BenchmarkWriter,
+    ConvertError,
+    ConvertResult,
+    RecordError,
+    answer_list,
+    iter_rows,
+    require_str,
+    text_record,
+)
 from nyx.data.records import Part, Record
 
 _PARTS = ("text", "table", "image")
@@ -60,7 +68,8 @@ def _table_text(row: dict[str, Any]) -> str:
 
 def _context_ids(row: dict[str, Any], qid: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """``({doc_id: part}, gold [(doc_id, part)])`` of a question row."""
-    meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    found = row.get("metadata")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
     ids: dict[str, str] = {}
     for key, part in (("text_doc_ids", "text"), ("image_doc_ids", "image")):
         for d in meta.get(key) or []:
@@ -73,7 +82,9 @@ def _context_ids(row: dict[str, Any], qid: str) -> tuple[dict[str, str], list[tu
         raise RecordError("no supporting_context (the unlabelled test split has none)", record_id=qid)
     for i, s in enumerate(support):
         if not isinstance(s, dict) or not s.get("doc_id") or s.get("doc_part") not in _PARTS:
-            raise RecordError(f"malformed supporting_context: supporting_context[{i}] is not {{doc_id, doc_part}}", record_id=qid)
+            raise RecordError(
+                f"malformed supporting_context: supporting_context[{i}] is not {{doc_id, doc_part}}", record_id=qid
+            )
         pair = (str(s["doc_id"]), s["doc_part"])
         if pair not in gold:
             gold.append(pair)
@@ -81,8 +92,7 @@ def _context_ids(row: dict[str, Any], qid: str) -> tuple[dict[str, str], list[tu
     return ids, gold
 
 
-def convert_mmqa(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                 **_: Any) -> ConvertResult:
+def convert_mmqa(src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any) -> ConvertResult:
     """MMQA: SRC is the folder holding the four JSONL files and the images (split ``dev``)."""
     split = split or "dev"
     src = Path(src)
@@ -110,7 +120,7 @@ def convert_mmqa(src: Path, out: Path, split: str | None = None, limit: int | No
                 extra = {"type": meta["type"]} if isinstance(meta.get("type"), str) else {}
                 questions.append((where, qid, answers, ids, gold, {"question": question, **extra}))
         wanted: dict[str, set[str]] = {p: set() for p in _PARTS}
-        for _, _, _, ids, _, _ in questions:
+        for _where, _qid, _answers, ids, _gold, _extra in questions:
             for d, part in ids.items():
                 wanted[part].add(d)
 
@@ -139,17 +149,28 @@ def convert_mmqa(src: Path, out: Path, split: str | None = None, limit: int | No
                         docs[did] = Record(id=did, content=content, extra={"title": title, "part": "image"})
             for did in sorted(wanted[part] - docs.keys()):
                 if not any(r.get("record_id") == did for r in w.rejects.items):
-                    w.reject(RecordError(f"document missing from the context files: a question names this {part} document, {path.name} "
-                                         "does not hold it",
-                                         record_id=did), location=path.name)
+                    w.reject(
+                        RecordError(
+                            f"document missing from the context files: a question names this {part} document, "
+                            f"{path.name} does not hold it",
+                            record_id=did,
+                        ),
+                        location=path.name,
+                    )
 
         # 3. questions with their contexts
         for where, qid, answers, ids, gold, extra in questions:
             with w.guard(where, qid):
                 for d, part in gold:
                     if d not in docs:
-                        raise RecordError(f"gold document missing: the {part} document {d!r} could not be read (see its reject)", record_id=qid)
+                        raise RecordError(
+                            f"gold document missing: the {part} document {d!r} could not be read (see its reject)",
+                            record_id=qid,
+                        )
                 question = extra.pop("question")
-                w.add_question(Record.from_text(qid, question, answer=answers, **extra), [d for d, _ in gold],
-                               docs=[docs[d] for d in ids if d in docs])
+                w.add_question(
+                    Record.from_text(qid, question, answer=answers, **extra),
+                    [d for d, _ in gold],
+                    docs=[docs[d] for d in ids if d in docs],
+                )
         return w.write(out)

@@ -16,17 +16,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nyx.data.convert.common import (BenchmarkWriter, ConvertResult, RecordError, answer_list, find_file, iter_rows,
-                                     require_str, text_doc_id, text_record)
+from nyx.data.convert.common import (
+    BenchmarkWriter,
+    ConvertResult,
+    RecordError,
+    answer_list,
+    find_file,
+    iter_rows,
+    require_str,
+    text_doc_id,
+    text_record,
+)
 from nyx.data.records import Record
 
 
-def convert_musique(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                    **_: Any) -> ConvertResult:
+def convert_musique(
+    src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any
+) -> ConvertResult:
     """MuSiQue: SRC is the JSONL file, or a folder holding ``musique_ans_v1.0_<split>.jsonl`` (split ``dev``)."""
     split = split or "dev"
-    path = find_file(Path(src), [f"musique_ans_v1.0_{split}.jsonl", f"data/musique_ans_v1.0_{split}.jsonl",
-                                 f"musique_full_v1.0_{split}.jsonl"], "MuSiQue file")
+    path = find_file(
+        Path(src),
+        [f"musique_ans_v1.0_{split}.jsonl", f"data/musique_ans_v1.0_{split}.jsonl", f"musique_full_v1.0_{split}.jsonl"],
+        "MuSiQue file",
+    )
     with BenchmarkWriter("musique", path, split) as w:
         n = 0
         for where, row in iter_rows(path, w.rejects):
@@ -38,8 +51,11 @@ def convert_musique(src: Path, out: Path, split: str | None = None, limit: int |
                 qid = require_str(row, "id")
                 question = require_str(row, "question", qid)
                 if row.get("answerable") is False:
-                    raise RecordError("unanswerable question (answerable is false), with no supporting paragraph and "
-                                      "no answer to score", record_id=qid)
+                    raise RecordError(
+                        "unanswerable question (answerable is false), with no supporting paragraph and "
+                        "no answer to score",
+                        record_id=qid,
+                    )
                 answers = answer_list(row.get("answer"), row.get("answer_aliases") or [])
                 if not answers:
                     raise RecordError("no gold answer ('answer' is missing or empty)", record_id=qid)
@@ -51,7 +67,9 @@ def convert_musique(src: Path, out: Path, split: str | None = None, limit: int |
                     title = require_str(p, "title", qid) if isinstance(p, dict) else None
                     text = p.get("paragraph_text") if isinstance(p, dict) else None
                     if title is None or not isinstance(text, str) or not text.strip():
-                        raise RecordError(f"malformed paragraphs: paragraphs[{i}] has no title or paragraph_text", record_id=qid)
+                        raise RecordError(
+                            f"malformed paragraphs: paragraphs[{i}] has no title or paragraph_text", record_id=qid
+                        )
                     doc = text_record(text_doc_id(title, text.strip()), title, text.strip())
                     docs.append(doc)
                     if p.get("is_supporting") is True:

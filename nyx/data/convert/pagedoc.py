@@ -26,15 +26,30 @@ or unparseable pages is a reject; so is a PDF that cannot be read (with the reas
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from nyx.data.convert.common import (BenchmarkWriter, ConvertError, ConvertResult, RecordError, answer_list,
-                                     iter_rows, require_str)
+from nyx.data.convert.common import (
+    BenchmarkWriter,
+    ConvertError,
+    ConvertResult,
+    RecordError,
+    answer_list,
+    iter_rows,
+    require_str,
+)
 from nyx.data.records import Record
 
-QUESTION_FILES = ("samples.json", "data/samples.json", "questions.jsonl", "questions.json", "samples.jsonl",
-                  "queries.parquet", "test.parquet")
+QUESTION_FILES = (
+    "samples.json",
+    "data/samples.json",
+    "questions.jsonl",
+    "questions.json",
+    "samples.jsonl",
+    "queries.parquet",
+    "test.parquet",
+)
 
 
 def _question_file(src: Path) -> Path:
@@ -67,8 +82,9 @@ def _pages(value: Any, qid: str) -> list[int]:
         try:
             value = json.loads(value) if value.strip() else []
         except json.JSONDecodeError:
-            raise RecordError(f"bad evidence pages: {value!r} does not parse (expected e.g. \"[3, 5]\")",
-                              record_id=qid) from None
+            raise RecordError(
+                f'bad evidence pages: {value!r} does not parse (expected e.g. "[3, 5]")', record_id=qid
+            ) from None
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -83,8 +99,9 @@ def _pages(value: Any, qid: str) -> list[int]:
     return pages
 
 
-def convert_pagedoc(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                    image_config: Any = None, **_: Any) -> ConvertResult:
+def convert_pagedoc(
+    src: Path, out: Path, split: str | None = None, limit: int | None = None, image_config: Any = None, **_: Any
+) -> ConvertResult:
     """Page-level document QA: SRC is the folder holding the PDFs and the question file."""
     from nyx.data.pdf import PdfStats, iter_pdf, page_id
     from nyx.data.sources import clean_id
@@ -100,8 +117,9 @@ def convert_pagedoc(src: Path, out: Path, split: str | None = None, limit: int |
             if p.suffix.lower() != ".pdf" or not p.is_file() or any(x.startswith(".") for x in p.parts[-2:]):
                 continue
             if p.name in pdfs:
-                w.reject(RecordError(f"a second PDF named {p.name} (kept {pdfs[p.name]})", record_id=p.name),
-                         location=str(p))
+                w.reject(
+                    RecordError(f"a second PDF named {p.name} (kept {pdfs[p.name]})", record_id=p.name), location=str(p)
+                )
                 continue
             pdfs[p.name] = p
         if not pdfs:
@@ -128,8 +146,9 @@ def convert_pagedoc(src: Path, out: Path, split: str | None = None, limit: int |
                 if not answers:
                     raise RecordError("no gold answer ('answer' is missing or empty)", record_id=qid)
                 pages = _pages(row.get("evidence_pages", row.get("page")), qid)
-                extra = {k: row[k] for k in ("answer_format", "doc_type", "evidence_sources")
-                         if isinstance(row.get(k), str)}
+                extra = {
+                    k: row[k] for k in ("answer_format", "doc_type", "evidence_sources") if isinstance(row.get(k), str)
+                }
                 query = Record.from_text(qid, question, answer=answers, doc_id=name, **extra)
                 questions.append((where, qid, query, name, pages))
 
@@ -141,12 +160,18 @@ def convert_pagedoc(src: Path, out: Path, split: str | None = None, limit: int |
         for name in sorted(needed):
             stem = clean_id(pdfs[name].stem)
             if stem in stems:
-                w.reject(RecordError(f"PDFs {stems[stem]} and {name} give the same page ids ({stem}__pNNN); kept "
-                                     f"the first", record_id=name), location=str(pdfs[name]))
+                w.reject(
+                    RecordError(
+                        f"PDFs {stems[stem]} and {name} give the same page ids ({stem}__pNNN); kept the first",
+                        record_id=name,
+                    ),
+                    location=str(pdfs[name]),
+                )
                 continue
             stems[stem] = name
-            for rec in iter_pdf(pdfs[name], w.scratch / "pages", w.rejects, image_config, stem=stem, stats=stats,
-                                source=name):
+            for rec in iter_pdf(
+                pdfs[name], w.scratch / "pages", w.rejects, image_config, stem=stem, stats=stats, source=name
+            ):
                 w.add_doc(rec)
             if name in stats.per_file:  # opened (a file PDFium refuses is one reject, and not here)
                 n_pages[name] = stats.per_file[name]["pages"] + stats.per_file[name]["rejected"]
@@ -157,13 +182,14 @@ def convert_pagedoc(src: Path, out: Path, split: str | None = None, limit: int |
                 stem = clean_id(pdfs[name].stem)
                 if stems.get(stem) != name or name not in n_pages:
                     raise RecordError(f"unreadable PDF: {name} could not be read (see its reject)", record_id=qid)
-                for p in pages:
-                    if p > n_pages[name]:
-                        raise RecordError(f"page out of range: evidence page {p} is beyond {name}'s {n_pages[name]} pages",
-                                          record_id=qid)
+                for page in pages:
+                    if page > n_pages[name]:
+                        raise RecordError(
+                            f"page out of range: evidence page {page} is beyond {name}'s {n_pages[name]} pages",
+                            record_id=qid,
+                        )
                 gold = [page_id(stem, p) for p in pages]
                 if not pages:
                     query.extra["modality"] = "image1"  # every page is a rendered image
                 w.add_question(query, gold)
         return w.write(out)
-

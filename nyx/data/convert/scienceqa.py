@@ -30,22 +30,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nyx.data.convert.common import (BenchmarkWriter, ConvertError, ConvertResult, RecordError, find_file, iter_rows,
-                                     require_str)
+from nyx.data.convert.common import (
+    BenchmarkWriter,
+    ConvertError,
+    ConvertResult,
+    RecordError,
+    find_file,
+    iter_rows,
+    require_str,
+)
 from nyx.data.records import Part, Record
 
-NOTE = ("ScienceQA has no retrieval corpus: each question's context (its image, then its hint) is its gold "
-        "document 'sqa-<pid>' (score 2) and its lecture a shared document 'lecture--<hash>' (score 1); solutions "
-        "are left out (they state the answer).")
+NOTE = (
+    "ScienceQA has no retrieval corpus: each question's context (its image, then its hint) is its gold "
+    "document 'sqa-<pid>' (score 2) and its lecture a shared document 'lecture--<hash>' (score 1); solutions "
+    "are left out (they state the answer)."
+)
 
 
-def convert_scienceqa(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                      **_: Any) -> ConvertResult:
+def convert_scienceqa(
+    src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any
+) -> ConvertResult:
     """ScienceQA: SRC is the folder holding problems.json and pid_splits.json (and images/)."""
     split = split or "test"
     src = Path(src)
-    problems_path = find_file(src, ["problems.json", "data/scienceqa/problems.json", "scienceqa/problems.json"],
-                              "ScienceQA problems.json")
+    problems_path = find_file(
+        src, ["problems.json", "data/scienceqa/problems.json", "scienceqa/problems.json"], "ScienceQA problems.json"
+    )
     base = problems_path.parent
     splits_path = base / "pid_splits.json"
     if not splits_path.is_file():
@@ -56,8 +67,11 @@ def convert_scienceqa(src: Path, out: Path, split: str | None = None, limit: int
         raise ConvertError(f"cannot read {splits_path}: {e}") from None
     if split not in pid_splits:
         raise ConvertError(f"split {split!r} is not in {splits_path.name} (it has {', '.join(sorted(pid_splits))})")
-    image_roots = [r for r in (base / "images", src / "images", base.parent / "images", base.parent.parent / "images")
-                   if r.is_dir()]
+    image_roots = [
+        r
+        for r in (base / "images", src / "images", base.parent / "images", base.parent.parent / "images")
+        if r.is_dir()
+    ]
     with BenchmarkWriter("scienceqa", src, split) as w:
         w.notes.append(NOTE)
         problems: dict[str, tuple[str, Any]] = {}
@@ -67,8 +81,10 @@ def convert_scienceqa(src: Path, out: Path, split: str | None = None, limit: int
         pids = [str(p) for p in pid_splits[split]]
         for pid in pids[:limit] if limit is not None else pids:
             if pid not in problems:
-                w.reject(RecordError(f"unknown pid: listed in pid_splits[{split!r}], not in problems.json", record_id=pid),
-                         location=splits_path.name)
+                w.reject(
+                    RecordError(f"unknown pid: listed in pid_splits[{split!r}], not in problems.json", record_id=pid),
+                    location=splits_path.name,
+                )
                 continue
             where, row = problems[pid]
             with w.guard(where, pid, raw=row):
@@ -78,14 +94,18 @@ def convert_scienceqa(src: Path, out: Path, split: str | None = None, limit: int
                     raise RecordError("bad choices: 'choices' is not a list of at least two strings", record_id=pid)
                 idx = row.get("answer")
                 if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(choices):
-                    raise RecordError(f"bad answer index: 'answer' {idx!r} is not an index into its {len(choices)} choices",
-                                      record_id=pid)
+                    raise RecordError(
+                        f"bad answer index: 'answer' {idx!r} is not an index into its {len(choices)} choices",
+                        record_id=pid,
+                    )
                 parts: list[Part] = []
                 if row.get("image"):
                     image = _image_path(image_roots, str(row.get("split") or split), pid, str(row["image"]))
                     if image is None:
-                        raise RecordError(f"image file not found: images/{row.get('split') or split}/{pid}/"
-                                          f"{row['image']}", record_id=pid)
+                        raise RecordError(
+                            f"image file not found: images/{row.get('split') or split}/{pid}/{row['image']}",
+                            record_id=pid,
+                        )
                     parts.append(Part.of_image(image))
                 hint = row.get("hint")
                 if isinstance(hint, str) and hint.strip():
@@ -100,11 +120,18 @@ def convert_scienceqa(src: Path, out: Path, split: str | None = None, limit: int
                     lid = "lecture--" + hashlib.sha1(lecture.strip().encode("utf-8")).hexdigest()[:12]
                     docs.append(Record.from_text(lid, lecture.strip()))
                     gold[lid] = 1
-                extra = {k: row[k] for k in ("subject", "grade", "topic", "category", "skill")
-                         if isinstance(row.get(k), str)}
-                query = Record.from_text(pid, question, answer=[choices[idx]], choices=list(choices),
-                                         correct_index=idx, modality="image1" if row.get("image") else "text",
-                                         **extra)
+                extra = {
+                    k: row[k] for k in ("subject", "grade", "topic", "category", "skill") if isinstance(row.get(k), str)
+                }
+                query = Record.from_text(
+                    pid,
+                    question,
+                    answer=[choices[idx]],
+                    choices=list(choices),
+                    correct_index=idx,
+                    modality="image1" if row.get("image") else "text",
+                    **extra,
+                )
                 w.add_question(query, gold, docs=docs)
         return w.write(out)
 

@@ -19,8 +19,7 @@ from nyx.data.convert.common import ConvertResult, find_file
 from nyx.data.convert.hotpotqa import convert_context_qa
 
 
-def convert_2wiki(src: Path, out: Path, split: str | None = None, limit: int | None = None,
-                  **_: Any) -> ConvertResult:
+def convert_2wiki(src: Path, out: Path, split: str | None = None, limit: int | None = None, **_: Any) -> ConvertResult:
     """2WikiMultihopQA: SRC is the JSON file, or a folder holding ``<split>.json`` (split ``dev``)."""
     split = split or "dev"
     path = find_file(Path(src), [f"{split}.json", f"data/{split}.json"], "2WikiMultihopQA file")

@@ -145,7 +145,7 @@ class ClozeGenerator(Generator):
     # -- candidates ------------------------------------------------------------------------------------------------
 
     def _sentences(self, chunk: Record) -> list[tuple[int, str]]:
-        out = []
+        out: list[tuple[int, str]] = []
         for i, p in enumerate(chunk.content):
             if p.type == "text" and p.text:
                 out.extend((i, p.text[s:e]) for s, e in split_sentences(p.text))

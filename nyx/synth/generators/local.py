@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nyx.data.images import DEFAULT_IMAGE_CONFIG, ImageConfig, load_image
 from nyx.synth.generators.chat import ChatGenerator, ChatRequest
 from nyx.synth.generators.config import LocalSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import BatchFeature
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class LocalGenerator(ChatGenerator):
             self._processor = load_profile_processor(self.model_ref)
             self._model = load_backbone(self.model_ref, device=self.settings.device, dtype=self.settings.dtype)
 
-    def build_inputs(self, request: ChatRequest) -> dict[str, Any]:
+    def build_inputs(self, request: ChatRequest) -> BatchFeature:
         """Model inputs (token ids, attention mask, pixel values, image grids) for one request."""
         self._load()
         content: list[dict[str, Any]] = []

@@ -356,8 +356,8 @@ def test_extra_set_evaluated_with_fresh_retrievers_and_the_embedding_store(tmp_p
     from nyx.eval.extra_sets import evaluate_extra_set
     from nyx.feedback.readers import Reader
     from nyx.index.store import EmbeddingStore
-    from nyx.settings import load_profile
     from nyx.retrieval import create_retriever
+    from nyx.settings import load_profile
 
     class ElsterReader(Reader):  # answers "Elster" when its window mentions the river, else nothing
         reader_id = "elster-test"

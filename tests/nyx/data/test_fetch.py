@@ -26,7 +26,6 @@ from nyx.data.fetch import FetchConfig, fetch_raw_images, fetch_urls
 from tests.paths import REPO
 
 
-
 def _image(colour: tuple[int, int, int], fmt: str = "PNG", size: int = 16) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buf, format=fmt)

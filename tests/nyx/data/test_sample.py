@@ -126,3 +126,23 @@ def test_cli_writes_the_sample_and_prints_a_summary(tmp_path, capsys):
         "shard-00000.parquet",
         "shard-00001.parquet",
     ]
+
+
+@pytest.mark.parametrize("n_docs", [10, 11])
+def test_the_smallest_corpora_are_written(tmp_path, n_docs):
+    """10 and 11 documents used to crash: the shares gave two product reviews, and a review compares three products.
+    The third now comes from the road trips (which name no rival); larger corpora are unchanged."""
+    summary = generate_sample(tmp_path / "raw", n_docs=n_docs, seed=0, n_shards=1)
+    assert summary["n_docs"] == n_docs
+    assert summary["families"]["product"] == 3 and summary["families"]["roadtrip"] == 1
+    assert min(summary["families"].values()) >= 1
+    assert len(list(iter_obelics(tmp_path / "raw", RejectLog()))) == n_docs
+    assert Counter(d.family for d in build_corpus(seed=0, n_docs=12)) == {
+        "town": 3,
+        "product": 3,
+        "species": 2,
+        "festival": 2,
+        "roadtrip": 2,
+    }
+    with pytest.raises(ValueError, match="at least 10"):
+        build_corpus(seed=0, n_docs=9)

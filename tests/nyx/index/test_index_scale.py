@@ -132,7 +132,7 @@ def test_the_index_type_switches_from_flat_at_approximate_from():
 def test_ivfpq_on_a_corpus_too_small_to_train_falls_back_to_flat_and_says_so(caplog):
     x = clustered(50)  # 500 documents, under the 9,984 points the PQ codebooks need
     index = make_index(x, IndexConfig(index_type="ivfpq"))
-    with caplog.at_level(logging.WARNING, logger="nyx.index.faiss_index"):
+    with caplog.at_level(logging.WARNING, logger="nyx.index.build"):
         res = index.search(x[:5], k=3, dim=32)
     assert [ids[0] for ids in res.ids] == [f"doc{i}" for i in range(5)]
     assert isinstance(index.faiss_index(32), faiss.IndexFlatIP)

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from nyx.index import EmbeddingIndex, IndexConfig, IndexManifest
-from nyx.index.faiss_index import choose_backend, faiss_blas_threshold, numpy_topk
 from nyx.index.manifest import MANIFEST_FORMAT, MANIFEST_NAME
+from nyx.index.search_backend import choose_backend, faiss_blas_threshold, numpy_topk
+from nyx.index.vectors import prefix_vectors
 from tests.paths import REPO
 from tests.tolerances import EPS32, assert_within, rounding_tol
 
@@ -38,7 +39,7 @@ def build(x: np.ndarray, dims=DIMS, **config) -> EmbeddingIndex:
 
 def exact_top(index: EmbeddingIndex, q: np.ndarray, k: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k in float64 over the index's own float32 prefix vectors (the reference every search is held to)."""
-    docs = index._prefix_vectors(dim).astype(np.float64)
+    docs = prefix_vectors(index.stored_vectors, dim).astype(np.float64)
     scores = q.astype(np.float64) @ docs.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return top, np.take_along_axis(scores, top, axis=1)
@@ -98,7 +99,7 @@ def test_int8_rescore_gives_exact_float_scores(data, queries):
     _, want_scores = exact_top(index, q, 10, 128)
     # rescored scores are float32 inner products of unit vectors: a 128-term sum, compared with float64
     rows = [np.asarray(s, np.float64) for s in got.scores]
-    docs = index._prefix_vectors(128).astype(np.float64)
+    docs = prefix_vectors(index.stored_vectors, 128).astype(np.float64)
     recomputed = [q[i].astype(np.float64) @ docs[ids_of(got)[i]].T for i in range(len(q))]
     assert_within(
         "int8 rescore: returned scores vs float64 of the same ids",
@@ -128,7 +129,7 @@ def test_binary_rescore_recall_bytes_and_exact_scores(data, queries):
         got = index.search(queries, k=10, dim=dim)
         assert recall(ids_of(got), want) >= 0.9, dim
         # the returned scores are the float inner products of the returned documents, in descending order
-        docs = index._prefix_vectors(dim).astype(np.float64)
+        docs = prefix_vectors(index.stored_vectors, dim).astype(np.float64)
         ids = ids_of(got)
         recomputed = np.stack([q[i].astype(np.float64) @ docs[ids[i]].T for i in range(len(q))])
         assert_within(
@@ -297,7 +298,7 @@ def test_numpy_topk_blocks_and_exact_ties_match_faiss():
 @pytest.mark.slow
 def test_cli_index_quantize_int8_then_search(tmp_path):
     from nyx.cli import app
-    from tests.nyx.test_cli import _write_beir
+    from tests.nyx.cli.test_cli import _write_beir
 
     beir = _write_beir(tmp_path / "beir")
     runner = CliRunner()

@@ -12,6 +12,7 @@ from PIL import Image
 
 from nyx.model import backbone, tiny
 from nyx.model.processor import NyxQwenProcessor, load_processor
+from nyx.utils.build_cache import STAMP_FILENAME, is_current
 from nyx.utils.io import file_sha256
 
 
@@ -45,7 +46,7 @@ def test_tiny_model_layout_and_size(tiny_dir):
         "model.safetensors",
         "tokenizer.json",
         "processor_config.json",
-        tiny.STAMP_FILENAME,
+        STAMP_FILENAME,
         backbone.PROFILE_FILENAME,
     } <= names
     size = sum(p.stat().st_size for p in tiny_dir.iterdir())
@@ -76,9 +77,9 @@ def test_ensure_tiny_model_reuses_cache_and_rebuilds_when_stamp_changes(tiny_dir
     mtime = (first / "model.safetensors").stat().st_mtime_ns
     assert tiny.ensure_tiny_model(cache) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not rebuilt
-    (first / tiny.STAMP_FILENAME).write_text(json.dumps({"version": "stale"}))
+    (first / STAMP_FILENAME).write_text(json.dumps({"version": "stale"}))
     rebuilt = tiny.ensure_tiny_model(cache)
-    assert json.loads((rebuilt / tiny.STAMP_FILENAME).read_text())["spec"] == tiny.tiny_spec_hash()
+    assert json.loads((rebuilt / STAMP_FILENAME).read_text())["spec"] == tiny.tiny_spec_hash()
     assert _weights_hash(rebuilt) == _weights_hash(tiny_dir)
 
 
@@ -98,7 +99,7 @@ def test_concurrent_builders_agree_and_leave_one_complete_model(tmp_path):
         t.join()
     assert not errors
     assert len(set(results)) == 1
-    assert tiny._is_current(results[0])
+    assert is_current(results[0], tiny.build_stamp())
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [backbone.TINY_DIRNAME]
 
 

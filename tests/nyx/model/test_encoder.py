@@ -4,7 +4,6 @@ own: test_pooling.py)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,8 +12,10 @@ from PIL import Image
 
 from nyx.data.records import Part, Record
 from nyx.data.rejects import RecordError, RejectLog
-from nyx.model.encoder import EncoderConfig, NyxEncoder, QueryTemplate, read_shards
+from nyx.model.config import EncoderConfig
+from nyx.model.encoder import NyxEncoder, read_shards
 from nyx.model.pooling import mrl_truncate, normalize
+from nyx.model.templates import QueryTemplate
 from tests.tolerances import EPS32, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 
@@ -62,8 +63,7 @@ def test_query_template_adds_choices_line_only_when_choices_given(encoder):
 
 
 def test_task_specific_template_and_image_in_query_keeps_reading_order(encoder, images):
-    cfg = replace(
-        encoder.config,
+    cfg = encoder.config.replace(
         query_templates={
             "default": QueryTemplate(),
             "vqa": QueryTemplate(
@@ -97,7 +97,7 @@ def test_truncation_cuts_text_and_never_image_placeholders(encoder, images):
     r = Record(
         "long", [Part.of_text(long_text), Part.of_image(images[0]), Part.of_text(long_text), Part.of_image(images[2])]
     )
-    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, max_length=160))
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, encoder.config.replace(max_length=160))
     p = enc.prepare(r, is_query=False)
     assert p.truncated and p.dropped_images == 0 and p.n_images == 2
     inputs = enc.collate_prepared([p])
@@ -118,7 +118,7 @@ def test_images_that_do_not_fit_are_shrunk_not_dropped(encoder, images):
     )
     one = encoder.prepare(Record("x", [Part.of_image(images[2])]), is_query=False).image_tokens[0]
     enc = NyxEncoder(
-        encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, max_length=2 * (one + 2) + 10)
+        encoder.backbone, encoder.processor, encoder.profile, encoder.config.replace(max_length=2 * (one + 2) + 10)
     )
     p = enc.prepare(r, is_query=False)
     assert p.n_images == 3 and p.dropped_images == 0 and p.shrunk_images == 3
@@ -172,8 +172,8 @@ def test_float32_batch_of_mixed_lengths_equals_one_at_a_time_within_float32_roun
 
 def test_left_and_right_padding_give_the_same_embeddings(encoder64, docs):
     enc = encoder64
-    right = NyxEncoder(enc.backbone, enc.processor, enc.profile, replace(enc.config, padding_side="right"))
-    left = NyxEncoder(enc.backbone, enc.processor, enc.profile, replace(enc.config, padding_side="left"))
+    right = NyxEncoder(enc.backbone, enc.processor, enc.profile, enc.config.replace(padding_side="right"))
+    left = NyxEncoder(enc.backbone, enc.processor, enc.profile, enc.config.replace(padding_side="left"))
     inputs = left.collate(docs, is_query=False)
     assert (inputs["attention_mask"][:, 0] == 0).any()  # really left-padded
     assert_within("encode: left vs right padding", right.encode(docs), left.encode(docs), F32_OUTPUT_TOL)
@@ -288,7 +288,7 @@ def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(e
             encoder.backbone,
             encoder.processor,
             encoder.profile,
-            replace(encoder.config, prefetch_batches=depth, sort_window_batches=2),
+            encoder.config.replace(prefetch_batches=depth, sort_window_batches=2),
         )
         preparing_threads: set[str] = set()
         prepare = enc.prepare
@@ -310,7 +310,7 @@ def test_prefetched_encoding_equals_inline_encoding_across_windows_and_rejects(e
 def test_prefetched_encoding_without_a_reject_log_raises_for_the_bad_record(encoder, docs, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, prefetch_batches=2))
+    enc = NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, encoder.config.replace(prefetch_batches=2))
     assert not enc.module.training  # follows the backbone, loaded in eval mode
     with pytest.raises(RecordError) as err:
         enc.encode(docs + [Record("bad", [Part.of_image(str(bad))])], batch_size=2)

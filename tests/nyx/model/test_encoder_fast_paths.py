@@ -21,13 +21,10 @@ from PIL import Image
 
 from nyx.data.records import Part, Record
 from nyx.model.backbone import load_backbone
-from nyx.model.encoder import (
-    NyxEncoder,
-    PreparedInput,
-    _GroupedVisionAttention,
-    _MatmulPatchEmbed,
-)
+from nyx.model.collator import PreparedInput
+from nyx.model.encoder import NyxEncoder
 from nyx.model.processor import NyxQwenProcessor
+from nyx.model.vision_speedups import _GroupedVisionAttention, _MatmulPatchEmbed
 from tests.tolerances import EPS32, EPS64, F32_OUTPUT_TOL, assert_within, rounding_tol
 
 
@@ -86,7 +83,7 @@ def records(images):
 
 def _with(encoder: NyxEncoder, **overrides) -> NyxEncoder:
     """The same backbone and processor with other :class:`EncoderConfig` settings."""
-    return NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, **overrides))
+    return NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, encoder.config.replace(**overrides))
 
 
 def _processor_reference(encoder: NyxEncoder, prepared: list[PreparedInput]) -> dict[str, torch.Tensor]:
@@ -363,5 +360,5 @@ def test_bf16_autocast_is_refused_on_a_cpu_without_native_bf16(encoder32, monkey
     monkeypatch.setattr(encoder_module, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ValueError, match="native bf16"):
         _with(encoder32, autocast="bfloat16")
-    with pytest.raises(ValueError, match="autocast must be"):
-        replace(encoder32.config, autocast="float16")
+    with pytest.raises(ValueError, match="autocast"):
+        encoder32.config.replace(autocast="float16")

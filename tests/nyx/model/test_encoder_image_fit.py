@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -43,7 +42,7 @@ def images(tmp_path_factory):
 
 def _with(encoder: NyxEncoder, **overrides) -> NyxEncoder:
     """The same backbone and processor with other config settings (``inference_max_length`` = ``max_length``)."""
-    return NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, replace(encoder.config, **overrides))
+    return NyxEncoder(encoder.backbone, encoder.processor, encoder.profile, encoder.config.replace(**overrides))
 
 
 def _image_ids(encoder: NyxEncoder, inputs) -> int:

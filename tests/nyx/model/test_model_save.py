@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
 from nyx.data.records import Part, Record
 from nyx.model.backbone import PROFILE_FILENAME, resolve_profile
-from nyx.model.config import SAVED_ENCODER_FIELDS, saved_encoder_settings
-from nyx.model.encoder import EncoderConfig, NyxEncoder, QueryTemplate
+from nyx.model.config import SAVED_ENCODER_FIELDS, EncoderConfig, saved_encoder_settings
+from nyx.model.encoder import NyxEncoder
+from nyx.model.templates import QueryTemplate
 
 #: Every field saved with a model, each away from its default.
 CHANGED = dict(
@@ -80,11 +80,11 @@ def test_save_pretrained_round_trips_the_config_fields(changed, tmp_path):
 def test_the_query_templates_saved_are_the_ones_that_load(base, tmp_path):
     template = QueryTemplate(without_choices="Retrieve for {question}", with_choices="{question} | {choices}")
     edited = NyxEncoder(
-        base.backbone, base.processor, base.profile, replace(base.config, query_templates={"default": template})
+        base.backbone, base.processor, base.profile, base.config.replace(query_templates={"default": template})
     )
     folder = edited.save_pretrained(tmp_path / "model")
     saved = json.loads((folder / PROFILE_FILENAME).read_text())["encoder"]["query_templates"]
-    assert saved == {"default": asdict(template)}
+    assert saved == {"default": template.model_dump()}
     assert saved_encoder_settings(folder)["query_templates"] == {"default": template}
     loaded = NyxEncoder.from_pretrained(folder, device="cpu", show_progress=False)
     assert loaded.config.query_templates == {"default": template} != base.config.query_templates

@@ -27,8 +27,8 @@ from PIL import Image
 
 from nyx.data.records import Part, Record, read_jsonl
 from nyx.data.rejects import RecordError
-from nyx.serving.server import CORPUS_PATH_TAG, INDEX_DIR_TAG, ServeError, ServeSettings, create_app
-from tests.nyx.test_cli import CORPUS as CLI_CORPUS
+from nyx.serving import CORPUS_PATH_TAG, INDEX_DIR_TAG, ServeError, ServeSettings, create_app
+from tests.nyx.cli.test_cli import CORPUS as CLI_CORPUS
 from tests.paths import REPO
 
 MODEL = "nyx-retriever"

@@ -81,8 +81,9 @@ def tiny_miner():
 def test_tiny_mllama_builds_offline_once_and_embeds_text_image_and_mixed_records_to_unit_vectors(tmp_path, images):
     from transformers import AutoConfig
 
-    from nyx.model.tiny_mllama import STAMP_FILENAME, ensure_tiny_mllama
+    from nyx.model.tiny_mllama import ensure_tiny_mllama
     from nyx.retrieval.mme5 import MmE5Encoder
+    from nyx.utils.build_cache import STAMP_FILENAME
 
     folder = ensure_tiny_mllama(tmp_path)
     assert AutoConfig.from_pretrained(folder).model_type == "mllama"
@@ -210,7 +211,7 @@ def test_registered_version_resolves_to_its_index_folder(tmp_path, images):
 
 
 def _materialise(tmp_resources, miner_overrides):
-    from assets.nyxqa import hard_negatives
+    from assets.hard_negatives import hard_negatives
 
     res = {k: tmp_resources[k] for k in ("settings", "mlflow")}
     overrides = {"miner": {**miner_overrides, "mining": MINING}}
@@ -240,7 +241,7 @@ def test_changing_the_miner_changes_the_data_version_and_metadata(tmp_path, imag
 
 
 def test_data_version_holds_the_miner_identity_even_for_the_same_negatives(tmp_path, images):
-    from assets.nyxqa import _negatives_data_version
+    from assets.hard_negatives import _negatives_data_version
     from nyx.synth.mining import MiningConfig
 
     corpus, queries = _fixture(images, list(COLOURS))

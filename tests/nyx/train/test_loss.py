@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nyx.train.gradcache import Backprop, RandContext, cached_step, chunked, plain_step
+from nyx.train.gradcache import Backprop, RandContext, cached_step, plain_step
 from nyx.train.loss import MatryoshkaInfoNCE, gather_with_grad, info_nce, matryoshka_info_nce
+from nyx.utils.batches import chunked
 from tests.tolerances import EPS64, assert_within, rounding_tol
 
 #: Every exactness test here runs in float64 (tests/tolerances.py): the loss is dtype-generic, so float64 checks

@@ -12,7 +12,9 @@ import torch
 from nyx.data.records import Part, Record
 from nyx.paths import DataPaths
 from nyx.settings import load_profile
+from nyx.train.backend import make_accelerator
 from nyx.train.config import TrainConfig
+from nyx.train.model_setup import load_encoder
 from nyx.train.stage import (
     StageInputs,
     StageNotFinished,
@@ -141,8 +143,8 @@ def test_stage2_saved_at_step_0_reloads_as_stage1_and_after_training_differs_fro
     assert np.abs(stage1 - base).max() > MOVED  # Stage 1 really moved away from the base
 
     trainer = ContrastiveTrainer(spec.config)  # the model Stage 2 starts from, saved as training would save it
-    trainer.accelerator = trainer.make_accelerator()
-    trainer.encoder = trainer._load_encoder(trainer.accelerator.device)
+    trainer.accelerator = make_accelerator(spec.config)
+    trainer.encoder = load_encoder(spec.config, trainer.accelerator.device)
     trainer.model = trainer.encoder.module
     step0 = paths.root / "stage2-step0"
     trainer._save_model(step0)
@@ -159,7 +161,7 @@ def test_stage2_saved_at_step_0_reloads_as_stage1_and_after_training_differs_fro
 def test_stage2_retrain_starts_from_the_base_on_the_stage1_mix_plus_feedback(lora_stages):
     paths, _ = lora_stages
     profile = _profile("retrain")
-    from nyx.data.sample_sources import ensure_sample_sources
+    from nyx.data.sample.training_sources import ensure_sample_sources
     from nyx.train.sources import convert_source
 
     ensure_sample_sources(paths, profile)
@@ -257,7 +259,7 @@ def test_best_stage_is_chosen_on_dev_and_stage1_wins_when_better(tmp_path):
 
 
 def test_one_pixel_budget_reaches_training_the_saved_model_evaluation_and_the_vlms(lora_stages, tmp_path):
-    from assets.common import generator_config
+    from assets.lib.profile import generator_config
     from nyx.model.encoder import NyxEncoder
     from nyx.retrieval import NyxRetriever
 

@@ -11,7 +11,7 @@ import pytest
 from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
 from nyx.train.config import SourceConfig
-from nyx.train.data import (
+from nyx.train.dataset import (
     TrainingExample,
     apply_cap_and_weight,
     batch_records,

@@ -14,11 +14,13 @@ import torch
 from PIL import Image
 
 from nyx.data.records import Part, Record
+from nyx.train.checkpoints import find_latest_checkpoint
 from nyx.train.config import DEFAULT_DEEPSPEED_CONFIG, TrainConfig
-from nyx.train.data import TrainingExample, batch_records
-from nyx.train.gradcache import cached_step, chunked, plain_step
+from nyx.train.dataset import TrainingExample, batch_records
+from nyx.train.gradcache import cached_step, plain_step
 from nyx.train.loss import MatryoshkaInfoNCE
-from nyx.train.trainer import find_latest_checkpoint, train
+from nyx.train.trainer import train
+from nyx.utils.batches import chunked
 from tests.paths import REPO
 from tests.tolerances import EPS32, EPS64, assert_within, rounding_tol
 

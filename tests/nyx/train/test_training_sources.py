@@ -15,10 +15,10 @@ from assets.training_sources import training_sources, training_sources_valid
 from nyx.data.beir import write_beir
 from nyx.data.records import Record
 from nyx.data.rejects import RejectLog
-from nyx.data.sample_sources import EXPECTED, SAMPLE_FILES, write_sample_sources
+from nyx.data.sample.training_sources import EXPECTED, SAMPLE_FILES, write_sample_sources
 from nyx.paths import DataPaths
 from nyx.settings import PROFILES, TrainingSource, load_profile
-from nyx.train.data import load_triples
+from nyx.train.dataset import load_triples
 from nyx.train.sources import check_source, convert_source, converted_file, evaluation_queries, normalize_text
 from orchestration.resources import NyxSettings
 

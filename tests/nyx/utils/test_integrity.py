@@ -68,7 +68,7 @@ def trained(tmp_path_factory):
 
 
 def test_every_folder_the_trainer_writes_verifies(trained):
-    from nyx.train.trainer import find_latest_checkpoint
+    from nyx.train.checkpoints import find_latest_checkpoint
 
     cfg, result = trained
     verify_manifest(result.final_dir)
@@ -82,7 +82,7 @@ def test_every_folder_the_trainer_writes_verifies(trained):
 def test_resume_skips_a_truncated_checkpoint_for_the_last_one_that_verifies(trained, tmp_path, caplog):
     import shutil
 
-    from nyx.train.trainer import find_latest_checkpoint
+    from nyx.train.checkpoints import find_latest_checkpoint
 
     cfg, _ = trained
     copy = tmp_path / "stage1"
