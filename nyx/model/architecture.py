@@ -1,8 +1,8 @@
 """The paper model's architecture, for building it with random weights where it cannot be downloaded.
 
 The paper's Matryoshka ladder; constants of ``Qwen/Qwen2.5-VL-3B-Instruct``'s ``config.json`` and
-:func:`paper_architecture_config`; only ``benchmarks/gpu_check.py`` builds a model from them (the paper *profile*, which loads the real checkpoint, is
-:func:`nyx.model.backbone.paper_profile`).
+:func:`paper_architecture_config`; only ``benchmarks/gpu_check.py`` builds a model from them (the paper *profile*,
+which loads the real checkpoint, is :func:`nyx.model.backbone.paper_profile`).
 """
 
 from __future__ import annotations
