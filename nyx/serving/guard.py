@@ -6,6 +6,8 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 #: Paths answered without the API key (liveness probes).
 OPEN_PATHS = frozenset({"/health"})
 
@@ -14,12 +16,12 @@ class RequestGuard:
     """Answers 401 without the bearer key (except :data:`OPEN_PATHS`) and 413 for a body over ``max_body``
     bytes, counting what arrives (a missing or false Content-Length does not get past it)."""
 
-    def __init__(self, app, *, max_body: int, api_key: str | None):
+    def __init__(self, app: ASGIApp, *, max_body: int, api_key: str | None) -> None:
         self.app = app
         self.max_body = max_body
         self._key = api_key.encode() if api_key else None
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
@@ -59,7 +61,7 @@ class RequestGuard:
                 break
         replayed = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -69,7 +71,9 @@ class RequestGuard:
         return await self.app(scope, replay, send)
 
 
-async def _send_json(send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None):
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     import json
 
     data = json.dumps(body).encode()
