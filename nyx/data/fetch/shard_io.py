@@ -202,7 +202,7 @@ def write_resolved(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from nyx.data.obelics.reader import _row_summary
+    from nyx.data.obelics.reader import row_summary
 
     schema = pq.ParquetFile(source).schema_arrow
     id_idx = schema.get_field_index("id")
@@ -220,7 +220,7 @@ def write_resolved(
                     new, bad = _resolve_row(row, idx, stem, local, failed)
                     if new is None:
                         dropped += 1
-                        _reject(rejects, dest.name, idx, _row_id(row, stem, idx), bad, _row_summary(row), users)
+                        _reject(rejects, dest.name, idx, _row_id(row, stem, idx), bad, row_summary(row), users)
                         continue
                     kept.append({**new, "id": _row_id(new, stem, idx)})
                 if kept:

@@ -47,7 +47,8 @@ def _clip(s: str) -> str:
     return s if len(s) <= _MAX_RAW else s[:_MAX_RAW] + "..."
 
 
-def _row_summary(row: Mapping[str, Any]) -> str:
+def row_summary(row: Mapping[str, Any]) -> str:
+    """A row as clipped JSON: what a reject log keeps of it."""
     return _clip(json.dumps({k: _json_safe(v) for k, v in row.items()}, ensure_ascii=False, default=str))
 
 
@@ -214,7 +215,7 @@ def iter_obelics(
             if raw is not None:
                 raw = _clip(raw)
             elif isinstance(row, Mapping):
-                raw = _row_summary(row)
+                raw = row_summary(row)
             rejects.add(e, raw=raw)
             continue
         seen.add(record.id)

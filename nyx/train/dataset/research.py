@@ -23,7 +23,8 @@ from nyx.utils.io import atomic_write
 RESEARCH_IMAGE_TOKEN = re.compile(r"<\|image(?:_\d+)?\|>")
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """A research-format field as a list: None or "" -> [], a list or tuple as it is, one value -> [value]."""
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -38,7 +39,7 @@ def research_content(text: Any, image_paths: Any, image_root: str | os.PathLike 
     text = "" if text is None else text
     if not isinstance(text, str):
         raise ValueError(f"text must be a string, got {type(text).__name__}")
-    images = [str(p) for p in _as_list(image_paths)]
+    images = [str(p) for p in as_list(image_paths)]
     if any(not p.strip() for p in images):
         raise ValueError("empty image path")
     images = [resolve_image(p, image_root) for p in images]
@@ -86,7 +87,7 @@ def research_to_triple(
         if len(neg_images) != len(neg_texts):
             raise RecordError(f"{len(neg_texts)} neg_text but {len(neg_images)} neg_image_path", record_id=rid)
         pairs = list(zip(neg_texts, neg_images))
-    elif neg_texts in (None, "") and not _as_list(neg_images):
+    elif neg_texts in (None, "") and not as_list(neg_images):
         pairs = []
     else:
         pairs = [(neg_texts, neg_images)]

@@ -37,7 +37,7 @@ from typing import Any
 from nyx.data.records import record_from_json
 from nyx.data.rejects import RecordError, RejectLog
 from nyx.train.dataset import RESEARCH_IMAGE_TOKEN, research_to_triple
-from nyx.train.dataset.research import _as_list
+from nyx.train.dataset.research import as_list
 from nyx.utils.io import read_json
 
 #: ``retrieved`` recipe: passages ranked this or lower (1-based) are the negatives
@@ -123,7 +123,7 @@ def research_row(row: Any, where: str, source: str, image_root: Path, fixed: dic
     if pos_text is None or (isinstance(pos_text, str) and not pos_text.strip()):
         raise RecordError("empty pos_text: row dropped", record_id=rid, location=where)
     qry = row.get("qry")
-    has_image = any(str(p).strip() for p in _as_list(row.get("qry_image_path")))
+    has_image = any(str(p).strip() for p in as_list(row.get("qry_image_path")))
     if isinstance(qry, str) and not has_image and RESEARCH_IMAGE_TOKEN.search(qry):
         row = {**row, "qry": _SPACE.sub(" ", RESEARCH_IMAGE_TOKEN.sub(" ", qry)).strip(), "qry_image_path": None}
         fixed["stray image token removed from a text-only query"] = (
