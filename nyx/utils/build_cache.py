@@ -4,13 +4,15 @@
 A built folder carries a stamp file (:data:`STAMP_FILENAME`: what recipe built it); :func:`ensure_built` reuses it
 while the stamp matches and rebuilds it otherwise. Concurrent builders (threads, processes, test workers) serialise on
 a lock file beside it (``filelock``: ``flock`` on Linux, released by the kernel when a holder dies); the folder is
-written into a temporary sibling and renamed into place, so a reader never sees a half-built one.
+written into a temporary sibling and renamed into place, so a reader never sees a half-built one. A builder killed
+mid-way leaves its temporary sibling behind; the next builder, holding the lock (so no other is at work), removes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +43,11 @@ def ensure_built(target: Path, stamp: dict[str, str], build: Callable[[Path], An
     with FileLock(target.parent / f".{target.name}.lock"):
         if is_current(target, stamp):  # another builder finished while we waited
             return target
+        # what a killed builder left: atomic_dir's temporary sibling (``.<name>.*.tmp``) or the folder it replaced
+        for left in [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.old.*")]:
+            if left.is_dir():
+                log.info("removing %s, left by a builder that did not finish", left)
+                shutil.rmtree(left, ignore_errors=True)
         t0 = time.perf_counter()
         with atomic_dir(target) as tmp:
             build(tmp)
