@@ -127,3 +127,31 @@ def test_serve_load_quick_answers_every_request_with_and_without_batching(tmp_pa
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["same_topk_as_first"] == 1.0  # batching never changes a query's results
     assert off["encoder_batches"] == off["requests"] and on["encoder_batches"] < on["requests"]
+
+
+@pytest.mark.slow
+def test_embedding_fingerprint_tells_identical_embeddings_from_changed_ones(tmp_path, tiny_dir):
+    """Two runs on one machine agree (to float32 rounding: a run can differ in its last bits); an array changed in
+    the saved file is reported as changed, by the size of the change."""
+    import numpy as np
+
+    script = [sys.executable, str(REPO / "benchmarks" / "embedding_fingerprint.py"), "--model", str(tiny_dir)]
+    saved, report = tmp_path / "before.npz", tmp_path / "after.json"
+    first = subprocess.run([*script, "--save", str(saved)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    arrays = dict(np.load(saved))
+    changed = "queries, batch 2"
+    arrays[changed] = arrays[changed].copy()
+    arrays[changed][0, 0] += 1e-3
+    np.savez(saved, **arrays)
+    second = subprocess.run(
+        [*script, "--against", str(saved), "--out", str(report)], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    rows = {r["set"]: r for r in json.loads(report.read_text())["rows"]}
+    assert set(rows) == set(arrays) and len(rows) == 4
+    assert not rows[changed]["identical"] and abs(rows[changed]["max_abs_diff"] - 1e-3) < 1e-4
+    hidden = rows["documents, batch 2"]["shape"][1]
+    for name, row in rows.items():
+        if name != changed:
+            assert_within(f"fingerprint rerun: {name}", row["max_abs_diff"], 0.0, rounding_tol(EPS32, hidden))
