@@ -169,15 +169,15 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20) -> float:
-    """Matrix-product speed on ``device`` in ``dtype`` (CPU: with the current torch threads):
-    (4096 x 256) @ (256 x 256), best of ``repeats``. The tiny model's largest products have this shape
-    (a batch's tokens x its hidden sizes)."""
+def matmul_gflops(
+    m: int, k: int, n: int, device: Any = "cpu", dtype: Any = None, repeats: int = 10, warmup: int = 2
+) -> float:
+    """Speed of one (m x k) @ (k x n) product, best of ``repeats`` after ``warmup`` untimed ones."""
     import torch
 
-    a = torch.randn(4096, 256, device=device, dtype=dtype)
-    b = torch.randn(256, 256, device=device, dtype=dtype)
-    for _ in range(3):
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    for _ in range(warmup):
         a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -186,7 +186,14 @@ def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20
         a @ b
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * 4096 * 256 * 256 / best / 1e9
+    return 2 * m * k * n / best / 1e9
+
+
+def matmul_peak_gflops(device: Any = "cpu", dtype: Any = None, repeats: int = 20) -> float:
+    """Matrix-product speed on ``device`` in ``dtype`` (CPU: with the current torch threads):
+    (4096 x 256) @ (256 x 256), best of ``repeats``. The tiny model's largest products have this shape
+    (a batch's tokens x its hidden sizes)."""
+    return matmul_gflops(4096, 256, 256, device, dtype, repeats=repeats, warmup=3)
 
 
 #: Kernel classes of the per-kernel breakdown, by profiler event name (self time; see :func:`kernel_breakdown`).
@@ -393,24 +400,6 @@ def kernel_breakdown(encoder: Any, batches: list[dict[str, Any]], peak_gflops: f
         "matmul_ceiling_share_of_peak": ceiling / peak_gflops,
         "vision_share": sum(seconds[(c, "vision")] for c in KERNEL_CLASSES) / wall,
     }
-
-
-def matmul_gflops(m: int, k: int, n: int, device: Any = "cpu", dtype: Any = None, repeats: int = 10) -> float:
-    """Speed of one (m x k) @ (k x n) product, best of ``repeats``."""
-    import torch
-
-    a = torch.randn(m, k, device=device, dtype=dtype)
-    b = torch.randn(k, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * k * n / best / 1e9
 
 
 def padding_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
